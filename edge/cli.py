@@ -1,0 +1,86 @@
+"""The pondwatch-edge command line: run, replay, preview, enrol, diag."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from edge.config import ConfigError, load_config
+
+
+def _offline_ultralytics() -> None:
+    """Keep Ultralytics from phoning home and give it a writable settings folder."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    state = os.environ.get("STATE_DIRECTORY") or os.path.expanduser("~/.config")
+    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(state, "Ultralytics"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pondwatch-edge", description="PondWatch pond node.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="the node service")
+    run.add_argument("config")
+    run.add_argument("--check-config", action="store_true", help="validate the config and exit")
+
+    rep = sub.add_parser("replay", help="the node pipeline on a recorded video, on its own clock")
+    rep.add_argument("config")
+    rep.add_argument("--source", required=True, help="video file or image folder")
+    rep.add_argument("--events-out", required=True, help="JSON lines output")
+    rep.add_argument("--snapshots-dir", help="also write each event's JPEG here")
+
+    pre = sub.add_parser("preview", help="draw zones, equipment and a stature ruler on a frame")
+    pre.add_argument("config")
+    pre.add_argument("--source", help="image or video (default: the camera)")
+    pre.add_argument("--out", required=True, help="PNG to write")
+
+    enr = sub.add_parser("enrol", help="capture equipment references")
+    enr.add_argument("config")
+    enr.add_argument("--source", help="image, video or camera (default: the camera)")
+    enr.add_argument("--frames", type=int, default=15, help="frames to combine")
+
+    dia = sub.add_parser("diag", help="the technician's checklist")
+    dia.add_argument("config")
+    dia.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of pondwatch-edge; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _offline_ultralytics()
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error:\n{exc}", file=sys.stderr)
+        return 2
+    if args.command == "run":
+        if args.check_config:
+            print(f"{args.config}: ok")
+            return 0
+        from edge.service import run_service
+        return run_service(cfg, config_path=args.config)
+    if args.command == "replay":
+        from edge.replay import replay
+        return replay(cfg, args.source, args.events_out, snapshots_dir=args.snapshots_dir)
+    if args.command == "preview":
+        from edge.preview import preview
+        return preview(cfg, args.source, args.out)
+    if args.command == "enrol":
+        from edge.equipment import enrol
+        return enrol(cfg, args.config, source=args.source, frames=args.frames)
+    if args.command == "diag":
+        from edge.diag import run_diag
+        return run_diag(cfg, args.config, as_json=args.json)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

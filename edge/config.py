@@ -1,0 +1,216 @@
+"""Node configuration: the YAML schema from DESIGN.md as strict pydantic models."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from protocol.topics import DEFAULT_PREFIX, NODE_ID_PATTERN
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Point = tuple[Unit, Unit]
+
+
+class ConfigError(ValueError):
+    """A node config that cannot be used; the message names the file and field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(_Section):
+    """Where frames come from."""
+
+    source: str | int = Field(
+        "picamera2", description="picamera2, a USB index, /dev/videoN, rtsp://…, a video file "
+        "or an image folder.")
+    fps: float = Field(5.0, gt=0, le=60, description="Detection rate cap in frames per second.")
+    width: int | None = Field(None, ge=64, le=4096, description="Requested capture width.")
+    height: int | None = Field(None, ge=64, le=4096, description="Requested capture height.")
+    stall_s: float = Field(10.0, gt=0, le=600, description="No frame for this long is a fault.")
+
+
+class ModelConfig(_Section):
+    """The detector and what its classes mean."""
+
+    path: str = Field("models/person.pt", description="Anything Ultralytics loads.")
+    imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, description="Inference size.")
+    conf: float = Field(0.35, gt=0, lt=1, description="Minimum detection confidence.")
+    tracker: str = Field("bytetrack.yaml", description="Ultralytics tracker config.")
+    labels: dict[str, list[str]] = Field(
+        default_factory=lambda: {"person": ["person"]},
+        description="For each meaning (person, child, lifebuoy, …) the model class names.")
+
+    @model_validator(mode="after")
+    def _needs_person(self) -> ModelConfig:
+        if not self.labels.get("person") and not self.labels.get("child"):
+            raise ValueError("labels must map 'person' (or 'child') to at least one class name")
+        return self
+
+
+class Zones(_Section):
+    """Polygons in normalised frame coordinates."""
+
+    water: list[Point] = Field(description="The water surface.")
+    bank: list[Point] = Field(default_factory=list, description="The bank near the water.")
+
+    @model_validator(mode="after")
+    def _polygons(self) -> Zones:
+        for name in ("water", "bank"):
+            poly = getattr(self, name)
+            if poly and len(poly) < 3:
+                raise ValueError(f"zone {name} needs at least 3 points, got {len(poly)}")
+        return self
+
+
+class Reference(_Section):
+    """A known height seen standing at one place in the frame."""
+
+    foot: Point = Field(description="Foot point, normalised.")
+    head: Point = Field(description="Head point, normalised.")
+    height_m: float = Field(gt=0.3, lt=2.5, description="Real height in metres.")
+
+    @model_validator(mode="after")
+    def _upright(self) -> Reference:
+        if self.head[1] >= self.foot[1]:
+            raise ValueError("head must be above foot (smaller y)")
+        return self
+
+
+class Stature(_Section):
+    """Calibration for body height."""
+
+    references: list[Reference] = Field(default_factory=list, description="Two or more.")
+    child_max_m: float = Field(1.45, gt=0.5, lt=2.0, description="At or below: a child.")
+
+    @model_validator(mode="after")
+    def _enough(self) -> Stature:
+        if len(self.references) == 1:
+            raise ValueError("references needs two or more entries at different rows (or none)")
+        if self.references and len({round(r.foot[1], 3) for r in self.references}) < 2:
+            raise ValueError("references must stand at two or more different foot rows")
+        return self
+
+
+class Rules(_Section):
+    """Timing of the per-track rules."""
+
+    dwell_s: float = Field(1.0, ge=0, le=60, description="Seconds in a zone before an alert.")
+    clear_s: float = Field(10.0, gt=0, le=600, description="Seconds gone before the event ends.")
+    confirm_frames: int = Field(3, ge=1, le=30, description="Confident frames to confirm a track.")
+    reannounce_s: float = Field(120.0, ge=10, le=3600,
+                                description="A child who stays is announced again this often.")
+    submerged_s: float = Field(4.0, ge=1, le=60,
+                               description="Vanished inside the water this long: submerged.")
+    idle_fps: float = Field(1.0, gt=0, le=30, description="Detection rate while nothing moves.")
+
+
+class Equipment(_Section):
+    """One rescue-kit item watched in a region of the frame."""
+
+    item: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="lifebuoy, sign, rope, poles.")
+    roi: tuple[Unit, Unit, Unit, Unit] = Field(description="x, y, w, h normalised.")
+    reference: str | None = Field(None, description="Reference image written by enrol.")
+    missing_after_s: float = Field(600.0, ge=0, le=86400, description="Absence before an event.")
+    check_every_s: float = Field(30.0, gt=0, le=3600, description="How often to check.")
+
+    @model_validator(mode="after")
+    def _inside(self) -> Equipment:
+        x, y, w, h = self.roi
+        if w <= 0 or h <= 0 or x + w > 1.0001 or y + h > 1.0001:
+            raise ValueError("roi must have positive size and lie inside the frame")
+        return self
+
+
+class Mqtt(_Section):
+    """Broker connection."""
+
+    url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://",
+                     description="mqtt://host:port or mqtts://host:port.")
+    topic_prefix: str = Field(DEFAULT_PREFIX, description="Topic prefix.")
+    username: str | None = Field(None, description="Defaults to the node id.")
+    password_env: str = Field("PONDWATCH_MQTT_PASSWORD",
+                              description="Environment variable holding the password.")
+    password_file: str | None = Field(None, description="File (systemd credential) with it.")
+    ca_file: str | None = Field(None, description="CA certificate for mqtts.")
+    keepalive_s: int = Field(30, ge=5, le=600, description="MQTT keepalive.")
+
+
+class Gpio(_Section):
+    """BCM pin numbers of the local warning hardware; omit what is not fitted."""
+
+    horn: int | None = Field(None, ge=0, le=27)
+    light: int | None = Field(None, ge=0, le=27)
+    status_led: int | None = Field(None, ge=0, le=27)
+    sos_button: int | None = Field(None, ge=0, le=27)
+    pir: int | None = Field(None, ge=0, le=27)
+
+
+class NodeConfig(_Section):
+    """Everything one pond node needs."""
+
+    node_id: str = Field(pattern=f"^{NODE_ID_PATTERN}$", description="Unique node id.")
+    pond_id: str = Field(min_length=1, max_length=64, description="The pond it watches.")
+    camera: CameraConfig = Field(default_factory=CameraConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    zones: Zones
+    stature: Stature = Field(default_factory=Stature)
+    rules: Rules = Field(default_factory=Rules)
+    equipment: list[Equipment] = Field(default_factory=list)
+    mqtt: Mqtt = Field(default_factory=Mqtt)
+    outbox: str = Field("/var/lib/pondwatch/outbox.db", description="SQLite outbox path.")
+    gpio: Gpio = Field(default_factory=Gpio)
+
+    @property
+    def calibrated(self) -> bool:
+        """True when stature can be estimated."""
+        return len(self.stature.references) >= 2
+
+
+def _resolve(base: Path, value: str) -> str:
+    if "://" in value or value.isdigit() or value.startswith("/dev/") or value == "picamera2":
+        return value
+    p = Path(value)
+    return str(p if p.is_absolute() else (base / p))
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate a node config; relative paths are taken from the config's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: must be a YAML mapping")
+    try:
+        cfg = NodeConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top)"
+            lines.append(f"{path}: field {where}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from exc
+    base = path.resolve().parent
+    updates: dict[str, Any] = {"outbox": _resolve(base, cfg.outbox)}
+    src = cfg.camera.source
+    if isinstance(src, str):
+        updates["camera"] = cfg.camera.model_copy(update={"source": _resolve(base, src)})
+    updates["model"] = cfg.model.model_copy(update={"path": _resolve(base, cfg.model.path)})
+    updates["equipment"] = [
+        e.model_copy(update={"reference": _resolve(base, e.reference)}) if e.reference else e
+        for e in cfg.equipment
+    ]
+    return cfg.model_copy(update=updates)
+
+
+def config_hash(path: str | Path) -> str:
+    """Short sha256 of the config file, reported in health."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]

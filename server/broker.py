@@ -1,0 +1,145 @@
+"""A private Mosquitto broker on a loopback port, for single-machine set-ups and tests."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    """Mosquitto could not be found or did not start."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on host right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def find_mosquitto() -> str:
+    """Path of the mosquitto binary, or BrokerError with the install hint."""
+    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    raise BrokerError("mosquitto not found: install the Debian package 'mosquitto'")
+
+
+class Mosquitto:
+    """One supervised mosquitto process listening on 127.0.0.1 only."""
+
+    def __init__(self, port: int | None = None, conf_extra: str = "",
+                 data_dir: Path | None = None, anonymous: bool = True) -> None:
+        """Prepare (not start) a broker; conf_extra is appended to its config."""
+        self.port = port or free_port()
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="pondwatch-mosquitto-"))
+        self.conf_extra = conf_extra
+        self.anonymous = anonymous
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """mqtt:// URL of the listener."""
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        """Where mosquitto writes its log."""
+        return self.data_dir / "mosquitto.log"
+
+    def _write_conf(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.data_dir / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            f"allow_anonymous {'true' if self.anonymous else 'false'}",
+            "persistence true",
+            f"persistence_location {self.data_dir}/",
+            f"log_dest file {self.log_path}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "max_queued_messages 100000",
+            "message_size_limit 11000000",
+        ]
+        if os.geteuid() == 0:
+            lines.append("user root")
+        conf.write_text("\n".join(lines) + "\n" + self.conf_extra + "\n")
+        return conf
+
+    def start(self, timeout: float = 10.0) -> Mosquitto:
+        """Start mosquitto and wait until it accepts TCP connections."""
+        if self.alive:
+            return self
+        conf = self._write_conf()
+        self._proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise BrokerError(f"mosquitto exited with {self._proc.returncode}: {err.strip()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    log.info("mosquitto listening on 127.0.0.1:%d", self.port)
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.kill()
+        raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout} s")
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM), killing after 5 s; safe to call twice."""
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc.stderr:
+            self._proc.stderr.close()
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the broker (no persistence written); safe to call twice."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self.stop()
+
+    def wipe(self) -> None:
+        """Delete persisted state so the next start comes back empty."""
+        for f in self.data_dir.glob("*.db"):
+            f.unlink()
+
+    def close(self) -> None:
+        """Stop and remove a temporary data folder."""
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> Mosquitto:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -151,6 +151,56 @@ class Gpio(_Section):
     pir: int | None = Field(None, ge=0, le=27)
 
 
+class WarningConfig(_Section):
+    """Local warning on the spot: horn relay, flashing light and the spoken warning."""
+
+    voice: str | None = Field(None, description="WAV file to play; omitted: the built-in "
+                              "Mandarin warning edge/assets/warning_zh.wav.")
+    audio_device: str | None = Field(None, max_length=64,
+                                     description="ALSA device for aplay -D (default device).")
+    repeat_s: float = Field(8.0, ge=1, le=600,
+                            description="Seconds between announcements while danger stays.")
+    max_repeats: int = Field(10, ge=1, le=100,
+                             description="Cap on announcements (horn + voice) per event.")
+    horn_s: float = Field(3.0, ge=0, le=60,
+                          description="Horn relay on this long at each announcement.")
+    flash_s: float = Field(0.5, ge=0.1, le=5, description="Half period of the flashing light.")
+    light_max_s: float = Field(900.0, ge=10, le=86400,
+                               description="The light stops flashing after this long.")
+
+
+class HealthConfig(_Section):
+    """Heartbeats, logs and remote commands."""
+
+    interval_s: float = Field(30.0, ge=5, le=3600, description="Seconds between heartbeats.")
+    log_file: str | None = Field(None, description="Log file for the logs command when "
+                                 "journalctl is not available.")
+    commands_seen: str | None = Field(None, description="Where seen command ids are kept; "
+                                      "omitted: commands-seen.json beside the outbox.")
+
+
+class SmsConfig(_Section):
+    """Last-resort text messages through a 4G modem when the data link is down."""
+
+    enabled: bool = Field(False, description="Text critical events that stay undelivered.")
+    port: str = Field("/dev/ttyUSB2", min_length=1, description="Modem AT command serial port.")
+    baud: int = Field(115200, ge=1200, le=4000000, description="Serial speed.")
+    numbers: list[Annotated[str, Field(pattern=r"^\+?[0-9]{5,20}$")]] = Field(
+        default_factory=list, max_length=10, description="Phone numbers to text.")
+    after_s: float = Field(60.0, ge=5, le=3600,
+                           description="Undelivered this long before texting.")
+    encoding: Literal["ucs2", "gsm"] = Field(
+        "ucs2", description="ucs2 for Chinese text, gsm for plain ASCII.")
+    timeout_s: float = Field(10.0, gt=0, le=120, description="Wait for each modem answer.")
+    retry_s: float = Field(60.0, ge=1, le=3600, description="Wait after a modem failure.")
+
+    @model_validator(mode="after")
+    def _numbers(self) -> SmsConfig:
+        if self.enabled and not self.numbers:
+            raise ValueError("sms.enabled needs at least one number")
+        return self
+
+
 class NodeConfig(_Section):
     """Everything one pond node needs."""
 
@@ -165,6 +215,9 @@ class NodeConfig(_Section):
     mqtt: Mqtt = Field(default_factory=Mqtt)
     outbox: str = Field("/var/lib/pondwatch/outbox.db", description="SQLite outbox path.")
     gpio: Gpio = Field(default_factory=Gpio)
+    warning: WarningConfig = Field(default_factory=WarningConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    sms: SmsConfig = Field(default_factory=SmsConfig)
 
     @property
     def calibrated(self) -> bool:
@@ -208,6 +261,12 @@ def load_config(path: str | Path) -> NodeConfig:
         e.model_copy(update={"reference": _resolve(base, e.reference)}) if e.reference else e
         for e in cfg.equipment
     ]
+    if cfg.warning.voice:
+        updates["warning"] = cfg.warning.model_copy(
+            update={"voice": _resolve(base, cfg.warning.voice)})
+    health_paths = {name: _resolve(base, value) for name in ("log_file", "commands_seen")
+                    if (value := getattr(cfg.health, name))}
+    updates["health"] = cfg.health.model_copy(update=health_paths)
     return cfg.model_copy(update=updates)
 
 

@@ -1,0 +1,270 @@
+"""The node's MQTT v5 link: publishes the outbox, forgets only what the server confirms."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge import __version__
+from edge.config import NodeConfig
+from edge.outbox import Outbox
+from protocol import (
+    MAX_CMD_BYTES,
+    Ack,
+    Command,
+    CommandResult,
+    Health,
+    PayloadError,
+    Status,
+    Topics,
+    decode,
+    encode,
+)
+from protocol.payloads import utc_now
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 24 * 3600
+NOT_AUTHORIZED = 0x87
+NO_MATCHING_SUBSCRIBERS = 0x10
+
+CommandHook = Callable[[Command], CommandResult | None]
+
+
+def mqtt_password(cfg: NodeConfig) -> str | None:
+    """The node's broker password from a credential file or the environment."""
+    if cfg.mqtt.password_file:
+        return Path(cfg.mqtt.password_file).read_text(encoding="utf-8").strip()
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / "mqtt-password").exists():
+        return (Path(cred_dir) / "mqtt-password").read_text(encoding="utf-8").strip()
+    return os.environ.get(cfg.mqtt.password_env)
+
+
+class NodeLink:
+    """Owns the paho client and a sender thread that drains the outbox."""
+
+    def __init__(self, cfg: NodeConfig, outbox: Outbox, on_command: CommandHook | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """Prepare the client; call start() to connect."""
+        self.cfg = cfg
+        self.outbox = outbox
+        self.topics = Topics(cfg.mqtt.topic_prefix)
+        self.node = cfg.node_id
+        self.on_command = on_command
+        self.clock = clock
+        self.connected = threading.Event()
+        self.refused = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._acks: queue.Queue[list[str]] = queue.Queue(maxsize=1000)
+        self._cmds: queue.Queue[bytes] = queue.Queue(maxsize=100)
+        self._pending: dict[int, str] = {}
+        self._pending_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self.client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pondwatch-node-{self.node}",
+                        protocol=mqtt.MQTTv5)
+        c.enable_logger(logging.getLogger("edge.link.paho"))
+        url = urlparse(self.cfg.mqtt.url)
+        if url.scheme == "mqtts":
+            c.tls_set(ca_certs=self.cfg.mqtt.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        password = mqtt_password(self.cfg)
+        user = self.cfg.mqtt.username or (self.node if password else None)
+        if user:
+            c.username_pw_set(user, password)
+        c.will_set(self.topics.status(self.node), self._status("offline"), qos=1, retain=True)
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        c.max_inflight_messages_set(20)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.message_callback_add(self.topics.ack(self.node), self._on_ack)
+        c.message_callback_add(self.topics.cmd(self.node), self._on_cmd)
+        return c
+
+    def _status(self, state: str) -> bytes:
+        return encode(Status(state=state, ts=utc_now(), version=__version__))  # type: ignore[arg-type]
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background and start the sender and command threads."""
+        url = urlparse(self.cfg.mqtt.url)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        port = url.port or (8883 if url.scheme == "mqtts" else 1883)
+        self.client.connect_async(url.hostname or "127.0.0.1", port,
+                                  keepalive=self.cfg.mqtt.keepalive_s, clean_start=False,
+                                  properties=props)
+        self.client.loop_start()
+        for target, name in ((self._send_loop, "outbox-sender"), (self._cmd_loop, "commands")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Publish offline, disconnect cleanly and join threads; safe to call twice."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._wake.set()
+        if self.connected.is_set():
+            info = self.client.publish(self.topics.status(self.node), self._status("offline"),
+                                       qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                pass
+            self.client.disconnect()
+        self.client.loop_stop()
+        for t in self._threads:
+            t.join(timeout)
+
+    def wake(self) -> None:
+        """A new event is in the outbox: send it now."""
+        self._wake.set()
+
+    # --- paho callbacks: only hand off -----------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+        if rc.is_failure:
+            self.last_error = f"connect refused: {rc}"
+            log.error("broker refused connection: %s", rc)
+            return
+        log.info("connected to broker (session present: %s)", flags.session_present)
+        client.subscribe([(self.topics.ack(self.node), 1), (self.topics.cmd(self.node), 1)])
+        client.publish(self.topics.status(self.node), self._status("online"), qos=1, retain=True)
+        self.last_error = None
+        self.connected.set()
+        self.outbox.retry_now()
+        self._wake.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        self.connected.clear()
+        with self._pending_lock:
+            self._pending.clear()
+        if not self._stop.is_set():
+            self.last_error = f"disconnected: {rc}"
+            log.warning("disconnected from broker: %s", rc)
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        with self._pending_lock:
+            event_id = self._pending.pop(mid, None)
+        if rc.value == NOT_AUTHORIZED:
+            self.refused += 1
+            self.last_error = "publish refused by broker: not authorized (0x87)"
+            log.error("broker refused publish of %s: not authorized (0x87)", event_id or mid)
+        elif rc.is_failure:
+            self.last_error = f"publish failed: {rc}"
+            log.error("publish of %s failed: %s", event_id or mid, rc)
+        elif rc.value == NO_MATCHING_SUBSCRIBERS and event_id:
+            log.warning("event %s reached the broker but nobody subscribed; will re-send", event_id)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        log.warning("unexpected message on %s", msg.topic)
+
+    def _on_ack(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            ack = decode(Ack, msg.payload)
+        except PayloadError as exc:
+            log.error("bad ack payload: %s", exc)
+            return
+        try:
+            self._acks.put_nowait(ack.ids)
+        except queue.Full:
+            log.error("ack queue full; ids will be confirmed on the next re-send")
+        self._wake.set()
+
+    def _on_cmd(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._cmds.put_nowait(msg.payload)
+        except queue.Full:
+            log.error("command queue full; dropping a command")
+
+    # --- worker threads --------------------------------------------------------------------
+
+    def _drain_acks(self) -> None:
+        while True:
+            try:
+                ids = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            n = self.outbox.confirm(ids)
+            log.debug("server confirmed %d event(s), %d removed", len(ids), n)
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            self._drain_acks()
+            if not self.connected.is_set():
+                continue
+            for item in self.outbox.due(self.clock(), limit=20):
+                if not self._publish_item(item.id, item.event, item.snapshot):
+                    break
+
+    def _publish_item(self, event_id: str, event: dict[str, Any], snapshot: bytes | None) -> bool:
+        import json
+
+        if snapshot:
+            self.client.publish(self.topics.snapshot(self.node, event_id), snapshot, qos=1)
+        info = self.client.publish(self.topics.event(self.node),
+                                   json.dumps(event, ensure_ascii=False).encode(), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.debug("publish of %s not possible now (rc %s)", event_id, info.rc)
+            return False
+        with self._pending_lock:
+            self._pending[info.mid] = event_id
+        self.outbox.mark_sent(event_id, self.clock())
+        return True
+
+    def _cmd_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                payload = self._cmds.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._run_command(payload)
+
+    def _run_command(self, payload: bytes) -> None:
+        try:
+            cmd = decode(Command, payload, limit=MAX_CMD_BYTES)
+        except PayloadError as exc:
+            log.error("bad command: %s", exc)
+            return
+        if self.on_command is None:
+            result: CommandResult | None = CommandResult(
+                id=cmd.id, ok=False, result="no command handler", ts=utc_now())
+        else:
+            try:
+                result = self.on_command(cmd)
+            except Exception as exc:  # a failing command must not kill the link
+                log.exception("command %s failed", cmd.cmd)
+                result = CommandResult(id=cmd.id, ok=False, result=str(exc), ts=utc_now())
+        if result is not None:
+            self.client.publish(self.topics.cmd_result(self.node), encode(result), qos=1)
+
+    # --- other publishes -------------------------------------------------------------------
+
+    def publish_health(self, health: Health) -> None:
+        """Send a heartbeat (QoS 0: the next one replaces a lost one)."""
+        if self.connected.is_set():
+            self.client.publish(self.topics.health(self.node), encode(health), qos=0)

@@ -1,0 +1,207 @@
+"""The node service: capture → newest frame → pipeline → local warning → outbox → MQTT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge.config import NodeConfig
+from edge.link import NodeLink
+from edge.outbox import Outbox
+from edge.sources import FrameSource, LatestFrameSlot, SourceError, is_live, open_source
+from protocol import Command, CommandResult, Event
+from protocol.payloads import utc_now
+
+log = logging.getLogger(__name__)
+
+HEALTH_EVERY_S = 30.0
+EXIT_RESTART = 75  # systemd restarts the unit (Restart=always); a remote "restart" uses it
+
+
+class NodeService:
+    """Wires one node's parts together and owns its single stop event."""
+
+    def __init__(self, cfg: NodeConfig, config_path: str, *, pin_factory: Any = None) -> None:
+        """Open the outbox and the link, load the model and the local warning outputs."""
+        from edge.commands import CommandHandler
+        from edge.detector import load_detector
+        from edge.health import HealthCollector
+        from edge.pipeline import Pipeline
+        from edge.warning import LocalWarning
+
+        self.cfg = cfg
+        self.config_path = config_path
+        self.stop_event = threading.Event()
+        self.exit_code = 0
+        self.slot = LatestFrameSlot()
+        self.outbox = Outbox(cfg.outbox)
+        self.warning = LocalWarning(cfg, pin_factory=pin_factory)
+        self.warning.on_sos(self._sos)
+        self.detector = load_detector(cfg.model)
+        self.pipeline = Pipeline(cfg, self.detector)
+        self.warning.on_pir(self.pipeline.wake)
+        self.health = HealthCollector(cfg, config_path, Path(cfg.model.path).name)
+        seen = str(Path(cfg.outbox).with_name("commands-seen.json"))
+        self.commands = CommandHandler(cfg, config_path, actions=self._actions(), seen_path=seen)
+        self.link = NodeLink(cfg, self.outbox, on_command=self.commands.handle)
+        self.source: FrameSource | None = None
+        self.capture_done = threading.Event()
+        self.camera_state = "starting"
+        self._emit_lock = threading.Lock()
+
+    # --- events ----------------------------------------------------------------------------
+
+    def emit(self, event: Event, snapshot: bytes | None = None) -> None:
+        """Warn on the spot first, then store durably, then send."""
+        self.warning.on_event(event)
+        with self._emit_lock:
+            self.outbox.put(event, snapshot)
+        self.link.wake()
+        log.info("event %s %s track=%s zone=%s", event.type, event.id, event.track_id, event.zone)
+
+    def _sos(self) -> None:
+        self.emit(Event.make("sos", self.cfg.node_id, self.cfg.pond_id, reason="button"))
+
+    # --- capture ---------------------------------------------------------------------------
+
+    def _capture(self) -> None:
+        """Read frames into the newest-frame slot; a file plays once at its own frame rate."""
+        assert self.source is not None
+        live = is_live(self.cfg.camera.source)
+        start = time.monotonic()
+        while not self.stop_event.is_set():
+            got = self.source.read()
+            self.camera_state = getattr(self.source, "state", "ok")
+            if got is None:
+                if not live:
+                    break
+                continue
+            frame, t = got
+            if not live:
+                delay = start + t - time.monotonic()
+                if delay > 0 and self.stop_event.wait(delay):
+                    break
+            self.slot.put(frame, t)
+        self.capture_done.set()
+
+    # --- main loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped (or a file source ends and the outbox drains); the exit code."""
+        try:
+            self.source = open_source(self.cfg.camera.source, self.cfg.camera.fps,
+                                      width=self.cfg.camera.width, height=self.cfg.camera.height,
+                                      stall_s=self.cfg.camera.stall_s)
+        except SourceError as exc:
+            log.error("%s", exc)
+            return 1
+        self.link.start()
+        capture = threading.Thread(target=self._capture, name="capture", daemon=True)
+        capture.start()
+        next_health = time.monotonic() + 5.0
+        try:
+            while not self.stop_event.is_set():
+                got = self.slot.take(timeout=0.5)
+                if got is not None:
+                    frame, t = got
+                    for em in self.pipeline.process(frame, t, datetime.now(UTC)):
+                        self.emit(em.event, em.snapshot)
+                elif self.capture_done.is_set():
+                    break
+                if time.monotonic() >= next_health:
+                    next_health = time.monotonic() + HEALTH_EVERY_S
+                    self._publish_health()
+                self.warning.set_status(self._status())
+            if not self.stop_event.is_set():
+                self._drain()
+        finally:
+            self.close()
+        return self.exit_code
+
+    def _drain(self) -> None:
+        """After a file source ends: wait until the server confirmed every event."""
+        log.info("source ended; waiting for the outbox to drain (%d)", self.outbox.depth())
+        while not self.stop_event.is_set() and self.outbox.depth() > 0:
+            self.link.wake()
+            self.stop_event.wait(0.2)
+        log.info("outbox drained")
+
+    def _status(self) -> str:
+        if self.camera_state not in ("ok", "starting"):
+            return "camera_fault"
+        return "ok" if self.link.connected.is_set() else "no_broker"
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for the heartbeat."""
+        st = getattr(self.pipeline, "stats", None)
+        return {
+            "fps": getattr(st, "fps", None),
+            "inference_ms": getattr(st, "inference_ms", None),
+            "camera": self.camera_state,
+            "outbox_depth": self.outbox.depth(),
+            "link_error": self.link.last_error,
+            "refused_publishes": self.link.refused,
+        }
+
+    def _publish_health(self) -> None:
+        try:
+            self.link.publish_health(self.health.collect(self.stats()))
+        except Exception:  # health must never stop detection
+            log.exception("health collection failed")
+
+    # --- remote commands -------------------------------------------------------------------
+
+    def _actions(self) -> dict[str, Any]:
+        return {
+            "horn_test": lambda args: self.warning.test(float(args.get("seconds", 2.0))) or "ok",
+            "snapshot": self._snapshot_now,
+            "restart": self._restart,
+        }
+
+    def _snapshot_now(self, args: dict[str, Any]) -> dict[str, Any]:
+        got = self.slot.peek()
+        if got is None:
+            raise RuntimeError("no frame yet")
+        import cv2
+
+        ok, jpeg = cv2.imencode(".jpg", got[0], [cv2.IMWRITE_JPEG_QUALITY, 70])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        event_id = f"snap-{int(time.time())}"
+        self.link.client.publish(self.link.topics.snapshot(self.cfg.node_id, event_id),
+                                 jpeg.tobytes()[:150_000], qos=1)
+        return {"snapshot_id": event_id, "bytes": int(jpeg.size)}
+
+    def _restart(self, args: dict[str, Any]) -> str:
+        self.exit_code = EXIT_RESTART
+        threading.Timer(1.0, self.stop_event.set).start()
+        return "restarting"
+
+    def handle_command(self, cmd: Command) -> CommandResult | None:
+        """Run one remote command (used by tests without a broker)."""
+        return self.commands.handle(cmd)
+
+    def close(self) -> None:
+        """Stop everything; safe to call twice."""
+        self.stop_event.set()
+        if self.source is not None:
+            self.source.close()
+        self.link.stop()
+        self.warning.close()
+        self.outbox.close()
+
+
+def run_service(cfg: NodeConfig, config_path: str) -> int:
+    """pondwatch-edge run: the node until SIGTERM/SIGINT, or until a file source is done."""
+    service = NodeService(cfg, config_path)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop_event.set())
+    log.info("node %s watching pond %s (pid %d, at %s)", cfg.node_id, cfg.pond_id, os.getpid(),
+             utc_now().isoformat())
+    return service.run()

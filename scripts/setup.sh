@@ -9,7 +9,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 apt_packages=(python3-venv python3-pip python3-dev mosquitto mosquitto-clients chromium
-              postgresql espeak-ng sox alsa-utils systemd ca-certificates)
+              postgresql espeak-ng sox alsa-utils systemd ca-certificates openssl)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

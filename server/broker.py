@@ -39,13 +39,15 @@ class Mosquitto:
     """One supervised mosquitto process listening on 127.0.0.1 only."""
 
     def __init__(self, port: int | None = None, conf_extra: str = "",
-                 data_dir: Path | None = None, anonymous: bool = True) -> None:
-        """Prepare (not start) a broker; conf_extra is appended to its config."""
+                 data_dir: Path | None = None, anonymous: bool = True,
+                 full_conf: str | None = None) -> None:
+        """Prepare (not start) a broker; conf_extra is appended, full_conf replaces the default."""
         self.port = port or free_port()
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="pondwatch-mosquitto-"))
         self.conf_extra = conf_extra
         self.anonymous = anonymous
+        self.full_conf = full_conf
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,6 +68,10 @@ class Mosquitto:
     def _write_conf(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "mosquitto.conf"
+        if self.full_conf is not None:
+            head = "user root\n" if os.geteuid() == 0 else ""
+            conf.write_text(head + self.full_conf + "\n")
+            return conf
         lines = [
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'true' if self.anonymous else 'false'}",

@@ -97,7 +97,7 @@ class Pipeline:
             s = tr.stature_m()
             child = self.rules.is_child(tr)
             text = f"#{tr.tid} " + (f"{s:.2f} m" if s is not None else "? m")
-            text += " child" if child else " adult"
+            text += {True: " child", False: " adult", None: " ?"}[child]
             out.append(Mark(d.box, text if tr.confirmed else text + " (unconfirmed)", child))
         return out
 

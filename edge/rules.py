@@ -55,6 +55,7 @@ class TrackState:
     water_since: float | None = None  # continuously in the water since
     bank_since: float | None = None   # continuously on the bank since
     statures: list[float] = field(default_factory=list)
+    raw_max: float = 0.0  # tallest estimate from any box, cut or not
     submerged_id: str | None = None
     reacquired: bool = False
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
@@ -94,12 +95,20 @@ class RuleEngine:
 
     # ---- classification -------------------------------------------------------------------
 
-    def is_child(self, tr: TrackState) -> bool:
-        """Child by the model's class, by calibrated stature, or unknown (counts as child)."""
+    def is_child(self, tr: TrackState) -> bool | None:
+        """Child by the model's class or calibrated stature; None while not measurable.
+
+        Boxes cut by the frame edge or by the water only ever look too short, so one of them
+        taller than child_max_m still proves an adult.
+        """
         if tr.model_child or self.stature is None:
             return True
         s = tr.stature_m()
-        return s is None or s <= self.cfg.stature.child_max_m
+        if s is not None:
+            return s <= self.cfg.stature.child_max_m
+        if tr.raw_max > self.cfg.stature.child_max_m:
+            return False
+        return None
 
     def _child_fields(self, tr: TrackState) -> dict[str, Any]:
         """stature_m and possible_child for an event about this track."""
@@ -116,7 +125,7 @@ class RuleEngine:
             return None
         for other in self.tracks.values():
             if (other is not child and other.confirmed and other.last_t == t
-                    and not self.is_child(other)
+                    and self.is_child(other) is False
                     and distance(other.foot, child.foot) <= SUPERVISE_RADIUS):
                 return True
         return False
@@ -159,9 +168,10 @@ class RuleEngine:
         tr.water_since = (tr.water_since if tr.water_since is not None else t) if in_water else None
         on_bank = tr.zone == BANK
         tr.bank_since = (tr.bank_since if tr.bank_since is not None else t) if on_bank else None
-        if self.stature is not None and not tr.border and tr.zone != WATER:
-            s = self.stature.stature_m(det.box)
-            if s is not None:
+        s = self.stature.stature_m(det.box) if self.stature is not None else None
+        if s is not None:
+            tr.raw_max = max(tr.raw_max, s)
+            if not tr.border and tr.zone != WATER:
                 tr.statures.append(s)
                 del tr.statures[:-MAX_SAMPLES]
         return tr
@@ -172,9 +182,13 @@ class RuleEngine:
         dwell = self.rules.dwell_s
         if tr.water_since is not None:
             out.append((EventType.PERSON_IN_WATER, t - tr.water_since >= dwell))
-        if self.is_child(tr):
+        child = self.is_child(tr)
+        if child:
             if tr.near_since is not None:
                 out.append((EventType.CHILD_NEAR_WATER, t - tr.near_since >= dwell))
+        elif child is None:  # not measurable yet: a possible child once on the bank
+            if tr.bank_since is not None:
+                out.append((EventType.CHILD_NEAR_WATER, t - tr.bank_since >= dwell))
         elif tr.bank_since is not None:
             out.append((EventType.PERSON_NEAR_WATER, t - tr.bank_since >= dwell))
         return out

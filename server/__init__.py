@@ -1,0 +1,1 @@
+"""PondWatch server: MQTT ingest, alerts, paging, web UI and HTTP API."""

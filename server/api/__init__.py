@@ -1,0 +1,1 @@
+"""HTTP routers: acknowledge pages, dashboard, JSON API, report and metrics."""

@@ -1,0 +1,101 @@
+"""The acknowledge link: a phone page in Chinese and its buttons, plus the JSON variant."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from server import alerts
+from server.api.deps import Db, Svc, templates
+from server.api.views import alert_dict
+from server.db import Alert, Person, Pond, Snapshot
+from server.links import AckClaims, LinkError
+
+router = APIRouter()
+ACTION_ZH = {"ack": "已收到", "on_scene": "已到场", "resolve": "已处理"}
+
+
+class AckAction(BaseModel):
+    """An action taken through a link or the API."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["ack", "on_scene", "resolve"] = Field(description="ack, on_scene or resolve.")
+    outcome: Literal["real", "false_alarm", "test"] | None = Field(
+        None, description="Required with resolve.")
+
+
+def _claims(svc: Svc, token: str) -> AckClaims:
+    """Valid link claims, or 403 with the reason in Chinese."""
+    try:
+        return svc.links.check(token, svc.clock.now())
+    except LinkError as exc:
+        msg = "链接已过期" if str(exc) == "expired" else "链接无效"
+        raise HTTPException(403, f"{msg} (link {exc})") from exc
+
+
+def _alert(s: Db, claims: AckClaims) -> Alert:
+    """The alert a link names."""
+    alert = s.get(Alert, claims.alert_id)
+    if alert is None:
+        raise HTTPException(404, "告警不存在 (alert not found)")
+    return alert
+
+
+def apply_action(svc: Svc, s: Db, alert: Alert, body: AckAction, by: str) -> bool:
+    """Apply an action and commit; 422 when it does not fit."""
+    try:
+        changed = alerts.act(s, alert, body.action, by, svc.clock.now(), body.outcome)
+    except alerts.AlertError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    s.commit()
+    return changed
+
+
+@router.get("/a/{token}", response_class=HTMLResponse)
+def ack_page(request: Request, token: str, svc: Svc, s: Db, done: str | None = None) -> Response:
+    """The phone page a page links to."""
+    claims = _claims(svc, token)
+    alert = _alert(s, claims)
+    pond = s.get(Pond, alert.pond_id)
+    person = s.get(Person, claims.person_id)
+    return templates.TemplateResponse(request, "ack.html", {
+        "a": alert_dict(alert, pond), "token": token, "person": person,
+        "done": ACTION_ZH.get(done or "", ""),
+    })
+
+
+@router.post("/a/{token}")
+def ack_form(token: str, svc: Svc, s: Db, action: Annotated[str, Form()],
+             outcome: Annotated[str | None, Form()] = None) -> Response:
+    """A button on the phone page; redirects back to the page."""
+    claims = _claims(svc, token)
+    alert = _alert(s, claims)
+    try:
+        body = AckAction(action=action, outcome=outcome or None)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise HTTPException(422, "无效操作 (invalid action)") from exc
+    apply_action(svc, s, alert, body, claims.person_id)
+    return RedirectResponse(f"/a/{token}?done={body.action}", status_code=303)
+
+
+@router.post("/api/ack/{token}")
+def ack_json(token: str, body: AckAction, svc: Svc, s: Db) -> dict[str, object]:
+    """The same actions for a phone app or gateway: JSON in, the alert out."""
+    claims = _claims(svc, token)
+    alert = _alert(s, claims)
+    changed = apply_action(svc, s, alert, body, claims.person_id)
+    return {"changed": changed, "alert": alert_dict(alert, s.get(Pond, alert.pond_id))}
+
+
+@router.get("/a/{token}/snapshot.jpg")
+def ack_snapshot(token: str, svc: Svc, s: Db) -> Response:
+    """The alert's snapshot, for whoever holds a valid link."""
+    alert = _alert(s, _claims(svc, token))
+    snap = s.get(Snapshot, alert.snapshot_event_id) if alert.snapshot_event_id else None
+    if snap is None:
+        raise HTTPException(404, "暂无现场照片 (no snapshot)")
+    return Response(snap.data, media_type="image/jpeg",
+                    headers={"Cache-Control": "private, no-store"})

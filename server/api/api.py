@@ -1,0 +1,91 @@
+"""JSON API for alerts, ponds and silences, plus /metrics and /healthz."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+
+from server.api.ack import AckAction, apply_action
+from server.api.deps import ApiUser, Db, Svc
+from server.api.views import alert_dict, list_alerts, timeline_dicts
+from server.api.web import add_silence, pond_rows
+from server.api.deps import require_role
+from server.db import Alert, Pond
+
+router = APIRouter()
+
+
+class SilenceIn(BaseModel):
+    """A maintenance window request."""
+
+    model_config = ConfigDict(extra="forbid")
+    pond_id: str | None = Field(None, description="Pond to mute.")
+    node_id: str | None = Field(None, description="Node to mute.")
+    minutes: float = Field(gt=0, le=20160, description="Length of the window.")
+    reason: str = Field("", max_length=500, description="Why.")
+    starts: datetime | None = Field(None, description="Start (default now), with timezone.")
+
+
+@router.get("/healthz")
+def healthz(svc: Svc) -> dict[str, Any]:
+    """Liveness: the web side answers even while the broker is away."""
+    ing = svc.ingest
+    return {"ok": True, "mqtt_connected": bool(ing and ing.connected.is_set()),
+            "ingest_queue": ing.queue.qsize() if ing else 0}
+
+
+@router.get("/metrics")
+def metrics(svc: Svc, s: Db) -> Response:
+    """Prometheus text exposition."""
+    open_n = s.scalar(select(func.count()).select_from(Alert).where(Alert.state != "resolved"))
+    svc.metrics.open_alerts.set(open_n or 0)
+    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/api/alerts")
+def api_alerts(user: ApiUser, s: Db, state: str | None = None, limit: int = 200
+               ) -> list[dict[str, Any]]:
+    """Alerts, newest first; state=active for everything not resolved."""
+    return list_alerts(s, state, max(1, min(limit, 1000)))
+
+
+@router.get("/api/alerts/{alert_id}")
+def api_alert(alert_id: int, user: ApiUser, s: Db) -> dict[str, Any]:
+    """One alert with its timeline."""
+    alert = s.get(Alert, alert_id)
+    if alert is None:
+        raise HTTPException(404, "alert not found")
+    return dict(alert_dict(alert, s.get(Pond, alert.pond_id)), timeline=timeline_dicts(s, alert_id))
+
+
+@router.post("/api/alerts/{alert_id}/actions")
+def api_action(alert_id: int, body: AckAction, user: ApiUser, svc: Svc, s: Db) -> dict[str, Any]:
+    """Acknowledge, report on scene, or resolve with an outcome."""
+    alert = s.get(Alert, alert_id)
+    if alert is None:
+        raise HTTPException(404, "alert not found")
+    changed = apply_action(svc, s, alert, body, user.username)
+    return {"changed": changed, "alert": alert_dict(alert, s.get(Pond, alert.pond_id))}
+
+
+@router.get("/api/ponds")
+def api_ponds(user: ApiUser, s: Db) -> list[dict[str, object]]:
+    """Per pond: nodes and kit items present / missing (since) / unknown."""
+    return pond_rows(s)
+
+
+@router.post("/api/silences", status_code=201)
+def api_silence(body: SilenceIn, user: ApiUser, svc: Svc, s: Db) -> dict[str, Any]:
+    """Mute a pond or node for a maintenance window (technician or admin)."""
+    require_role(user, "technician")
+    if body.starts is not None and body.starts.tzinfo is None:
+        raise HTTPException(422, "starts needs a timezone")
+    row = add_silence(svc, s, user.username, body.pond_id, body.node_id, body.minutes,
+                      body.reason, body.starts)
+    s.commit()
+    return {"id": row.id, "starts": row.starts.isoformat(), "ends": row.ends.isoformat()}

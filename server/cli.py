@@ -1,0 +1,94 @@
+"""The pondwatch-server command line: run, import, adduser, check."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from server.config import ConfigError, load_config, parse_config
+from server.registry import RegistryError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pondwatch-server", description="PondWatch server.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="ingest, alerts, paging and the web UI")
+    run.add_argument("config")
+    run.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    imp = sub.add_parser("import", help="import a registry YAML/CSV file (all or nothing)")
+    imp.add_argument("file")
+    imp.add_argument("--config", help="server.yaml naming the database")
+    imp.add_argument("--database", help="database URL (instead of --config)")
+    add = sub.add_parser("adduser", help="create or update a web user")
+    add.add_argument("config")
+    add.add_argument("username")
+    add.add_argument("--role", default="admin",
+                     help="admin, constable, area_officer, duty_desk, technician, viewer")
+    add.add_argument("--person", help="the registry person this user is")
+    return p
+
+
+def _db_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """A config from --config, or a dev config around --database."""
+    if args.config:
+        return load_config(args.config)
+    url = args.database or os.environ.get("PONDWATCH_DATABASE")
+    if not url:
+        raise ConfigError("import: give --config server.yaml or --database URL")
+    return parse_config({"database": url, "environment": "dev"}, "--database")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            cfg = load_config(args.config)
+            if args.check_config:
+                print(f"{args.config}: OK")
+                return 0
+            from server.runner import Server
+            srv = Server(cfg)
+            print(f"PondWatch dashboard: {cfg.http.public_url}/", flush=True)
+            srv.serve_forever()
+            return 0
+        if args.command == "import":
+            from server import registry
+            from server.services import Services
+            svc = Services(_db_config(args).model_copy(update={"registry": None}))
+            svc.prepare()
+            counts = registry.import_file(svc.sessions, args.file)
+            svc.engine.dispose()
+            print("imported: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            return 0
+        if args.command == "adduser":
+            from server import auth
+            from server.services import Services
+            svc = Services(load_config(args.config))
+            svc.prepare()
+            password = os.environ.get("PONDWATCH_PASSWORD") or getpass.getpass("password: ")
+            with svc.sessions() as s, s.begin():
+                auth.set_user(s, args.username, password, args.role, args.person)
+            svc.engine.dispose()
+            print(f"user {args.username} ({args.role}) saved")
+            return 0
+    except (ConfigError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Server configuration: the server.yaml schema from DESIGN.md as strict pydantic models."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from protocol.topics import DEFAULT_PREFIX
+
+log = logging.getLogger(__name__)
+
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "changeme", "secret", "placeholder", "dev"})
+Target = Literal["constable", "backup", "area_officers", "duty_desk", "technicians"]
+
+
+class ConfigError(ValueError):
+    """A server config that cannot be used; the message names the file and field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Section):
+    """How the server reaches the broker."""
+
+    url: str | None = Field(
+        None, description="mqtt://host:port or mqtts://…; omitted: a private Mosquitto on loopback.")
+    topic_prefix: str = Field(DEFAULT_PREFIX, min_length=1, description="Topic prefix.")
+    client_id: str = Field("pondwatch-server", min_length=1, max_length=64,
+                           description="Stable client id so the broker keeps the session.")
+    session_expiry_s: int = Field(7 * 86400, ge=0, le=2**32 - 1,
+                                  description="How long the broker queues for us while away.")
+    receive_maximum: int = Field(100, ge=1, le=65535,
+                                 description="Unacknowledged QoS 1 messages in flight to us.")
+    username: str | None = Field(None, description="Broker account; password from "
+                                 "env PONDWATCH_MQTT_PASSWORD.")
+    ca_file: Path | None = Field(None, description="CA bundle for mqtts://.")
+    shared_group: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]+$",
+        description="MQTT v5 shared subscription group for several server replicas.")
+    data_dir: Path | None = Field(None, description="Persistence folder of the private broker.")
+
+
+class HttpSettings(_Section):
+    """The web side."""
+
+    bind: str = Field("127.0.0.1:8080", pattern=r"^[^:]+:\d{1,5}$", description="host:port.")
+    public_url: str = Field("http://127.0.0.1:8080", pattern=r"^https?://",
+                            description="Base of the links in pages.")
+    secure_cookies: bool = Field(False, description="Mark session cookies Secure (HTTPS).")
+
+
+class EscalationStep(_Section):
+    """One step of an escalation policy."""
+
+    after_s: float = Field(ge=0, le=86400, description="Seconds after the alert opened.")
+    targets: list[Target] = Field(min_length=1, description="Who is paged at this step.")
+
+
+def _default_steps() -> list[EscalationStep]:
+    return [
+        EscalationStep(after_s=0, targets=["constable"]),
+        EscalationStep(after_s=60, targets=["constable", "backup", "area_officers"]),
+        EscalationStep(after_s=180, targets=["duty_desk"]),
+    ]
+
+
+class EscalationPolicy(_Section):
+    """Steps for an unacknowledged critical alert, then repeats."""
+
+    steps: list[EscalationStep] = Field(default_factory=_default_steps, min_length=1,
+                                        description="Steps in time order.")
+    repeat_s: float = Field(180, gt=0, le=86400,
+                            description="After the last step, page all its targets again this often.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EscalationPolicy:
+        times = [s.after_s for s in self.steps]
+        if times != sorted(times):
+            raise ValueError("steps must be in increasing after_s order")
+        return self
+
+
+class EscalationSettings(_Section):
+    """Escalation policies by name; grids pick one, else `default`."""
+
+    policies: dict[str, EscalationPolicy] = Field(
+        default_factory=lambda: {"default": EscalationPolicy()},
+        description="Named policies; `default` is used when a grid names none.")
+
+    @model_validator(mode="after")
+    def _has_default(self) -> EscalationSettings:
+        if "default" not in self.policies:
+            raise ValueError("policies must include 'default'")
+        return self
+
+
+class ServerConfig(_Section):
+    """The whole server.yaml."""
+
+    environment: Literal["dev", "production"] = Field(
+        "production", description="dev allows a generated secret key and plain cookies.")
+    database: str = Field("sqlite:///pondwatch-server.db",
+                          description="SQLAlchemy URL: sqlite:///… or postgresql+psycopg://…")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker.")
+    http: HttpSettings = Field(default_factory=HttpSettings, description="Web side.")
+    registry: Path | None = Field(None, description="Registry YAML/CSV imported at start.")
+    secret_key: str | None = Field(
+        None, repr=False, description="Signing key; prefer env PONDWATCH_SECRET_KEY or "
+        "secret_key_file. Placeholders are refused outside dev.")
+    secret_key_file: Path | None = Field(None, description="File holding the signing key.")
+    snapshot_dir: Path | None = Field(None, description="Unused; snapshots live in the database.")
+    snapshot_retention_days: float = Field(30, gt=0, le=3650,
+                                           description="Snapshots are deleted after this.")
+    link_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 86400,
+                            description="How long an acknowledge link stays valid.")
+    session_ttl_s: int = Field(12 * 3600, ge=60, le=30 * 86400, description="Login lifetime.")
+    snapshot_roles: list[str] = Field(
+        default_factory=lambda: ["admin", "constable", "area_officer", "duty_desk"],
+        description="Logged-in roles allowed to see snapshots (they may show minors).")
+    paging_workers: int = Field(8, ge=1, le=256, description="Parallel page deliveries.")
+    ingest_queue: int = Field(1000, ge=10, le=1_000_000, description="Ingest hand-off queue.")
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings,
+                                           description="Escalation policies.")
+    task_repeat_s: float = Field(0, ge=0, le=7 * 86400,
+                                 description="Re-page non-urgent tasks this often; 0 = once.")
+
+    def resolved_secret(self) -> bytes:
+        """The signing key: env, file, or config; a random one only in dev."""
+        value = os.environ.get("PONDWATCH_SECRET_KEY") or self.secret_key
+        if not value and self.secret_key_file:
+            value = self.secret_key_file.read_text(encoding="utf-8").strip()
+        if value and value.lower() not in PLACEHOLDER_SECRETS and len(value) >= 16:
+            return value.encode()
+        if self.environment != "dev":
+            raise ConfigError("secret_key: set PONDWATCH_SECRET_KEY (>= 16 characters, not a "
+                              "placeholder) or secret_key_file outside environment: dev")
+        log.warning("no usable secret key; generated a random one (links die with this process)")
+        return secrets.token_bytes(32)
+
+    @property
+    def bind_host(self) -> str:
+        """Host part of http.bind."""
+        return self.http.bind.rsplit(":", 1)[0]
+
+    @property
+    def bind_port(self) -> int:
+        """Port part of http.bind."""
+        return int(self.http.bind.rsplit(":", 1)[1])
+
+
+def _relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Resolve relative file paths and SQLite URLs against the config's folder."""
+    for key in ("registry", "secret_key_file", "snapshot_dir"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+    db = data.get("database")
+    if isinstance(db, str) and db.startswith("sqlite:///") and not db.startswith("sqlite:////"):
+        rest = db[len("sqlite:///"):]
+        if rest and rest != ":memory:":
+            data["database"] = f"sqlite:///{base / rest}"
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict) and isinstance(mqtt.get("data_dir"), str):
+        if not Path(mqtt["data_dir"]).is_absolute():
+            mqtt["data_dir"] = str(base / mqtt["data_dir"])
+    return data
+
+
+def parse_config(data: Any, source: str = "server config", base: Path | None = None) -> ServerConfig:
+    """Validate a mapping as a ServerConfig; raise ConfigError naming the field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level must be a mapping")
+    if base is not None:
+        data = _relative(dict(data), base)
+    try:
+        cfg = ServerConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise ConfigError(f"{source}: field {where}: {first['msg']}") from exc
+    cfg.resolved_secret()
+    return cfg
+
+
+def load_config(path: str | Path) -> ServerConfig:
+    """Read and validate server.yaml; raise ConfigError naming the file and field."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    return parse_config(data, str(p), p.parent.resolve())

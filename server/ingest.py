@@ -1,0 +1,358 @@
+"""MQTT ingest: persistent v5 session, bounded hand-off, commit, then ack to broker and node."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from protocol.limits import MAX_EVENT_BYTES, MAX_HEALTH_BYTES, MAX_SNAPSHOT_BYTES
+from protocol.payloads import (
+    Ack,
+    CommandResult,
+    Event,
+    Health,
+    PayloadError,
+    Status,
+    decode,
+    encode,
+)
+from protocol.topics import Topic, TopicError, Topics
+from server import alerts
+from server.clock import Clock
+from server.config import ServerConfig
+from server.db import Alert, EventRow, Grid, Node, Pond, Snapshot
+from server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+_SUBSCRIBE_KINDS = ("event", "status", "health", "snapshot/+", "cmd/result")
+
+
+class Rejected(Exception):
+    """A message the server will not store; carries the counter reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        """Keep the reason label and a human detail."""
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One MQTT message handed from the network thread to the writer."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+@dataclass
+class Outcome:
+    """What processing one message produced: an event id to confirm, an alert touched."""
+
+    node_id: str | None = None
+    event_id: str | None = None
+    alert_id: int | None = None
+    new_alert: bool = False
+
+
+def _decode(model: type[Any], payload: bytes, limit: int) -> Any:
+    """decode() with the failure turned into a counted rejection reason."""
+    if len(payload) > limit:
+        raise Rejected("oversized", f"{len(payload)} bytes > {limit}")
+    try:
+        return decode(model, payload, limit)
+    except PayloadError as exc:
+        raise Rejected("not_json" if "not JSON" in str(exc) or "JSON object" in str(exc)
+                       else "schema", str(exc)) from exc
+
+
+class Ingestor:
+    """Receives node messages, writes them, and confirms them only after the commit."""
+
+    def __init__(self, cfg: ServerConfig, sessions: sessionmaker[Session], clock: Clock,
+                 metrics: Metrics, broker_url: str, on_alert: Callable[[], None] = lambda: None,
+                 ) -> None:
+        """Prepare the client and the writer thread (start() runs them)."""
+        self.cfg, self.sessions, self.clock, self.metrics = cfg, sessions, clock, metrics
+        self.topics = Topics(cfg.mqtt.topic_prefix)
+        self.broker_url = broker_url
+        self.on_alert = on_alert
+        self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=cfg.ingest_queue)
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self.client = self._make_client()
+
+    # --- MQTT side (network thread: only hand off) ---------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        """A paho v2 client: MQTT v5, stable id, manual acks, capped reconnect backoff."""
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.cfg.mqtt.client_id,
+                        protocol=mqtt.MQTTv5)
+        c.manual_ack_set(True)
+        c.enable_logger(logging.getLogger("server.ingest.paho"))
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        if self.cfg.mqtt.username:
+            c.username_pw_set(self.cfg.mqtt.username, os.environ.get("PONDWATCH_MQTT_PASSWORD"))
+        if urlparse(self.broker_url).scheme == "mqtts":
+            ca = str(self.cfg.mqtt.ca_file) if self.cfg.mqtt.ca_file else None
+            c.tls_set(ca_certs=ca)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        return c
+
+    def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, rc: Any, _p: Any) -> None:
+        """Subscribe on every (re)connect; the session may already hold the subscriptions."""
+        if rc.is_failure:
+            log.warning("broker refused connection: %s", rc)
+            return
+        log.info("connected to %s (session present: %s)", self.broker_url, flags.session_present)
+        opts = SubscribeOptions(qos=1, noLocal=True)
+        subs = []
+        for kind in _SUBSCRIBE_KINDS:
+            topic = self.topics.all_nodes(kind)
+            if self.cfg.mqtt.shared_group:
+                topic = f"$share/{self.cfg.mqtt.shared_group}/{topic}"
+            subs.append((topic, opts))
+        client.subscribe(subs)
+        self.connected.set()
+        self.metrics.mqtt_connected.set(1)
+
+    def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _f: Any, rc: Any, _p: Any) -> None:
+        """Note the loss; paho reconnects with backoff by itself."""
+        self.connected.clear()
+        self.metrics.mqtt_connected.set(0)
+        if not self._stop.is_set():
+            log.warning("disconnected from broker: %s; reconnecting", rc)
+
+    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        """Hand the message to the writer; never touch the database here."""
+        item = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+        if msg.qos == 0:
+            try:
+                self.queue.put_nowait(item)
+            except queue.Full:
+                self.metrics.rejected.labels("queue_full").inc()
+            return
+        # QoS 1: the broker sends at most receive_maximum unacknowledged messages, so this
+        # put waits only when the queue is smaller than that window.
+        self.queue.put(item)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer and connect in the background, retrying a broker that is not up."""
+        self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._worker.start()
+        u = urlparse(self.broker_url)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.mqtt.session_expiry_s
+        props.ReceiveMaximum = self.cfg.mqtt.receive_maximum
+        port = u.port or (8883 if u.scheme == "mqtts" else 1883)
+        self.client.connect_async(u.hostname or "127.0.0.1", port, keepalive=30,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect (keeping the broker session) and finish queued work."""
+        self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._worker is not None:
+            self._worker.join(timeout=10)
+        self.metrics.mqtt_connected.set(0)
+
+    # --- writer thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        """Take batches off the queue, commit each message, then confirm."""
+        while not self._stop.is_set() or not self.queue.empty():
+            try:
+                first = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            while len(batch) < 200:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            self.metrics.queue_depth.set(self.queue.qsize())
+            self.handle_batch(batch)
+
+    def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
+        """Process messages one transaction each, then MQTT-ack and publish node acks."""
+        acks: dict[str, list[str]] = defaultdict(list)
+        outcomes = []
+        new_alert = False
+        for item in batch:
+            out = self._process_retrying(item)
+            outcomes.append(out)
+            if out is None:
+                continue  # stopping with the DB down: leave unacked, the broker redelivers
+            if out.event_id and out.node_id:
+                acks[out.node_id].append(out.event_id)
+            new_alert = new_alert or out.new_alert
+        if new_alert:
+            self.on_alert()
+        for node_id, ids in acks.items():
+            for i in range(0, len(ids), 1000):
+                self.client.publish(self.topics.ack(node_id), encode(Ack(ids=ids[i:i + 1000])),
+                                    qos=1)
+        for item, out in zip(batch, outcomes, strict=True):
+            if out is not None and item.qos > 0:
+                self.client.ack(item.mid, item.qos)
+        return [o for o in outcomes if o is not None]
+
+    def _process_retrying(self, item: Inbound) -> Outcome | None:
+        """Process; retry while the database is unreachable; None if stopping meanwhile."""
+        delay = 0.2
+        while True:
+            try:
+                return self.process(item)
+            except Rejected as exc:
+                self.metrics.rejected.labels(exc.reason).inc()
+                log.warning("rejected message on %s: %s", item.topic[:200], exc)
+                return Outcome()
+            except DBAPIError as exc:
+                if isinstance(exc, IntegrityError):
+                    raise
+                log.error("database error while ingesting (retrying in %.1fs): %s", delay, exc)
+                if self._stop.wait(delay):
+                    return None
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("unexpected error ingesting %s; message dropped", item.topic[:200])
+                self.metrics.rejected.labels("internal").inc()
+                return Outcome()
+
+    def process(self, item: Inbound) -> Outcome:
+        """Validate and store one message in its own transaction; Rejected when unusable."""
+        try:
+            topic = self.topics.parse(item.topic)
+        except TopicError as exc:
+            raise Rejected("topic", str(exc)) from exc
+        self.metrics.messages.labels(topic.kind).inc()
+        try:
+            with self.sessions() as s, s.begin():
+                node = s.get(Node, topic.node_id)
+                if node is None:
+                    raise Rejected("unknown_node", f"node {topic.node_id!r} is not in the registry")
+                return self._dispatch(s, topic, node, item.payload)
+        except IntegrityError:
+            if topic.kind in ("event", "snapshot"):  # a replica or redelivery won the race
+                self.metrics.duplicates.inc()
+                event_id = self._event_id(item.payload) if topic.kind == "event" else None
+                return Outcome(node_id=topic.node_id, event_id=event_id)
+            raise
+
+    @staticmethod
+    def _event_id(payload: bytes) -> str | None:
+        """The id of an event payload that already passed validation once."""
+        try:
+            return decode(Event, payload).id
+        except PayloadError:
+            return None
+
+    def _dispatch(self, s: Session, topic: Topic, node: Node, payload: bytes) -> Outcome:
+        """Route one message by kind."""
+        now = self.clock.now()
+        if topic.kind == "event":
+            return self._event(s, topic, node, payload, now)
+        if topic.kind == "snapshot":
+            return self._snapshot(s, topic, payload, now)
+        if topic.kind == "status":
+            if not payload:
+                return Outcome()  # a cleared retained status
+            st: Status = _decode(Status, payload, 1024)
+            alerts.node_status(s, node, st.state, self._policy(s, node.pond_id), now)
+            node.version = st.version
+            return Outcome(new_alert=st.state == "offline")
+        if topic.kind == "health":
+            h: Health = _decode(Health, payload, MAX_HEALTH_BYTES)
+            node.health, node.health_at = h.model_dump(mode="json"), now
+            if h.version:
+                node.version = h.version
+            if h.equipment:
+                alerts.apply_health_equipment(s, node.pond_id, h.equipment, now)
+            return Outcome()
+        if topic.kind == "cmd/result":
+            res: CommandResult = _decode(CommandResult, payload, 64 * 1024)
+            log.info("command %s on %s: ok=%s result=%.200r", res.id, node.id, res.ok, res.result)
+            return Outcome()
+        raise Rejected("topic", f"kind {topic.kind} is not for the server")
+
+    def _policy(self, s: Session, pond_id: str) -> str:
+        """The escalation policy of the pond's grid."""
+        pond = s.get(Pond, pond_id)
+        grid = s.get(Grid, pond.grid_id) if pond else None
+        return grid.policy if grid else "default"
+
+    def _event(self, s: Session, topic: Topic, node: Node, payload: bytes, now: Any) -> Outcome:
+        """Store an event once, route it to an alert."""
+        ev: Event = _decode(Event, payload, MAX_EVENT_BYTES)
+        if ev.node_id != topic.node_id:
+            raise Rejected("node_mismatch", f"event says node {ev.node_id!r} on {topic.node_id}'s topic")
+        if s.get(EventRow, ev.id) is not None:
+            self.metrics.duplicates.inc()
+            return Outcome(node_id=node.id, event_id=ev.id)
+        if ev.pond_id != node.pond_id:
+            log.warning("node %s reports pond %s but the registry says %s; using the registry",
+                        node.id, ev.pond_id, node.pond_id)
+        row = EventRow(id=ev.id, node_id=node.id, pond_id=node.pond_id, type=ev.type.value,
+                       severity=ev.severity.value, ts=ev.ts, received_at=now,
+                       payload=ev.to_wire())
+        s.add(row)
+        s.flush()
+        before = row.alert_id
+        alert = alerts.on_event(s, row, ev, self._policy(s, node.pond_id), now)
+        self.metrics.events.labels(ev.type.value).inc()
+        new = alert is not None and alert.event_count == 1 and before is None and \
+            alert.state == "open"
+        if new and alert is not None:
+            self.metrics.alerts_opened.labels(alert.kind).inc()
+        if alert is not None and alert.snapshot_event_id is None and ev.snapshot:
+            alert.snapshot_event_id = ev.id
+        return Outcome(node_id=node.id, event_id=ev.id, alert_id=alert.id if alert else None,
+                       new_alert=new)
+
+    def _snapshot(self, s: Session, topic: Topic, payload: bytes, now: Any) -> Outcome:
+        """Store a JPEG keyed by its event id, whichever arrives first."""
+        if len(payload) > MAX_SNAPSHOT_BYTES:
+            raise Rejected("oversized", f"snapshot of {len(payload)} bytes > {MAX_SNAPSHOT_BYTES}")
+        if not payload.startswith(b"\xff\xd8"):
+            raise Rejected("not_jpeg", "snapshot is not a JPEG")
+        assert topic.event_id is not None
+        if s.get(Snapshot, topic.event_id) is None:
+            s.add(Snapshot(event_id=topic.event_id, node_id=topic.node_id, received_at=now,
+                           data=payload))
+            ev = s.get(EventRow, topic.event_id)
+            if ev is not None and ev.alert_id is not None:
+                alert = s.get(Alert, ev.alert_id)
+                if alert is not None and alert.snapshot_event_id is None:
+                    alert.snapshot_event_id = ev.id
+        return Outcome()
+
+
+def wait_connected(ing: Ingestor, timeout: float) -> bool:
+    """Poll until the ingestor is connected and subscribed, or timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if ing.connected.wait(0.05):
+            return True
+    return False

@@ -1,0 +1,186 @@
+"""Page delivery through Apprise in a worker pool; every attempt goes on the timeline."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote
+
+import apprise
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from server import alerts
+from server.clock import Clock
+from server.db import Alert, Delivery, Person, Pond, Snapshot
+from server.links import AckLinks
+from server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+BEIJING = timezone(timedelta(hours=8))
+Sender = Callable[[str, str, str, Path | None], bool]
+
+
+def apprise_send(url: str, title: str, body: str, attachment: Path | None) -> bool:
+    """Deliver one page to one Apprise URL; True on success."""
+    ap = apprise.Apprise()
+    if not ap.add(url):
+        log.warning("not a usable Apprise URL: %s", url.split("://", 1)[0] + "://…")
+        return False
+    attach = apprise.AppriseAttachment(str(attachment)) if attachment else None
+    return bool(ap.notify(body=body, title=title, attach=attach))
+
+
+def map_link(lat: float | None, lon: float | None, name: str) -> str | None:
+    """An Amap marker link for the pond's WGS-84 coordinates."""
+    if lat is None or lon is None:
+        return None
+    return (f"https://uri.amap.com/marker?position={lon:.6f},{lat:.6f}"
+            f"&name={quote(name)}&coordinate=wgs84")
+
+
+def compose(alert: Alert, pond: Pond, link: str, step: int, item_zh: str = "") -> tuple[str, str]:
+    """Title and body of a page, in Simplified Chinese, with the acknowledge link."""
+    what = alerts.KIND_ZH.get(alert.kind, alert.kind)
+    if alert.kind == "equipment_missing":
+        what = f"{alerts.ITEM_ZH.get(alert.subject, alert.subject)}缺失"
+    tag = "【紧急】" if alert.urgent else ("【待办】" if alert.kind == "equipment_missing" else "【运维】")
+    title = f"{tag}{pond.name}：{what}"
+    when = alert.opened_at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+    lines = [f"{pond.name}（{pond.village}）" if pond.village else pond.name,
+             f"{what}{item_zh}", f"时间：{when}（北京时间）",
+             f"告警编号 #{alert.id}" + (f"，第{step + 1}次通知" if alert.urgent else "")]
+    if alert.urgent:
+        lines.append(f"请立即确认：{link}")
+    else:
+        lines.append(f"请查看并处理：{link}")
+    maplink = map_link(pond.lat, pond.lon, pond.name)
+    if maplink:
+        lines.append(f"地图：{maplink}")
+    return title, "\n".join(lines)
+
+
+class Pager:
+    """Sends pending deliveries in parallel so a slow channel delays nothing else."""
+
+    def __init__(self, sessions: sessionmaker[Session], clock: Clock, metrics: Metrics,
+                 links: AckLinks, workers: int, send: Sender = apprise_send,
+                 on_person_failed: Callable[[int], None] = lambda alert_id: None) -> None:
+        """on_person_failed(alert_id) is called when someone could not be reached at all."""
+        self.sessions, self.clock, self.metrics, self.links = sessions, clock, metrics, links
+        self.send = send
+        self.on_person_failed = on_person_failed
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
+        self._inflight: set[int] = set()
+        self._lock = threading.Lock()
+        self._tmp = tempfile.TemporaryDirectory(prefix="pondwatch-pages-")
+
+    def submit(self, delivery_ids: list[int]) -> None:
+        """Queue deliveries; one already in flight is not sent twice."""
+        for did in delivery_ids:
+            with self._lock:
+                if did in self._inflight:
+                    continue
+                self._inflight.add(did)
+            self._pool.submit(self._guarded, did)
+
+    def resume(self) -> int:
+        """Queue deliveries left pending by a previous run; returns how many."""
+        with self.sessions() as s:
+            ids = list(s.scalars(select(Delivery.id).where(Delivery.status == "pending")))
+        self.submit(ids)
+        return len(ids)
+
+    def stop(self) -> None:
+        """Finish what is in flight, then stop the workers."""
+        self._pool.shutdown(wait=True, cancel_futures=False)
+        self._tmp.cleanup()
+
+    def _guarded(self, did: int) -> None:
+        """deliver() that never lets an exception kill a worker silently."""
+        try:
+            self.deliver(did)
+        except Exception:
+            log.exception("delivery %s failed unexpectedly", did)
+        finally:
+            with self._lock:
+                self._inflight.discard(did)
+
+    def _attachment(self, s: Session, alert: Alert) -> Path | None:
+        """The alert's snapshot as a file Apprise can attach."""
+        if not alert.snapshot_event_id:
+            return None
+        snap = s.get(Snapshot, alert.snapshot_event_id)
+        if snap is None:
+            return None
+        path = Path(self._tmp.name) / f"snapshot-{snap.event_id}.jpg"
+        if not path.exists():
+            path.write_bytes(snap.data)
+        return path
+
+    def deliver(self, did: int) -> bool:
+        """Send one delivery on each of the person's channels; record every attempt."""
+        with self.sessions() as s:
+            d = s.get(Delivery, did)
+            if d is None or d.status != "pending":
+                return False
+            alert = s.get(Alert, d.alert_id)
+            person = s.get(Person, d.person_id)
+            pond = s.get(Pond, alert.pond_id) if alert else None
+            if alert is None or person is None or pond is None:
+                return False
+            now = self.clock.now()
+            if alert.urgent and alert.state not in alerts.ACTIVE:
+                d.status, d.detail = "skipped", f"alert already {alert.state}"
+                s.commit()
+                return False
+            link = self.links.url(alert.id, person.id, now)
+            title, body = compose(alert, pond, link, d.step)
+            attachment = self._attachment(s, alert)
+        results: list[tuple[str, bool]] = []
+        for url in person.notify:
+            channel = url.split("://", 1)[0].lower()[:32]
+            try:
+                ok = self.send(url, title, body, attachment)
+            except Exception as exc:  # a broken plugin must not stop the other channels
+                log.warning("channel %s raised: %s", channel, exc)
+                ok = False
+            results.append((channel, ok))
+            self.metrics.pages.labels(channel, "ok" if ok else "failed").inc()
+        return self._record(did, results)
+
+    def _record(self, did: int, results: list[tuple[str, bool]]) -> bool:
+        """Write the attempts, the delivery status and notified state in one transaction."""
+        reached = any(ok for _, ok in results)
+        with self.sessions() as s, s.begin():
+            d = s.get(Delivery, did)
+            alert = s.get(Alert, d.alert_id) if d else None
+            if d is None or alert is None:
+                return reached
+            now = self.clock.now()
+            for channel, ok in results:
+                alerts.timeline(s, alert, now, "delivery", f"step {d.step}", person_id=d.person_id,
+                                channel=channel, result="ok" if ok else "failed")
+            if not results:
+                alerts.timeline(s, alert, now, "delivery", f"step {d.step}: no channels",
+                                person_id=d.person_id, result="failed")
+            d.status, d.sent_at = ("sent" if reached else "failed"), now
+            if reached:
+                if alert.state == "open":
+                    self.metrics.page_latency.observe((now - alert.opened_at).total_seconds())
+                alerts.mark_notified(s, alert, now)
+        if not reached:
+            log.warning("could not reach %s for alert %s on any channel", d.person_id, d.alert_id)
+            self.on_person_failed(d.alert_id)
+        return reached
+
+
+def delivery_times(s: Session, alert_id: int) -> list[datetime]:
+    """When each successful delivery of an alert went out (for reports and tests)."""
+    q = select(Delivery.sent_at).where(Delivery.alert_id == alert_id, Delivery.status == "sent")
+    return [t for t in s.scalars(q) if t is not None]

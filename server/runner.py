@@ -1,0 +1,73 @@
+"""Runs the whole server (services + uvicorn) in-process: for the CLI, tests and the demo."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from server.app import build
+from server.clock import Clock
+from server.config import ServerConfig
+from server.paging import Sender, apprise_send
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """Services plus an HTTP listener on the configured bind address."""
+
+    def __init__(self, cfg: ServerConfig, clock: Clock | None = None,
+                 send: Sender = apprise_send) -> None:
+        """Build the app; start() runs it in background threads."""
+        self.cfg = cfg
+        self.app, self.services = build(cfg, clock, send)
+        self._uv = uvicorn.Server(uvicorn.Config(
+            self.app, host=cfg.bind_host, port=cfg.bind_port, log_level="warning",
+            access_log=False, lifespan="off"))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """http://host:port the listener serves."""
+        return f"http://{self.cfg.bind_host}:{self.cfg.bind_port}"
+
+    def start(self, timeout: float = 15.0) -> Server:
+        """Start services and HTTP; return once HTTP accepts requests."""
+        self.services.start()
+        self._thread = threading.Thread(target=self._uv.run, name="uvicorn", daemon=True)
+        self._thread.start()
+        end = time.monotonic() + timeout
+        while not self._uv.started:
+            if time.monotonic() > end or not self._thread.is_alive():
+                self.stop()
+                raise RuntimeError(f"HTTP server did not start on {self.cfg.http.bind}")
+            time.sleep(0.02)
+        log.info("PondWatch server at %s", self.url)
+        return self
+
+    def serve_forever(self) -> None:
+        """Start services and serve HTTP in this thread until interrupted."""
+        self.services.start()
+        try:
+            self._uv.run()
+        finally:
+            self.services.stop()
+
+    def stop(self) -> None:
+        """Stop HTTP and services; safe twice."""
+        self._uv.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.services.stop()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

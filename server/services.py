@@ -1,0 +1,117 @@
+"""The server's long-lived parts wired together, with one start and one stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session, sessionmaker
+
+from server import auth, registry
+from server.auth import Sessions
+from server.clock import Clock, SystemClock
+from server.config import ServerConfig
+from server.db import Snapshot, make_engine, make_sessions
+from server.escalation import Escalator
+from server.ingest import Ingestor
+from server.links import AckLinks
+from server.metrics import Metrics
+from server.migrate import upgrade
+from server.paging import Pager, Sender, apprise_send
+from server.supervisor import BrokerSupervisor
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """Database, ingest, escalation, paging and the private broker of one server."""
+
+    def __init__(self, cfg: ServerConfig, clock: Clock | None = None,
+                 send: Sender = apprise_send) -> None:
+        """Build everything; nothing runs until prepare()/start()."""
+        self.cfg = cfg
+        self.clock: Clock = clock or SystemClock()
+        self.engine = make_engine(cfg.database)
+        self.sessions: sessionmaker[Session] = make_sessions(self.engine)
+        self.metrics = Metrics()
+        key = cfg.resolved_secret()
+        self.links = AckLinks(key, cfg.http.public_url, cfg.link_ttl_s)
+        self.web_sessions = Sessions(key, cfg.session_ttl_s)
+        self.pager = Pager(self.sessions, self.clock, self.metrics, self.links,
+                           cfg.paging_workers, send)
+        self.escalator = Escalator(cfg, self.sessions, self.clock, self.metrics, self.pager)
+        self.supervisor: BrokerSupervisor | None = None
+        self.ingest: Ingestor | None = None
+        self._prepared = False
+        self._stop = threading.Event()
+        self._janitor: threading.Thread | None = None
+
+    def prepare(self) -> None:
+        """Migrate to head, import the configured registry, set the env admin."""
+        if self._prepared:
+            return
+        upgrade(self.engine)
+        if self.cfg.registry:
+            registry.import_file(self.sessions, self.cfg.registry)
+        with self.sessions() as s, s.begin():
+            auth.ensure_env_admin(s)
+        self._prepared = True
+
+    @property
+    def broker_url(self) -> str:
+        """The configured broker, or the private one."""
+        if self.cfg.mqtt.url:
+            return self.cfg.mqtt.url
+        if self.supervisor is None:
+            self.supervisor = BrokerSupervisor(self.cfg.mqtt.data_dir, self.metrics)
+        return self.supervisor.url
+
+    def start(self, mqtt: bool = True, escalate: bool = True) -> None:
+        """Prepare, start the private broker if needed, ingest, escalation and housekeeping."""
+        self.prepare()
+        if mqtt:
+            url = self.broker_url
+            if self.supervisor is not None:
+                self.supervisor.start()
+            self.ingest = Ingestor(self.cfg, self.sessions, self.clock, self.metrics, url,
+                                   on_alert=self.escalator.wake)
+            self.ingest.start()
+        if escalate:
+            self.escalator.start()
+        self._janitor = threading.Thread(target=self._housekeeping, name="janitor", daemon=True)
+        self._janitor.start()
+
+    def purge_snapshots(self) -> int:
+        """Delete snapshots older than the retention period; returns how many."""
+        cutoff = self.clock.now() - timedelta(days=self.cfg.snapshot_retention_days)
+        with self.sessions() as s, s.begin():
+            res = s.execute(delete(Snapshot).where(Snapshot.received_at < cutoff))
+        n = int(getattr(res, "rowcount", 0) or 0)
+        if n:
+            log.info("deleted %d snapshots older than %s", n, cutoff.isoformat())
+        return n
+
+    def _housekeeping(self) -> None:
+        """Purge old snapshots at start and hourly."""
+        while True:
+            try:
+                self.purge_snapshots()
+            except Exception:
+                log.exception("snapshot purge failed")
+            if self._stop.wait(3600):
+                return
+
+    def stop(self) -> None:
+        """Stop in reverse order; safe to call twice."""
+        self._stop.set()
+        if self.ingest is not None:
+            self.ingest.stop()
+            self.ingest = None
+        self.escalator.stop()
+        self.pager.stop()
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        self.engine.dispose()

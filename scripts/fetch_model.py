@@ -63,7 +63,8 @@ def fetch(name: str, dest: Path, manifest: Manifest, timeout: float = URL_TIMEOU
     """Make dest/<file> of the named model exist with the right sha256; return its path."""
     entry = manifest.models.get(name)
     if entry is None:
-        raise ModelStoreError(f"unknown model {name!r}; known: {', '.join(sorted(manifest.models))}")
+        known = ", ".join(sorted(manifest.models))
+        raise ModelStoreError(f"unknown model {name!r}; known: {known}")
     final = dest / entry.file
     if verify(final, entry.sha256):
         log.info("%s already present and verified", final)

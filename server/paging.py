@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -88,6 +89,16 @@ class Pager:
                     continue
                 self._inflight.add(did)
             self._pool.submit(self._guarded, did)
+
+    def idle(self, timeout: float = 10.0) -> bool:
+        """Poll until no delivery is in flight (for tests and shutdown); False on timeout."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                if not self._inflight:
+                    return True
+            time.sleep(0.01)
+        return False
 
     def resume(self) -> int:
         """Queue deliveries left pending by a previous run; returns how many."""

@@ -92,8 +92,8 @@ def receiver() -> Iterator[PageReceiver]:
 
 def registry_text(receiver: PageReceiver, smtp_port: int | None = None) -> str:
     """A small county: one station, two grids, three ponds, people with json:// pages."""
-    mail = (f', "mailto://duty:pw@127.0.0.1:{smtp_port}?to=duty@example.com&from=pw@example.com'
-            f'&secure=no"') if smtp_port else ""
+    mail = (f', "mailto://127.0.0.1:{smtp_port}?to=duty@example.com&from=pw@example.com'
+            f'&mode=insecure"') if smtp_port else ""
     return f"""
 stations:
   - {{id: quanjiang, name: 泉江派出所, duty_desk: [duty-quanjiang], area_officers: [liu-min]}}

@@ -1,0 +1,206 @@
+"""Camera health: no frames, frozen, covered, too dark or moved view → camera_fault / camera_ok."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.config import NodeConfig
+from protocol.payloads import Event, EventType, utc_now
+
+log = logging.getLogger(__name__)
+
+WORK_W = 320                 # frames are judged at this width
+DARK_LUMA = 25.0             # mean luma (0..255) below this: too dark to see
+LOW_DETAIL = 2.0             # mean |Laplacian| per unit of luma*100 below this: covered / smeared
+FROZEN_DIFF = 0.15           # mean |difference| below this between frames: identical
+MOVE_FRAC = 0.02             # view shifted by more than this share of the frame width
+MOVE_DEG = 1.5               # or rotated by more than this many degrees
+REASONS = ("no_frames", "frozen", "too_dark", "covered", "view_moved")
+
+
+@dataclass(frozen=True)
+class FrameStats:
+    """What one frame says about the camera's sight."""
+
+    luma: float
+    detail: float
+    small: np.ndarray
+
+
+def frame_stats(frame: np.ndarray) -> FrameStats:
+    """Mean luma and a brightness-normalised detail measure of a BGR or grey frame."""
+    gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    h, w = gray.shape[:2]
+    small = cv2.resize(gray, (WORK_W, max(1, round(h * WORK_W / w))), interpolation=cv2.INTER_AREA)
+    luma = float(small.mean())
+    lap = float(np.abs(cv2.Laplacian(small, cv2.CV_32F)).mean())
+    return FrameStats(luma=luma, detail=100.0 * lap / max(luma, 1.0), small=small)
+
+
+def blindness(stats: FrameStats) -> str | None:
+    """too_dark or covered when a frame cannot show the pond, else None."""
+    if stats.luma < DARK_LUMA:
+        return "too_dark"
+    if stats.detail < LOW_DETAIL:
+        return "covered"
+    return None
+
+
+def view_shift(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float] | None:
+    """(shift as a share of the width, rotation in degrees) of cur against ref; None if unsure."""
+    orb = cv2.ORB_create(nfeatures=600)
+    k1, d1 = orb.detectAndCompute(ref, None)
+    k2, d2 = orb.detectAndCompute(cur, None)
+    if d1 is None or d2 is None or len(k1) < 12 or len(k2) < 12:
+        return None
+    matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d1, d2)
+    if len(matches) < 12:
+        return None
+    src = np.float32([k1[m.queryIdx].pt for m in matches])
+    dst = np.float32([k2[m.trainIdx].pt for m in matches])
+    m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
+                                             ransacReprojThreshold=3.0)
+    if m is None or inliers is None or int(inliers.sum()) < 10:
+        return None
+    h, w = ref.shape[:2]
+    centre = np.array([w / 2, h / 2])
+    moved = m[:, :2] @ centre + m[:, 2] - centre
+    angle = float(np.degrees(np.arctan2(m[1, 0], m[0, 0])))
+    return float(np.hypot(*moved) / w), angle
+
+
+def load_view_reference(path: str | Path) -> np.ndarray | None:
+    """The enrolled whole-frame reference (grey, WORK_W wide), or None when absent/unreadable."""
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        return None
+    return frame_stats(img).small
+
+
+class CameraHealth:
+    """Judges every frame (or its absence) and raises one camera_fault per episode."""
+
+    def __init__(self, cfg: NodeConfig, clock: Callable[[], float] = time.monotonic, *,
+                 reference: np.ndarray | str | Path | None = None, fault_after_s: float = 3.0,
+                 ok_after_s: float = 3.0, frozen_s: float = 10.0, view_every_s: float = 5.0
+                 ) -> None:
+        """Watch cfg's camera; reference is the enrolled view (image, path or None to skip)."""
+        self.cfg = cfg
+        self.clock = clock
+        if isinstance(reference, str | Path):
+            reference = load_view_reference(reference)
+        elif reference is not None:
+            reference = frame_stats(reference).small
+        self.reference: np.ndarray | None = reference
+        self.fault_after_s, self.ok_after_s = fault_after_s, ok_after_s
+        self.frozen_s, self.view_every_s = frozen_s, view_every_s
+        self.condition: str | None = None       # what the latest frame says, before debounce
+        self.fault: str | None = None           # reason of the open camera_fault
+        self._fault_id: str | None = None
+        self._since: float | None = None         # when the current condition (or ok) began
+        self._last_frame_t: float | None = None
+        self._start_t: float | None = None
+        self._prev: np.ndarray | None = None
+        self._same_since: float | None = None
+        self._next_view_t = 0.0
+        self._moved = False
+        self.last_shift: tuple[float, float] | None = None
+
+    @property
+    def vouching(self) -> bool:
+        """False while a camera fault is open: the node cannot vouch for the pond."""
+        return self.fault is None
+
+    def state(self) -> str:
+        """ok, or fault:<reason> for health reports."""
+        return "ok" if self.fault is None else f"fault:{self.fault}"
+
+    def check(self, frame: np.ndarray | None, t: float | None = None,
+              wall: datetime | float | None = None) -> list[Event]:
+        """Judge one frame (None: nothing arrived); return camera_fault / camera_ok events."""
+        t = self.clock() if t is None else t
+        if self._start_t is None:
+            self._start_t = self._since = t
+        cond = self._judge(frame, t)
+        if cond != self.condition:
+            self.condition, self._since = cond, t
+        return self._debounce(t, _wall(wall))
+
+    def _judge(self, frame: np.ndarray | None, t: float) -> str | None:
+        """The raw condition of this moment."""
+        if frame is None:
+            last = self._last_frame_t if self._last_frame_t is not None else self._start_t
+            assert last is not None
+            stalled = t - last >= self.cfg.camera.stall_s
+            return "no_frames" if stalled else self.condition
+        self._last_frame_t = t
+        stats = frame_stats(frame)
+        if self._prev is not None and self._prev.shape == stats.small.shape and float(
+                cv2.absdiff(self._prev, stats.small).mean()) < FROZEN_DIFF:
+            self._same_since = self._same_since if self._same_since is not None else t
+        else:
+            self._same_since = None
+        self._prev = stats.small
+        if self._same_since is not None and t - self._same_since >= self.frozen_s:
+            return "frozen"
+        blind = blindness(stats)
+        if blind:
+            return blind
+        if self.reference is not None and t >= self._next_view_t:
+            self._next_view_t = t + self.view_every_s
+            shift = view_shift(self.reference, stats.small)
+            self.last_shift = shift
+            self._moved = shift is None or shift[0] > MOVE_FRAC or abs(shift[1]) > MOVE_DEG
+        return "view_moved" if self.reference is not None and self._moved else None
+
+    def _debounce(self, t: float, wall: datetime) -> list[Event]:
+        """Open a fault after fault_after_s of one condition; close it after ok_after_s of none."""
+        assert self._since is not None
+        held = t - self._since
+        cfg = self.cfg
+        if self.fault is None and self.condition is not None:
+            wait = 0.0 if self.condition == "no_frames" else self.fault_after_s
+            if held >= wait:
+                self.fault = self.condition
+                ev = Event.make(EventType.CAMERA_FAULT, cfg.node_id, cfg.pond_id, ts=wall,
+                                reason=self.condition)
+                self._fault_id = ev.id
+                log.warning("camera fault: %s", self.condition)
+                return [ev]
+        elif self.fault is not None and self.condition is None and held >= self.ok_after_s:
+            log.info("camera recovered from %s", self.fault)
+            ev = Event.make(EventType.CAMERA_OK, cfg.node_id, cfg.pond_id, ts=wall,
+                            reason=f"recovered from {self.fault}", ref=self._fault_id)
+            self.fault, self._fault_id = None, None
+            return [ev]
+        elif self.fault is not None and self.condition is not None:
+            self.fault = self.condition   # the reason shown follows what is wrong now
+        return []
+
+
+def _wall(wall: datetime | float | None) -> datetime:
+    """A timezone-aware UTC datetime from a datetime, an epoch float or None (now)."""
+    if wall is None:
+        return utc_now()
+    if isinstance(wall, int | float):
+        return datetime.fromtimestamp(float(wall), UTC)
+    return wall
+
+
+def view_reference_meta(path: str | Path) -> dict[str, object]:
+    """The JSON sidecar of an enrolled view reference ({} when absent)."""
+    side = Path(path).with_suffix(".json")
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -121,11 +121,15 @@ class RuleEngine:
         return out
 
     def _supervised(self, child: TrackState, t: float) -> bool | None:
-        """An adult stands near the child now; None when adults cannot be told apart."""
+        """An adult stands near the child now; None when adults cannot be told apart.
+
+        Unconfirmed adults count: the flag never suppresses an alarm, and an adult walking
+        in beside the child is often still unconfirmed when the child's dwell is reached.
+        """
         if self.stature is None:
             return None
         for other in self.tracks.values():
-            if (other is not child and other.confirmed and other.last_t == t
+            if (other is not child and other.hits > 0 and other.last_t == t
                     and self.is_child(other) is False
                     and distance(other.foot, child.foot) <= SUPERVISE_RADIUS):
                 return True

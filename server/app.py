@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from server.api import ack, api, web
+from server.api import ack, api, report, web
 from server.api.deps import LoginRequired
 from server.clock import Clock
 from server.config import ServerConfig
@@ -17,7 +17,7 @@ def create_app(services: Services) -> FastAPI:
     """The web app for already built services."""
     app = FastAPI(title="PondWatch", docs_url="/api/docs", redoc_url=None)
     app.state.services = services
-    for r in (ack.router, web.router, api.router):
+    for r in (ack.router, web.router, api.router, report.router):
         app.include_router(r)
 
     @app.exception_handler(LoginRequired)

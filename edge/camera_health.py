@@ -57,7 +57,7 @@ def blindness(stats: FrameStats) -> str | None:
 
 def view_shift(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float] | None:
     """(shift as a share of the width, rotation in degrees) of cur against ref; None if unsure."""
-    orb = cv2.ORB_create(nfeatures=600)
+    orb = cv2.ORB_create(nfeatures=600)  # type: ignore[attr-defined]
     k1, d1 = orb.detectAndCompute(ref, None)
     k2, d2 = orb.detectAndCompute(cur, None)
     if d1 is None or d2 is None or len(k1) < 12 or len(k2) < 12:
@@ -65,8 +65,8 @@ def view_shift(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float] | None:
     matches = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d1, d2)
     if len(matches) < 12:
         return None
-    src = np.float32([k1[m.queryIdx].pt for m in matches])
-    dst = np.float32([k2[m.trainIdx].pt for m in matches])
+    src = np.array([k1[m.queryIdx].pt for m in matches], np.float32)
+    dst = np.array([k2[m.trainIdx].pt for m in matches], np.float32)
     m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
                                              ransacReprojThreshold=3.0)
     if m is None or inliers is None or int(inliers.sum()) < 10:

@@ -247,9 +247,11 @@ def enrol(cfg: NodeConfig, config_path: str | Path, source: str | int | None = N
     except SourceError as exc:
         print(f"无法打开画面来源 / cannot open source: {exc}", file=sys.stderr)
         return 1
-    if len(shots) < min(3, frames) or len({s.shape for s in shots}) != 1:
-        print(f"画面太少或尺寸不一 / too few frames from {spec_src} ({len(shots)})", file=sys.stderr)
+    if not shots or len({s.shape for s in shots}) != 1:
+        print(f"没有可用画面或尺寸不一 / no usable frames from {spec_src}", file=sys.stderr)
         return 1
+    if len(shots) < 3:
+        log.warning("only %d frame(s): a passer-by would be enrolled too", len(shots))
     median = np.median(np.stack(shots), axis=0).astype(np.uint8)
     stats = frame_stats(median)
     bad = blindness(stats)
@@ -276,7 +278,8 @@ def enrol(cfg: NodeConfig, config_path: str | Path, source: str | int | None = N
     view = view_reference_path(cfg, config_path)
     assert view is not None
     view.parent.mkdir(parents=True, exist_ok=True)
-    small = cv2.resize(median, (WORK_W * 2, round(h * WORK_W * 2 / w)), interpolation=cv2.INTER_AREA)
+    size = (WORK_W * 2, round(h * WORK_W * 2 / w))
+    small = cv2.resize(median, size, interpolation=cv2.INTER_AREA)
     cv2.imwrite(str(view), small)
     _write_json(view.with_suffix(".json"), {"enrolled_at": now, "frames": len(shots),
                                             "source": str(spec_src), "frame_size": [w, h],

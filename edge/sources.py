@@ -193,6 +193,7 @@ class LiveSource:
         self._lock = threading.Lock()
         self._gen = 0
         self._last_frame_t = clock()
+        self._busy_since: float | None = None  # opening or reading since (None: backing off)
         self.failures = 0
         self.reconnects = 0
         self.state = RECONNECTING
@@ -210,6 +211,7 @@ class LiveSource:
             self._gen += 1
             gen = self._gen
         self._last_frame_t = self._clock()
+        self._busy_since = self._clock()
         threading.Thread(target=self._work, args=(gen,), name=f"capture-{self.name}",
                          daemon=True).start()
 
@@ -228,13 +230,16 @@ class LiveSource:
         delay = self.backoff_s
         while self._current(gen):
             cap = None
+            self._busy_since = self._clock()
             try:
                 cap = self._open()
                 while self._current(gen):
                     ok, frame = cap.read()
                     if not ok or frame is None:
                         raise OSError("read failed")
-                    self._last_frame_t = self._clock()
+                    if not self._current(gen):
+                        break
+                    self._last_frame_t = self._busy_since = self._clock()
                     self.failures, delay = 0, self.backoff_s
                     self._set_state(OK)
                     self._slot.put(frame, self._last_frame_t)
@@ -251,6 +256,8 @@ class LiveSource:
                         cap.release()
                     except Exception:  # releasing a broken device may fail too
                         log.debug("camera %s: release failed", self.name)
+            if self._current(gen):
+                self._busy_since = None
             self._stop.wait(delay)
             delay = min(delay * 2.0, self.max_backoff_s)
 
@@ -264,8 +271,9 @@ class LiveSource:
             item = self._slot.take(min(left, 0.1))
             if item is not None and self._pacer.admit(item[1]):
                 return item
-            if self.state == OK and self._clock() - self._last_frame_t > self.stall_s:
-                log.warning("camera %s: no frame for %.1f s, reopening", self.name, self.stall_s)
+            busy = self._busy_since
+            if busy is not None and self._clock() - busy > self.stall_s:
+                log.warning("camera %s: stalled for %.1f s, reopening", self.name, self.stall_s)
                 self.failures += 1
                 self._set_state(FAILED if self.failures >= self.fail_after else RECONNECTING)
                 self._start_worker()

@@ -1,0 +1,87 @@
+"""End to end: clip → node → Mosquitto → server → page → acknowledge link → dashboard."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from protocol import Topics
+from scripts.demo import DemoStack
+
+T = Topics()
+
+
+@pytest.fixture(scope="module")
+def run(scenes_dir: Path, model_path: Path, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[dict[str, Any]]:
+    """The demo stack on the generated child_to_bank clip, with a tap on the broker."""
+    stack = DemoStack(tmp_path_factory.mktemp("e2e"), model=model_path, scenes=scenes_dir)
+    events: list[dict[str, Any]] = []
+    tap = None
+    try:
+        srv = stack.start_server()
+        port = int(srv.services.broker_url.rsplit(":", 1)[1])
+        tap = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        subscribed = threading.Event()
+        tap.on_subscribe = lambda *a: subscribed.set()
+        tap.on_message = lambda _c, _u, m: events.append(json.loads(m.payload))
+        tap.connect("127.0.0.1", port)
+        tap.subscribe(T.all_nodes("event"), qos=1)
+        tap.loop_start()
+        assert subscribed.wait(5)
+        node = stack.start_node()
+        page, link = stack.wait_page(timeout=120)
+        yield {"stack": stack, "srv": srv, "node": node, "page": page, "link": link,
+               "events": events}
+    finally:
+        if tap is not None:
+            tap.loop_stop()
+        stack.stop()
+
+
+def test_page_arrives_within_2_s_with_pond_name_and_link(run: dict[str, Any]) -> None:
+    page, events = run["page"], run["events"]
+    child = [e for e in events if e["type"] == "child_near_water"]
+    assert len(child) >= 1
+    sent = datetime.fromisoformat(child[0]["ts"]).timestamp()
+    assert 0 <= page["_received"] - sent < 2.0, page["_received"] - sent
+    assert "禾源山塘" in page["title"] + page["message"]
+    assert run["link"].startswith(run["srv"].url + "/a/")
+
+
+def test_acknowledge_by_link_shows_in_dashboard(run: dict[str, Any]) -> None:
+    srv, link, stack = run["srv"], run["link"], run["stack"]
+    phone = httpx.get(link)
+    assert phone.status_code == 200 and "禾源山塘" in phone.text and "已收到" in phone.text
+    r = httpx.post(link, data={"action": "ack"}, follow_redirects=False)
+    assert r.status_code == 303
+    with httpx.Client(base_url=srv.url) as web:
+        login = web.post("/login", data={"username": "admin", "password": stack.admin_password})
+        assert login.status_code in (200, 303)
+        dash = web.get("/")
+    assert dash.status_code == 200
+    rows = re.findall(r'<tr data-alert-id="\d+" data-state="(\w+)"', dash.text)
+    assert rows and rows[-1] == "acknowledged", rows
+
+
+def test_node_exits_0_once_clip_played_and_outbox_drained(run: dict[str, Any]) -> None:
+    node = run["node"]
+    assert node.wait(timeout=120) == 0
+    with run["stack"].api() as c:
+        alerts = c.get("/api/alerts").json()
+    child = [a for a in alerts if a["kind"] == "child_near_water"]
+    assert len(child) == 1, "one child visit gives one alert"
+    assert child[0]["event_count"] >= 1
+    kinds = [e["type"] for e in run["events"]]
+    assert kinds.count("child_near_water") == len({e["id"] for e in run["events"]
+                                                    if e["type"] == "child_near_water"})

@@ -143,14 +143,15 @@ class EquipmentWatch:
                 return "unknown:occluded"
         sx0, sy0, sx1, sy1 = roi_px(st.spec.roi, w, h, SEARCH_MARGIN)
         area_img = frame[sy0:sy1, sx0:sx1]
-        ref = st.ref
-        if ref.shape[0] > area_img.shape[0] or ref.shape[1] > area_img.shape[1]:
-            ref = cv2.resize(ref, (x1 - x0, y1 - y0))     # the frame size changed
+        ref, ring_px = st.ref, st.ring_px
+        if ref.shape[:2] != (y1 - y0, x1 - x0):       # enrolled at another resolution
+            ref = cv2.resize(ref, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+            ring_px = int(np.count_nonzero(ring_mask(ref)))
         ncc = float(cv2.minMaxLoc(cv2.matchTemplate(_gray(area_img), _gray(ref),
                                                     cv2.TM_CCOEFF_NORMED))[1])
         scores = {"ncc": round(ncc, 3)}
-        if st.ring_px >= RING_MIN_PX:
-            ring = float(np.count_nonzero(ring_mask(area_img))) / st.ring_px
+        if st.ring_px >= RING_MIN_PX and ring_px > 0:     # a ring-coloured item
+            ring = float(np.count_nonzero(ring_mask(area_img))) / ring_px
             scores["ring"] = round(ring, 3)
             st.last_scores = scores
             present = (ring >= RING_PRESENT and ncc >= NCC_WITH_COLOUR) or ncc >= NCC_STRONG

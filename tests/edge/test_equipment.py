@@ -299,3 +299,16 @@ def test_camera_fault_gates_checks(scenes_dir: Path, refs: Path) -> None:
     _, frame = next(frames(scenes_dir / "empty_static.mp4"))
     assert watch.check(frame, 0.0, T0, [], vouching=False) == []
     assert watch.state()["lifebuoy"] == "unknown:camera_fault"
+
+
+def test_other_resolution_than_enrolled(scenes_dir: Path, refs: Path) -> None:
+    """A camera now delivering 640x360 still finds the ring, and misses it when it is gone."""
+    cfg = scene_cfg(scenes_dir, "lifebuoy_removed", refs)
+    watch = EquipmentWatch(cfg)
+    events = []
+    for i, frame in frames(scenes_dir / "lifebuoy_removed.mp4"):
+        small = cv2.resize(frame, (640, 360), interpolation=cv2.INTER_AREA)
+        if i == 10:
+            assert watch.state()["lifebuoy"] == "present"
+        events += watch.check(small, i / 5, T0, truth_boxes(scenes_dir, "lifebuoy_removed")[i])
+    assert [(e.type, e.item) for e in events] == [(EventType.EQUIPMENT_MISSING, "lifebuoy")]

@@ -1,0 +1,129 @@
+"""The pipeline end to end on frames: idle gate, stats, snapshots, wake-up."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import NodeConfig, load_config
+from edge.motion import MotionGate
+from edge.pipeline import Pipeline
+from edge.snapshot import Mark, encode_jpeg, snapshot
+from edge.sources import open_source
+from protocol.limits import MAX_SNAPSHOT_BYTES
+
+from .conftest import T0
+
+
+def still(value: int = 90) -> np.ndarray:
+    """A textured static frame."""
+    rng = np.random.default_rng(1)
+    img = np.full((240, 320, 3), value, np.uint8)
+    img[::8, :, :] = rng.integers(0, 255, (30, 320, 3), dtype=np.uint8)
+    return img
+
+
+def test_gate_goes_idle_when_still_and_wakes_on_motion() -> None:
+    """Still for quiet_s: detection at idle_fps; a change runs at once and stays awake."""
+    gate = MotionGate(full_fps=5, idle_fps=1, quiet_s=3)
+    runs = [gate.should_detect(still(), i / 5) for i in range(50)]  # 10 s still
+    assert all(runs[:15]) and not gate.idle or gate.idle
+    assert gate.idle
+    assert sum(runs[15:]) == 7  # one per second once idle
+    moved = still()
+    cv2.rectangle(moved, (100, 100), (160, 200), (255, 255, 255), -1)
+    assert gate.should_detect(moved, 10.2) and not gate.idle
+    assert gate.should_detect(moved, 10.4)  # still within quiet_s after the motion
+
+
+def test_gate_wake_and_busy_force_full_rate() -> None:
+    """wake() (PIR) runs the next frame; busy (someone in the water) keeps full rate."""
+    gate = MotionGate(full_fps=5, idle_fps=0.5, quiet_s=1)
+    for i in range(20):
+        gate.should_detect(still(), i / 5)
+    assert gate.idle and not gate.should_detect(still(), 4.0)
+    gate.wake()
+    assert gate.should_detect(still(), 4.2) and not gate.idle
+    assert all(gate.should_detect(still(), 5 + i / 5, busy=True) for i in range(20))
+
+
+def test_snapshot_fits_the_wire_limit_even_for_noise(make_cfg: Callable[..., NodeConfig]) -> None:
+    """A 12 MP frame of noise still becomes a JPEG within 150 KB."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (3000, 4000, 3), dtype=np.uint8)
+    data = snapshot(frame, make_cfg(), [Mark((0.1, 0.2, 0.3, 0.9), "#1 1.10 m child", True)])
+    assert len(data) <= MAX_SNAPSHOT_BYTES
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_snapshot_limit_too_small_is_an_error() -> None:
+    """An impossible limit raises instead of looping forever."""
+    with pytest.raises(ValueError):
+        encode_jpeg(np.zeros((100, 100, 3), np.uint8), limit=10)
+
+
+def test_snapshot_draws_zones_and_boxes(make_cfg: Callable[..., NodeConfig]) -> None:
+    """The annotated picture differs from the frame inside the box and the water zone."""
+    frame = np.full((360, 640, 3), 128, np.uint8)
+    data = snapshot(frame, make_cfg(), [Mark((0.4, 0.2, 0.5, 0.55), "#3 1.10 m child", True)])
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    x1, y1 = int(0.4 * 639), int(0.2 * 359)
+    assert img[y1 + 30, x1, 2] > 180 and img[y1 + 30, x1, 0] < 110  # red edge (child)
+    assert abs(int(img[340, 320, 0]) - 128) > 10  # water tint
+
+
+def test_pipeline_on_a_photo_reports_stats(detector: Any, assets: Path,
+                                           make_cfg: Callable[..., NodeConfig]) -> None:
+    """bus.jpg, feet on the "bank" below row 0.8: people are tracked, stats counted."""
+    cfg = make_cfg(zones={"water": [[0, 0.95], [1, 0.95], [1, 1], [0, 1]],
+                          "bank": [[0, 0.75], [1, 0.75], [1, 0.95], [0, 0.95]]},
+                   stature={"references": [], "child_max_m": 1.45})
+    detector.reset()
+    pipe = Pipeline(cfg, detector)
+    bus = cv2.imread(str(assets / "bus.jpg"))
+    events = []
+    for i in range(8):
+        events += pipe.process(bus, i / 5, T0 + timedelta(seconds=i / 5))
+    assert pipe.stats.frames == 8 and pipe.stats.last_inference_ms > 0
+    assert pipe.stats.fps == pytest.approx(5.0)
+    kinds = [e.event.type.value for e in events]
+    assert kinds and set(kinds) == {"child_near_water"}  # uncalibrated: possible children
+    assert all(e.event.possible_child and e.snapshot and e.event.snapshot for e in events)
+    assert len(pipe.marks()) >= 3
+
+
+def test_idle_mode_on_a_static_scene(scenes_dir: Path, detector: Any) -> None:
+    """empty_static: after the quiet period the detector runs about once a second."""
+    cfg = load_config(scenes_dir / "empty_static.yaml")
+    detector.reset()
+    pipe = Pipeline(cfg, detector)
+    src = open_source(str(scenes_dir / "empty_static.mp4"), cfg.camera.fps)
+    while (item := src.read()) is not None:
+        assert pipe.process(item[0], item[1], T0) == []
+    assert pipe.stats.idle
+    assert pipe.stats.detected_frames <= pipe.stats.frames // 2
+
+
+def test_child_walking_in_is_caught_within_the_dwell(scenes_dir: Path, detector: Any) -> None:
+    """child_to_bank starts idle; the alert comes within dwell (+ confirmation) of the bank."""
+    cfg = load_config(scenes_dir / "child_to_bank.yaml")
+    truth = json.loads((scenes_dir / "child_to_bank.truth.json").read_text())
+    on_bank = min(f["t"] for f in truth["frames"]
+                  if any(p["zone"] == "bank" for p in f["persons"]))
+    detector.reset()
+    pipe = Pipeline(cfg, detector)
+    src = open_source(str(scenes_dir / "child_to_bank.mp4"), cfg.camera.fps)
+    first_child = None
+    while (item := src.read()) is not None:
+        for em in pipe.process(item[0], item[1], T0):
+            if em.event.type.value == "child_near_water" and first_child is None:
+                first_child = item[1]
+    assert first_child is not None
+    assert first_child - on_bank <= cfg.rules.dwell_s + 0.6

@@ -155,7 +155,8 @@ def auto_resolve(session: Session, pond_id: str, kind: str, subject: str, row: E
         return None
     if row is not None:
         row.alert_id = alert.id
-    alert.state, alert.outcome, alert.resolved_at, alert.next_step_at = "resolved", "real", now, None
+    alert.state, alert.outcome, alert.resolved_at = "resolved", "real", now
+    alert.next_step_at = None
     timeline(session, alert, now, "state", "cleared by the node", state="resolved")
     return alert
 

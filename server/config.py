@@ -31,7 +31,7 @@ class MqttSettings(_Section):
     """How the server reaches the broker."""
 
     url: str | None = Field(
-        None, description="mqtt://host:port or mqtts://…; omitted: a private Mosquitto on loopback.")
+        None, description="mqtt://host:port or mqtts://…; omitted: a private loopback Mosquitto.")
     topic_prefix: str = Field(DEFAULT_PREFIX, min_length=1, description="Topic prefix.")
     client_id: str = Field("pondwatch-server", min_length=1, max_length=64,
                            description="Stable client id so the broker keeps the session.")
@@ -78,7 +78,7 @@ class EscalationPolicy(_Section):
     steps: list[EscalationStep] = Field(default_factory=_default_steps, min_length=1,
                                         description="Steps in time order.")
     repeat_s: float = Field(180, gt=0, le=86400,
-                            description="After the last step, page all its targets again this often.")
+                            description="After the last step, page its targets again this often.")
 
     @model_validator(mode="after")
     def _ordered(self) -> EscalationPolicy:
@@ -92,7 +92,7 @@ class EscalationSettings(_Section):
     """Escalation policies by name; grids pick one, else `default`."""
 
     policies: dict[str, EscalationPolicy] = Field(
-        default_factory=lambda: {"default": EscalationPolicy()},
+        default_factory=lambda: {"default": EscalationPolicy.model_validate({})},
         description="Named policies; `default` is used when a grid names none.")
 
     @model_validator(mode="after")
@@ -109,8 +109,10 @@ class ServerConfig(_Section):
         "production", description="dev allows a generated secret key and plain cookies.")
     database: str = Field("sqlite:///pondwatch-server.db",
                           description="SQLAlchemy URL: sqlite:///… or postgresql+psycopg://…")
-    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="Broker.")
-    http: HttpSettings = Field(default_factory=HttpSettings, description="Web side.")
+    mqtt: MqttSettings = Field(default_factory=lambda: MqttSettings.model_validate({}),
+                               description="Broker.")
+    http: HttpSettings = Field(default_factory=lambda: HttpSettings.model_validate({}),
+                               description="Web side.")
     registry: Path | None = Field(None, description="Registry YAML/CSV imported at start.")
     secret_key: str | None = Field(
         None, repr=False, description="Signing key; prefer env PONDWATCH_SECRET_KEY or "
@@ -127,8 +129,9 @@ class ServerConfig(_Section):
         description="Logged-in roles allowed to see snapshots (they may show minors).")
     paging_workers: int = Field(8, ge=1, le=256, description="Parallel page deliveries.")
     ingest_queue: int = Field(1000, ge=10, le=1_000_000, description="Ingest hand-off queue.")
-    escalation: EscalationSettings = Field(default_factory=EscalationSettings,
-                                           description="Escalation policies.")
+    escalation: EscalationSettings = Field(
+        default_factory=lambda: EscalationSettings.model_validate({}),
+        description="Escalation policies.")
     task_repeat_s: float = Field(0, ge=0, le=7 * 86400,
                                  description="Re-page non-urgent tasks this often; 0 = once.")
 
@@ -167,13 +170,14 @@ def _relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
         if rest and rest != ":memory:":
             data["database"] = f"sqlite:///{base / rest}"
     mqtt = data.get("mqtt")
-    if isinstance(mqtt, dict) and isinstance(mqtt.get("data_dir"), str):
-        if not Path(mqtt["data_dir"]).is_absolute():
-            mqtt["data_dir"] = str(base / mqtt["data_dir"])
+    if (isinstance(mqtt, dict) and isinstance(mqtt.get("data_dir"), str)
+            and not Path(mqtt["data_dir"]).is_absolute()):
+        data["mqtt"] = dict(mqtt, data_dir=str(base / mqtt["data_dir"]))
     return data
 
 
-def parse_config(data: Any, source: str = "server config", base: Path | None = None) -> ServerConfig:
+def parse_config(data: Any, source: str = "server config",
+                 base: Path | None = None) -> ServerConfig:
     """Validate a mapping as a ServerConfig; raise ConfigError naming the field."""
     if data is None:
         data = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -30,7 +31,7 @@ def on_duty(s: Session, grid: Grid, role: str, now: datetime) -> str | None:
     return grid.constable_id if role == "primary" else grid.backup_id
 
 
-def recipients(s: Session, pond_id: str, targets: list[str], now: datetime) -> list[str]:
+def recipients(s: Session, pond_id: str, targets: Sequence[str], now: datetime) -> list[str]:
     """Person ids for escalation targets at one pond, in order, without repeats."""
     pond = s.get(Pond, pond_id)
     grid = s.get(Grid, pond.grid_id) if pond else None
@@ -126,6 +127,8 @@ class Escalator:
     def _fire(self, s: Session, alert: Alert, now: datetime) -> list[Delivery]:
         """Page the targets of the alert's current step and schedule the next one."""
         step = alert.step
+        targets: list[str]
+        nxt: datetime | None
         if alert.urgent:
             pol = self.policy(alert.policy)
             targets = list(pol.steps[min(step, len(pol.steps) - 1)].targets)

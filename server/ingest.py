@@ -161,7 +161,7 @@ class Ingestor:
         self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._worker.start()
         u = urlparse(self.broker_url)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.cfg.mqtt.session_expiry_s
         props.ReceiveMaximum = self.cfg.mqtt.receive_maximum
         port = u.port or (8883 if u.scheme == "mqtts" else 1883)
@@ -307,7 +307,8 @@ class Ingestor:
         """Store an event once, route it to an alert."""
         ev: Event = _decode(Event, payload, MAX_EVENT_BYTES)
         if ev.node_id != topic.node_id:
-            raise Rejected("node_mismatch", f"event says node {ev.node_id!r} on {topic.node_id}'s topic")
+            raise Rejected("node_mismatch",
+                           f"event says node {ev.node_id!r} on {topic.node_id}'s topic")
         if s.get(EventRow, ev.id) is not None:
             self.metrics.duplicates.inc()
             return Outcome(node_id=node.id, event_id=ev.id)

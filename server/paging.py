@@ -50,7 +50,10 @@ def compose(alert: Alert, pond: Pond, link: str, step: int, item_zh: str = "") -
     what = alerts.KIND_ZH.get(alert.kind, alert.kind)
     if alert.kind == "equipment_missing":
         what = f"{alerts.ITEM_ZH.get(alert.subject, alert.subject)}缺失"
-    tag = "【紧急】" if alert.urgent else ("【待办】" if alert.kind == "equipment_missing" else "【运维】")
+    if alert.urgent:
+        tag = "【紧急】"
+    else:
+        tag = "【待办】" if alert.kind == "equipment_missing" else "【运维】"
     title = f"{tag}{pond.name}：{what}"
     when = alert.opened_at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
     lines = [f"{pond.name}（{pond.village}）" if pond.village else pond.name,

@@ -135,12 +135,12 @@ class Registry:
     missing: list[tuple[str, int | None, str, str, str]] = field(default_factory=list)
 
 
-class _LineLoader(yaml.SafeLoader):
+class _LineLoader(yaml.SafeLoader):  # type: ignore[misc]
     """A YAML loader that records the line of each mapping under '__line__'."""
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    data = loader.construct_mapping(node, deep=True)
+    data: dict[str, Any] = loader.construct_mapping(node, deep=True)
     data["__line__"] = node.start_mark.line + 1
     return data
 
@@ -190,7 +190,8 @@ def parse_csv(path: Path, reg: Registry, kind: str | None = None) -> None:
         reader = csv.DictReader(fh)
         for lineno_row in reader:
             line = reader.line_num
-            row = {k.strip(): v for k, v in lineno_row.items() if k is not None and v not in ("", None)}
+            row = {k.strip(): v for k, v in lineno_row.items()
+                   if k is not None and v not in ("", None)}
             row_kind = row.pop("kind", kind)
             if row_kind not in MODELS:
                 raise RegistryError(str(path), line, "kind",

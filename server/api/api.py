@@ -11,10 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from server.api.ack import AckAction, apply_action
-from server.api.deps import ApiUser, Db, Svc
+from server.api.deps import ApiUser, Db, Svc, require_role
 from server.api.views import alert_dict, list_alerts, timeline_dicts
 from server.api.web import add_silence, pond_rows
-from server.api.deps import require_role
 from server.db import Alert, Pond
 
 router = APIRouter()
@@ -74,7 +73,7 @@ def api_action(alert_id: int, body: AckAction, user: ApiUser, svc: Svc, s: Db) -
 
 
 @router.get("/api/ponds")
-def api_ponds(user: ApiUser, s: Db) -> list[dict[str, object]]:
+def api_ponds(user: ApiUser, s: Db) -> list[dict[str, Any]]:
     """Per pond: nodes and kit items present / missing (since) / unknown."""
     return pond_rows(s)
 

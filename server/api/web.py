@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -93,9 +93,9 @@ def alert_snapshot(alert_id: int, user: MaybeUser, svc: Svc, s: Db) -> Response:
                     headers={"Cache-Control": "private, no-store"})
 
 
-def pond_rows(s: Db) -> list[dict[str, object]]:
+def pond_rows(s: Db) -> list[dict[str, Any]]:
     """Per pond: nodes with their state and each kit item present/missing/unknown."""
-    out = []
+    out: list[dict[str, Any]] = []
     equipment: dict[str, list[EquipmentState]] = {}
     for e in s.scalars(select(EquipmentState).order_by(EquipmentState.item)):
         equipment.setdefault(e.pond_id, []).append(e)

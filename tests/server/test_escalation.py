@@ -21,7 +21,6 @@ from server.broker import free_port
 from server.clock import FakeClock
 from server.db import Alert, Delivery, EquipmentState, Person, RosterEntry, Silence, TimelineEntry
 from server.ingest import Inbound, Ingestor
-from server.services import Services
 from tests.server.conftest import PageReceiver, make_config
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x01" * 500 + b"\xff\xd9"

@@ -1,4 +1,4 @@
-"""The same ingest → alert → page → ack path against PostgreSQL (when PONDWATCH_TEST_PG_URL is set)."""
+"""The ingest → alert → page → ack path on PostgreSQL, when PONDWATCH_TEST_PG_URL is set."""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def test_ingest_alert_page_ack_on_postgres(tmp_path: Path, receiver: PageReceive
                 a = s.scalars(select(Alert)).one()
                 assert a.state == "acknowledged" and a.event_count == 2
                 assert a.opened_at.tzinfo is not None
-        with Server(cfg) as srv:  # restart: migrations already at head, registry re-imported
-            with srv.services.sessions() as s:
-                assert s.scalars(select(Alert)).one().state == "acknowledged"
+        # restart: migrations already at head, registry re-imported
+        with Server(cfg) as srv, srv.services.sessions() as s:
+            assert s.scalars(select(Alert)).one().state == "acknowledged"
     finally:
         node.close()

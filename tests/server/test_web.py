@@ -18,7 +18,7 @@ from server.cli import main
 from server.db import Alert, Snapshot
 from server.ingest import Inbound
 from tests.server.conftest import PageReceiver
-from tests.server.test_escalation import JPEG, P, Harness
+from tests.server.test_escalation import JPEG, Harness, P
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-29 02:37:19.404607
 """
 from collections.abc import Sequence
@@ -132,7 +132,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('alerts', schema=None) as batch_op:
-        batch_op.create_index('ix_alerts_fold', ['pond_id', 'kind', 'subject', 'state'], unique=False)
+        batch_op.create_index('ix_alerts_fold', ['pond_id', 'kind', 'subject', 'state'],
+                              unique=False)
         batch_op.create_index(batch_op.f('ix_alerts_next_step_at'), ['next_step_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_alerts_opened_at'), ['opened_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_alerts_pond_id'), ['pond_id'], unique=False)

@@ -17,7 +17,6 @@ log = logging.getLogger(__name__)
 
 EQUIPMENT_BGR = (255, 0, 255)
 RULER_BGR = {"1.00 m": (255, 255, 0), "child": (0, 0, 255), "1.75 m": (0, 220, 0)}
-RULER_XS = (0.15, 0.5, 0.85)
 
 
 def grab_frame(source: str | int, timeout_s: float = 10.0) -> np.ndarray:
@@ -66,15 +65,17 @@ def draw_ruler(img: np.ndarray, cfg: NodeConfig, model: StatureModel | None) -> 
     heights = {"1.00 m": 1.0, "child": cfg.stature.child_max_m, "1.75 m": 1.75}
     water_top = min((p[1] for p in cfg.zones.water), default=0.6)
     thick = max(2, w // 300)
-    for row in ruler_rows(model, water_top):
+    rows = ruler_rows(model, water_top)
+    for n, row in enumerate(rows):  # one group of three bars per foot row, spread across
+        centre = 0.1 + 0.8 * (n / max(1, len(rows) - 1))
+        foot_px = int(row * (h - 1))
         for k, (name, metres) in enumerate(heights.items()):
-            x = RULER_XS[k % len(RULER_XS)] + (k - 1) * 0.012
-            top = row - model.height_px(row, metres)
-            px = int(x * (w - 1))
-            cv2.line(img, (px, int(max(0.0, top) * (h - 1))), (px, int(row * (h - 1))),
-                     RULER_BGR[name], thick)
-            cv2.line(img, (px - 6, int(row * (h - 1))), (px + 6, int(row * (h - 1))),
-                     RULER_BGR[name], thick)
+            px = int((centre + (k - 1) * 0.014) * (w - 1))
+            top_px = int(max(0.0, row - model.height_px(row, metres)) * (h - 1))
+            cv2.line(img, (px, top_px), (px, foot_px), RULER_BGR[name], thick)
+            cv2.line(img, (px - 4, top_px), (px + 4, top_px), RULER_BGR[name], thick)
+        cv2.line(img, (int((centre - 0.03) * (w - 1)), foot_px),
+                 (int((centre + 0.03) * (w - 1)), foot_px), (255, 255, 255), thick)
     for r in cfg.stature.references:
         p1 = (int(r.foot[0] * (w - 1)), int(r.foot[1] * (h - 1)))
         p2 = (int(r.head[0] * (w - 1)), int(r.head[1] * (h - 1)))
@@ -101,10 +102,14 @@ def preview(cfg: NodeConfig, source: str | None, out: str) -> int:
     except SourceError as exc:
         log.error("%s", exc)
         return 2
-    img = render_preview(frame, cfg)
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), img):
-        log.error("cannot write %s", out)
+    ok, png = cv2.imencode(".png", render_preview(frame, cfg))
+    try:
+        if not ok:
+            raise OSError("PNG encoding failed")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_bytes(png.tobytes())
+    except OSError as exc:
+        log.error("cannot write %s: %s", out, exc)
         return 2
     log.info("preview written to %s", out)
     return 0

@@ -78,7 +78,7 @@ class UltralyticsDetector:
         """A fresh Ultralytics model object."""
         if not os.path.exists(self.cfg.path):
             raise DetectorError(f"model file not found: {self.cfg.path}")
-        from ultralytics import YOLO
+        from ultralytics import YOLO  # type: ignore[attr-defined]
         try:
             return YOLO(self.cfg.path, task="detect")
         except Exception as exc:  # Ultralytics raises many types for a bad file

@@ -11,6 +11,7 @@ from pathlib import Path
 from edge.config import NodeConfig
 from edge.detector import Detector, DetectorError, load_detector
 from edge.pipeline import Pipeline
+from edge.rules import IdFactory
 from edge.sources import SourceError, open_source
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # replayed events are stamped EPOCH + 
 _NS = uuid.UUID("6c1f3b52-96d4-4f0e-9a43-2f51e3b0c7a1")
 
 
-def replay_ids(node_id: str, source: str):  # type: ignore[no-untyped-def]
+def replay_ids(node_id: str, source: str) -> IdFactory:
     """An id factory giving the same event ids for the same node, file and frame."""
     name = Path(source).name
 

@@ -96,7 +96,7 @@ class VideoFileSource:
         """Open the file; raise SourceError when OpenCV cannot read it."""
         import cv2
         self.path = path
-        self._cap = cv2.VideoCapture(path)
+        self._cap: Any = cv2.VideoCapture(path)
         if not self._cap.isOpened():
             raise SourceError(f"cannot open video file {path}")
         native = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)

@@ -1,4 +1,4 @@
-"""The real `pondwatch-server run` process killed with SIGKILL mid-ingest: no loss, no duplicates."""
+"""`pondwatch-server run` killed with SIGKILL mid-ingest: nothing lost, nothing duplicated."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 

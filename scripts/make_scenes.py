@@ -394,7 +394,11 @@ def generate(outdir: str | Path, only: Sequence[str] | None = None,
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; exit 0 on success, 2 on bad arguments."""
-    p = argparse.ArgumentParser(description="Generate PondWatch test/demo clips and node configs.")
+    p = argparse.ArgumentParser(
+        description="Generate PondWatch test/demo clips and node configs.",
+        epilog="Each scene gives OUTDIR/<scene>.mp4 (960x540, 5 fps), <scene>.yaml (node config) "
+               "and <scene>.truth.json (per-frame person boxes, kit and camera state, expected "
+               "events). The demo clip is child_to_bank: make_scenes.py --demo OUTDIR.")
     p.add_argument("outdir", nargs="?", help="output folder")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these scenes")
     p.add_argument("--demo", metavar="OUTDIR", help="only the demo clip child_to_bank, into OUTDIR")

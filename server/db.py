@@ -227,6 +227,22 @@ class EquipmentState(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class CommandRow(Base):
+    """A command sent to a node and the node's answer."""
+
+    __tablename__ = "commands"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(64), index=True)
+    cmd: Mapped[str] = mapped_column(String(40))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    result: Mapped[Any] = mapped_column(JSON, nullable=True)
+    result_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
 class User(Base):
     """A web user with a hashed password."""
 

@@ -33,7 +33,7 @@ from protocol.payloads import (
     encode,
 )
 from protocol.topics import Topic, TopicError, Topics
-from server import alerts
+from server import alerts, commands
 from server.clock import Clock
 from server.config import ServerConfig
 from server.db import Alert, EventRow, Grid, Node, Pond, Snapshot
@@ -293,6 +293,8 @@ class Ingestor:
             return Outcome()
         if topic.kind == "cmd/result":
             res: CommandResult = _decode(CommandResult, payload, 64 * 1024)
+            if not commands.record_result(s, node.id, res, now):
+                raise Rejected("unknown_command", f"no command {res.id} for {node.id}")
             log.info("command %s on %s: ok=%s result=%.200r", res.id, node.id, res.ok, res.result)
             return Outcome()
         raise Rejected("topic", f"kind {topic.kind} is not for the server")

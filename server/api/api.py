@@ -1,4 +1,4 @@
-"""JSON API for alerts, ponds and silences, plus /metrics and /healthz."""
+"""JSON API for alerts, ponds, silences and node commands, plus /metrics and /healthz."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
+from protocol.topics import Topics
+from server import commands
 from server.api.ack import AckAction, apply_action
 from server.api.deps import ApiUser, Db, Svc, require_role
 from server.api.views import alert_dict, list_alerts, timeline_dicts
 from server.api.web import add_silence, pond_rows
-from server.db import Alert, Pond
+from server.db import Alert, CommandRow, Node, Pond
 
 router = APIRouter()
 
@@ -70,6 +72,42 @@ def api_action(alert_id: int, body: AckAction, user: ApiUser, svc: Svc, s: Db) -
         raise HTTPException(404, "alert not found")
     changed = apply_action(svc, s, alert, body, user.username)
     return {"changed": changed, "alert": alert_dict(alert, s.get(Pond, alert.pond_id))}
+
+
+class CommandIn(BaseModel):
+    """A command for one node."""
+
+    model_config = ConfigDict(extra="forbid")
+    cmd: str = Field(min_length=1, max_length=40, description="Command name the node knows.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments.")
+    ttl_s: int = Field(300, ge=1, le=7 * 86400, description="Seconds until it expires.")
+
+
+@router.post("/api/nodes/{node_id}/commands", status_code=201)
+def api_command(node_id: str, body: CommandIn, user: ApiUser, svc: Svc, s: Db) -> dict[str, Any]:
+    """Send a command to a node (technician or admin); the answer appears on GET."""
+    require_role(user, "technician")
+    if s.get(Node, node_id) is None:
+        raise HTTPException(404, "node not found")
+    client = svc.ingest.client if svc.ingest else None
+    try:
+        row = commands.send(s, client, svc.ingest.topics if svc.ingest else Topics(),
+                            node_id, body.cmd, body.args, body.ttl_s, user.username,
+                            svc.clock.now())
+    except commands.CommandError as exc:
+        raise HTTPException(503, str(exc)) from exc
+    s.commit()
+    return {"id": row.id, "expires_at": row.expires_at.isoformat()}
+
+
+@router.get("/api/nodes/{node_id}/commands")
+def api_commands(node_id: str, user: ApiUser, s: Db) -> list[dict[str, Any]]:
+    """Recent commands to a node with their answers."""
+    rows = s.scalars(select(CommandRow).where(CommandRow.node_id == node_id)
+                     .order_by(CommandRow.created_at.desc()).limit(50))
+    return [{"id": r.id, "cmd": r.cmd, "args": r.args, "created_at": r.created_at.isoformat(),
+             "expires_at": r.expires_at.isoformat(), "ok": r.ok, "result": r.result,
+             "result_at": r.result_at.isoformat() if r.result_at else None} for r in rows]
 
 
 @router.get("/api/ponds")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -193,6 +194,14 @@ class SmsFallback:
                         item.id, item.event.get("type"), len(self._sms.numbers),
                         now - item.created)
         return done
+
+    def run(self, stop: threading.Event, every_s: float = 5.0) -> None:
+        """Tick until stop is set; run it on its own thread (a modem may take a minute)."""
+        while not stop.wait(every_s):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("SMS fallback tick failed")
 
     def _text_event(self, event_id: str, event: dict[str, Any], now: float) -> bool:
         """Text one event to each number not yet reached; False (retry later) on a failure."""

@@ -6,6 +6,7 @@ import json
 import os
 import select
 import threading
+import time
 import tty
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -256,3 +257,21 @@ def test_text_helpers() -> None:
     long = {"type": "person_submerged", "pond_id": "x" * 64, "ts": "2026-07-01T06:30:00Z"}
     assert len(sms_text(long, "ucs2")) <= 70
     assert "?" in sms_text({"type": "sos", "ts": "yesterday"}, "ucs2")
+
+
+def test_run_ticks_on_its_own_thread_until_stopped(modem: SimModem, box: Outbox) -> None:
+    clock = Clock()
+    fb = SmsFallback(make_cfg(modem.port), box, clock=clock)
+    raise_event(box)
+    clock.t = T0 + 60
+    stop = threading.Event()
+    worker = threading.Thread(target=fb.run, args=(stop, 0.01))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while fb.texted_events == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+    assert fb.texted_events == 1 and not worker.is_alive()

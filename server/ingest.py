@@ -196,13 +196,11 @@ class Ingestor:
             self.handle_batch(batch)
 
     def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
-        """Process messages one transaction each, then MQTT-ack and publish node acks."""
+        """Commit the batch, then MQTT-ack every message and publish the node acks."""
+        outcomes = self._commit_batch(batch)
         acks: dict[str, list[str]] = defaultdict(list)
-        outcomes = []
         new_alert = False
-        for item in batch:
-            out = self._process_retrying(item)
-            outcomes.append(out)
+        for out in outcomes:
             if out is None:
                 continue  # stopping with the DB down: leave unacked, the broker redelivers
             if out.event_id and out.node_id:
@@ -214,10 +212,36 @@ class Ingestor:
             for i in range(0, len(ids), 1000):
                 self.client.publish(self.topics.ack(node_id), encode(Ack(ids=ids[i:i + 1000])),
                                     qos=1)
-        for item, out in zip(batch, outcomes, strict=True):
-            if out is not None and item.qos > 0:
+        for item, maybe in zip(batch, outcomes, strict=True):
+            if maybe is not None and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
         return [o for o in outcomes if o is not None]
+
+    def _commit_batch(self, batch: list[Inbound]) -> list[Outcome | None]:
+        """All messages in one transaction; on any error, one transaction per message."""
+        if len(batch) > 1:
+            rejected: list[tuple[Inbound, Rejected]] = []
+            try:
+                with self.sessions() as s, s.begin():
+                    outs: list[Outcome | None] = []
+                    for item in batch:
+                        try:  # Rejected is always raised before anything is written
+                            outs.append(self._in_tx(s, item))
+                        except Rejected as exc:
+                            rejected.append((item, exc))
+                            outs.append(Outcome())
+            except Exception as exc:  # a race with a replica, the DB away, a bug: go slowly
+                log.info("batch of %d failed (%s); retrying one by one", len(batch), exc)
+            else:
+                for item, rej in rejected:
+                    self._count_rejected(item, rej)
+                return outs
+        return [self._process_retrying(item) for item in batch]
+
+    def _count_rejected(self, item: Inbound, exc: Rejected) -> None:
+        """Log and count one rejected message."""
+        self.metrics.rejected.labels(exc.reason).inc()
+        log.warning("rejected message on %s: %s", item.topic[:200], exc)
 
     def _process_retrying(self, item: Inbound) -> Outcome | None:
         """Process; retry while the database is unreachable; None if stopping meanwhile."""
@@ -226,12 +250,9 @@ class Ingestor:
             try:
                 return self.process(item)
             except Rejected as exc:
-                self.metrics.rejected.labels(exc.reason).inc()
-                log.warning("rejected message on %s: %s", item.topic[:200], exc)
+                self._count_rejected(item, exc)
                 return Outcome()
             except DBAPIError as exc:
-                if isinstance(exc, IntegrityError):
-                    raise
                 log.error("database error while ingesting (retrying in %.1fs): %s", delay, exc)
                 if self._stop.wait(delay):
                     return None
@@ -241,20 +262,30 @@ class Ingestor:
                 self.metrics.rejected.labels("internal").inc()
                 return Outcome()
 
-    def process(self, item: Inbound) -> Outcome:
-        """Validate and store one message in its own transaction; Rejected when unusable."""
+    def _parse(self, item: Inbound) -> Topic:
+        """The parsed topic, counted by kind; Rejected when foreign."""
         try:
             topic = self.topics.parse(item.topic)
         except TopicError as exc:
             raise Rejected("topic", str(exc)) from exc
         self.metrics.messages.labels(topic.kind).inc()
+        return topic
+
+    def _in_tx(self, s: Session, item: Inbound) -> Outcome:
+        """Validate and store one message inside the caller's transaction."""
+        topic = self._parse(item)
+        node = s.get(Node, topic.node_id)
+        if node is None:
+            raise Rejected("unknown_node", f"node {topic.node_id!r} is not in the registry")
+        return self._dispatch(s, topic, node, item.payload)
+
+    def process(self, item: Inbound) -> Outcome:
+        """Validate and store one message in its own transaction; Rejected when unusable."""
         try:
             with self.sessions() as s, s.begin():
-                node = s.get(Node, topic.node_id)
-                if node is None:
-                    raise Rejected("unknown_node", f"node {topic.node_id!r} is not in the registry")
-                return self._dispatch(s, topic, node, item.payload)
+                return self._in_tx(s, item)
         except IntegrityError:
+            topic = self.topics.parse(item.topic)
             if topic.kind in ("event", "snapshot"):  # a replica or redelivery won the race
                 self.metrics.duplicates.inc()
                 event_id = self._event_id(item.payload) if topic.kind == "event" else None

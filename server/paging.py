@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import tempfile
 import threading
 import time
@@ -83,6 +84,12 @@ class Pager:
         self._inflight: set[int] = set()
         self._lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="pondwatch-pages-")
+        # Workers only read and send; one recorder writes results in batches, so many
+        # parallel pages do not fight over the database's write lock.
+        self._results: queue.Queue[tuple[int, list[tuple[str, bool]]] | None] = queue.Queue()
+        self._recorder = threading.Thread(target=self._record_loop, name="pager-recorder",
+                                          daemon=True)
+        self._recorder.start()
 
     def submit(self, delivery_ids: list[int]) -> None:
         """Queue deliveries; one already in flight is not sent twice."""
@@ -111,19 +118,65 @@ class Pager:
         return len(ids)
 
     def stop(self) -> None:
-        """Finish what is in flight, then stop the workers."""
+        """Finish what is in flight, record it, then stop; safe twice."""
         self._pool.shutdown(wait=True, cancel_futures=False)
+        if self._recorder.is_alive():
+            self._results.put(None)
+            self._recorder.join(timeout=10)
         self._tmp.cleanup()
 
+    def _done(self, did: int) -> None:
+        """No longer in flight."""
+        with self._lock:
+            self._inflight.discard(did)
+
     def _guarded(self, did: int) -> None:
-        """deliver() that never lets an exception kill a worker silently."""
+        """Send, then hand the results to the recorder; never kill a worker silently."""
         try:
-            self.deliver(did)
+            results = self._send(did)
         except Exception:
             log.exception("delivery %s failed unexpectedly", did)
-        finally:
-            with self._lock:
-                self._inflight.discard(did)
+            results = None
+        if results is None:
+            self._done(did)
+        else:
+            self._results.put((did, results))
+
+    def _record_loop(self) -> None:
+        """Write batches of results; then bring steps forward for unreachable people."""
+        while True:
+            item = self._results.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < 500:
+                try:
+                    nxt = self._results.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._results.put(None)
+                    break
+                batch.append(nxt)
+            failed: list[int] = []
+            try:
+                with self.sessions() as s, s.begin():
+                    for did, results in batch:
+                        alert_id = self._write(s, did, results)
+                        if alert_id is not None:
+                            failed.append(alert_id)
+            except Exception:
+                log.exception("recording %d deliveries failed; one by one", len(batch))
+                failed = []
+                for did, results in batch:
+                    try:
+                        self._record(did, results)
+                    except Exception:
+                        log.exception("recording delivery %s failed", did)
+            for alert_id in dict.fromkeys(failed):
+                self.on_person_failed(alert_id)
+            for did, _ in batch:
+                self._done(did)
 
     def _attachment(self, s: Session, alert: Alert) -> Path | None:
         """The alert's snapshot as a file Apprise can attach."""
@@ -138,21 +191,26 @@ class Pager:
         return path
 
     def deliver(self, did: int) -> bool:
-        """Send one delivery on each of the person's channels; record every attempt."""
+        """Send one delivery now and record it (synchronously); True if someone was reached."""
+        results = self._send(did)
+        return False if results is None else self._record(did, results)
+
+    def _send(self, did: int) -> list[tuple[str, bool]] | None:
+        """Send one delivery on each of the person's channels; None when nothing to send."""
         with self.sessions() as s:
             d = s.get(Delivery, did)
             if d is None or d.status != "pending":
-                return False
+                return None
             alert = s.get(Alert, d.alert_id)
             person = s.get(Person, d.person_id)
             pond = s.get(Pond, alert.pond_id) if alert else None
             if alert is None or person is None or pond is None:
-                return False
+                return None
             now = self.clock.now()
             if alert.urgent and alert.state not in alerts.ACTIVE:
                 d.status, d.detail = "skipped", f"alert already {alert.state}"
                 s.commit()
-                return False
+                return None
             link = self.links.url(alert.id, person.id, now)
             title, body = compose(alert, pond, link, d.step)
             attachment = self._attachment(s, alert)
@@ -166,32 +224,39 @@ class Pager:
                 ok = False
             results.append((channel, ok))
             self.metrics.pages.labels(channel, "ok" if ok else "failed").inc()
-        return self._record(did, results)
+        return results
 
     def _record(self, did: int, results: list[tuple[str, bool]]) -> bool:
-        """Write the attempts, the delivery status and notified state in one transaction."""
-        reached = any(ok for _, ok in results)
+        """Record one delivery in its own transaction; True if someone was reached."""
         with self.sessions() as s, s.begin():
-            d = s.get(Delivery, did)
-            alert = s.get(Alert, d.alert_id) if d else None
-            if d is None or alert is None:
-                return reached
-            now = self.clock.now()
-            for channel, ok in results:
-                alerts.timeline(s, alert, now, "delivery", f"step {d.step}", person_id=d.person_id,
-                                channel=channel, result="ok" if ok else "failed")
-            if not results:
-                alerts.timeline(s, alert, now, "delivery", f"step {d.step}: no channels",
-                                person_id=d.person_id, result="failed")
-            d.status, d.sent_at = ("sent" if reached else "failed"), now
-            if reached:
-                if alert.state == "open":
-                    self.metrics.page_latency.observe((now - alert.opened_at).total_seconds())
-                alerts.mark_notified(s, alert, now)
-        if not reached:
-            log.warning("could not reach %s for alert %s on any channel", d.person_id, d.alert_id)
-            self.on_person_failed(d.alert_id)
-        return reached
+            failed_alert = self._write(s, did, results)
+        if failed_alert is not None:
+            self.on_person_failed(failed_alert)
+        return failed_alert is None and any(ok for _, ok in results)
+
+    def _write(self, s: Session, did: int, results: list[tuple[str, bool]]) -> int | None:
+        """Write attempts, delivery status, notified state; the alert id if nobody answered."""
+        reached = any(ok for _, ok in results)
+        d = s.get(Delivery, did)
+        alert = s.get(Alert, d.alert_id) if d else None
+        if d is None or alert is None:
+            return None
+        now = self.clock.now()
+        for channel, ok in results:
+            alerts.timeline(s, alert, now, "delivery", f"step {d.step}", person_id=d.person_id,
+                            channel=channel, result="ok" if ok else "failed")
+        if not results:
+            alerts.timeline(s, alert, now, "delivery", f"step {d.step}: no channels",
+                            person_id=d.person_id, result="failed")
+        d.status, d.sent_at = ("sent" if reached else "failed"), now
+        if reached:
+            if alert.state == "open":
+                self.metrics.page_latency.observe((now - alert.opened_at).total_seconds())
+            alerts.mark_notified(s, alert, now)
+        if reached:
+            return None
+        log.warning("could not reach %s for alert %s on any channel", d.person_id, d.alert_id)
+        return d.alert_id
 
 
 def delivery_times(s: Session, alert_id: int) -> list[datetime]:

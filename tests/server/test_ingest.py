@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from sqlalchemy import func, select
@@ -196,3 +197,39 @@ def test_private_broker_is_started_and_restarted(tmp_path: Path, receiver: PageR
             n.close()
         assert srv.services.metrics.registry.get_sample_value(
             "pondwatch_broker_restarts_total") == 1
+
+
+def test_mixed_batch_commits_good_rejects_bad_and_dedups_within_batch(svc: Services) -> None:
+    ev, other = _event(snapshot=True), _event(type="person_near_water")
+    batch = [Inbound(f"{P}/heyuan-01/event", encode(ev), 1, 1),
+             Inbound(f"{P}/heyuan-01/event", b"{oops", 2, 1),
+             Inbound(f"{P}/heyuan-01/event", encode(ev), 3, 1),
+             Inbound(f"{P}/heyuan-01/snapshot/{ev.id}", JPEG, 4, 1),
+             Inbound(f"{P}/ghost-01/event", encode(other), 5, 1),
+             Inbound(f"{P}/heyuan-01/event", encode(other), 6, 1)]
+    outs = svc.ingest.handle_batch(batch)
+    assert [o.event_id for o in outs] == [ev.id, None, ev.id, None, None, other.id]
+    assert _rejected(svc, "not_json") == 1 and _rejected(svc, "unknown_node") == 1
+    with svc.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(EventRow)) == 2
+        assert s.get(Snapshot, ev.id) is not None
+        assert s.scalars(select(Alert)).one().snapshot_event_id == ev.id
+
+
+def test_batch_that_hits_a_replica_race_is_redone_one_by_one(svc: Services) -> None:
+    ev = _event()
+    with svc.sessions() as s, s.begin():  # another replica stored it between our check and insert
+        s.add(EventRow(id=ev.id, node_id="heyuan-01", pond_id="heyuan-shantang", type=ev.type.value,
+                       severity="critical", ts=ev.ts, received_at=ev.ts, payload=ev.to_wire()))
+    real_get = svc.ingest._event.__func__  # noqa: SLF001
+
+    def racing(self, s, topic, node, payload, now):  # the existence check misses the row
+        with mock.patch.object(s, "get", side_effect=lambda m, k: None if m is EventRow
+                               else type(s).get(s, m, k)):
+            return real_get(self, s, topic, node, payload, now)
+
+    with mock.patch.object(type(svc.ingest), "_event", racing):
+        outs = svc.ingest.handle_batch([Inbound(f"{P}/heyuan-01/event", encode(ev), 1, 1),
+                                        Inbound(f"{P}/heyuan-01/status", b"", 2, 1)])
+    assert outs[0].event_id == ev.id  # acknowledged as a duplicate
+    assert svc.metrics.registry.get_sample_value("pondwatch_ingest_duplicates_total") == 1

@@ -233,7 +233,7 @@ def test_acts_within_one_second_on_the_real_clock(factory: MockFactory) -> None:
         horn = factory.pin(PINS["horn"])
         t0 = time.monotonic()
         w.on_event(critical())
-        assert time.monotonic() - t0 < 0.05          # never blocks the caller
+        assert time.monotonic() - t0 < 0.2           # never blocks the caller
         while not horn.state and time.monotonic() - t0 < 2:
             time.sleep(0.005)
         assert time.monotonic() - t0 < 1.0

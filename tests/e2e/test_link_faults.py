@@ -1,0 +1,237 @@
+"""Faults between node and server: nothing lost, nothing doubled (issue 5, item 7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import create_engine, func, select, text
+
+from edge.config import NodeConfig
+from edge.link import NodeLink
+from edge.outbox import Outbox
+from protocol import Event
+from server.broker import Mosquitto, free_port
+from server.config import parse_config
+from server.db import Alert, EventRow
+from server.runner import Server
+
+from .tcpproxy import TcpProxy
+
+HERE = Path(__file__).resolve().parent
+NODE = "heyuan-01"
+POND = "heyuan-shantang"
+OUTAGE_S = float(os.environ.get("PONDWATCH_TEST_OUTAGE_S", "60"))
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll cond until true or fail naming what was awaited."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def write_registry(d: Path) -> Path:
+    reg = d / "registry.yaml"
+    reg.write_text(yaml.safe_dump({
+        "stations": [{"id": "quanjiang", "name": "泉江派出所"}],
+        "grids": [{"id": "gongyu", "name": "共裕网格", "station": "quanjiang",
+                   "constable": "guo-yong"}],
+        "ponds": [{"id": POND, "name": "禾源山塘", "village": "禾源村", "grid": "gongyu",
+                   "lat": 26.33, "lon": 114.52}],
+        "nodes": [{"id": NODE, "pond": POND}],
+        "people": [{"id": "guo-yong", "name": "郭勇", "role": "constable", "notify": []}],
+    }, allow_unicode=True))
+    return reg
+
+
+def server_dict(d: Path, broker_url: str) -> dict[str, object]:
+    port = free_port()
+    return {"environment": "dev", "secret_key": "test-secret-key-0123456789",
+            "database": f"sqlite:///{d / 'server.db'}", "mqtt": {"url": broker_url},
+            "http": {"bind": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
+            "registry": str(write_registry(d))}
+
+
+def node_cfg(d: Path, port: int) -> NodeConfig:
+    return NodeConfig.model_validate({
+        "node_id": NODE, "pond_id": POND,
+        "zones": {"water": [[0, 0.6], [1, 0.6], [1, 1], [0, 1]]},
+        "mqtt": {"url": f"mqtt://127.0.0.1:{port}", "keepalive_s": 5},
+        "outbox": str(d / "outbox.db")})
+
+
+def db_ids(d: Path) -> list[str]:
+    engine = create_engine(f"sqlite:///{d / 'server.db'}")
+    try:
+        with engine.connect() as c:
+            if not c.execute(text("SELECT name FROM sqlite_master WHERE name='events'")).first():
+                return []
+            return list(c.scalars(select(EventRow.id)))
+    finally:
+        engine.dispose()
+
+
+def alert_count(d: Path, kind: str) -> int:
+    engine = create_engine(f"sqlite:///{d / 'server.db'}")
+    try:
+        with engine.connect() as c:
+            return int(c.scalar(select(func.count()).select_from(Alert)
+                                .where(Alert.kind == kind)) or 0)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    m = Mosquitto(data_dir=tmp_path / "mq").start()
+    yield m
+    m.close()
+
+
+def raise_events(box: Outbox, link: NodeLink, n: int, prefix: str,
+                 kind: str = "person_near_water") -> list[str]:
+    ids = []
+    for i in range(n):
+        ev = Event.make(kind, NODE, POND, id=f"{prefix}{i:04d}", track_id=i)
+        box.put(ev)
+        ids.append(ev.id)
+        link.wake()
+    return ids
+
+
+def test_broker_down_60_s_while_100_events_are_raised(tmp_path: Path, broker: Mosquitto) -> None:
+    with Server(parse_config(server_dict(tmp_path, broker.url))) as srv:
+        assert srv.services.ingest and srv.services.ingest.connected.wait(10)
+        cfg = node_cfg(tmp_path, broker.port)
+        box = Outbox(cfg.outbox)
+        link = NodeLink(cfg, box)
+        link.start()
+        try:
+            assert link.connected.wait(10)
+            broker.stop()
+            wait_for(lambda: not link.connected.is_set(), 10, "node to notice the broker is gone")
+            ids = raise_events(box, link, 100, "out")
+            time.sleep(OUTAGE_S)  # the outage itself is what is being tested
+            broker.start()
+            wait_for(lambda: box.depth() == 0, 120, "outbox to drain after the outage")
+            got = db_ids(tmp_path)
+            assert sorted(got) == sorted(ids) and len(got) == 100
+        finally:
+            link.stop()
+
+
+def test_broker_back_empty_while_node_holds_an_event(tmp_path: Path, broker: Mosquitto) -> None:
+    """The broker took the event (PUBACK) for an absent server, then lost everything."""
+    cfg = node_cfg(tmp_path, broker.port)
+    box = Outbox(cfg.outbox, retry_s=1.0, retry_max_s=2.0)
+    link = NodeLink(cfg, box)
+    srv = Server(parse_config(server_dict(tmp_path, broker.url))).start()
+    assert srv.services.ingest and srv.services.ingest.connected.wait(10)
+    srv.stop()  # the server is away; the broker queues for its session
+    link.start()
+    try:
+        assert link.connected.wait(10)
+        [event_id] = raise_events(box, link, 1, "empty", kind="child_near_water")
+        time.sleep(1.5)  # let the broker PUBACK and queue it for the absent server
+        assert box.depth() == 1
+        broker.kill()
+        broker.wipe()
+        broker.start()
+        srv = Server(parse_config(server_dict(tmp_path, broker.url))).start()
+        wait_for(lambda: box.depth() == 0, 60, "the node to re-send and the server to confirm")
+        assert db_ids(tmp_path) == [event_id]
+        assert alert_count(tmp_path, "child_near_water") == 1
+    finally:
+        link.stop()
+        srv.stop()
+
+
+def test_node_killed_mid_publish_delivers_the_rest_after_restart(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    n = 300
+    cfg = node_cfg(tmp_path, broker.port)
+    cfg_file = tmp_path / "node.json"
+    cfg_file.write_text(cfg.model_dump_json())
+    with Server(parse_config(server_dict(tmp_path, broker.url))) as srv:
+        assert srv.services.ingest and srv.services.ingest.connected.wait(10)
+        first = subprocess.Popen([sys.executable, str(HERE / "node_proc.py"), str(cfg_file), str(n)])
+        try:
+            wait_for(lambda: len(db_ids(tmp_path)) >= 1, 60, "the first events to arrive")
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            assert len(db_ids(tmp_path)) < n, "killed before it finished"
+        finally:
+            if first.poll() is None:
+                first.kill()
+        second = subprocess.Popen([sys.executable, str(HERE / "node_proc.py"), str(cfg_file)])
+        try:
+            wait_for(lambda: len(db_ids(tmp_path)) == n, 120, "every event after restart")
+            wait_for(lambda: Outbox(cfg.outbox).depth() == 0, 30, "the outbox to drain")
+        finally:
+            second.terminate()
+            second.wait(10)
+    assert sorted(db_ids(tmp_path)) == [f"k{i:04d}" for i in range(n)]
+
+
+def test_server_killed_mid_ingest_loses_nothing_and_pages_once(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    conf = tmp_path / "server.yaml"
+    conf.write_text(yaml.safe_dump(server_dict(tmp_path, broker.url), allow_unicode=True))
+    exe = [sys.executable, "-m", "server.cli", "run", str(conf)]
+    cfg = node_cfg(tmp_path, broker.port)
+    box = Outbox(cfg.outbox, retry_s=1.0, retry_max_s=4.0)
+    link = NodeLink(cfg, box)
+    server = subprocess.Popen(exe, cwd=HERE.parents[1])
+    try:
+        wait_for(lambda: "events" in str(db_ids(tmp_path)) or (tmp_path / "server.db").exists(),
+                 30, "server database")
+        link.start()
+        ids = raise_events(box, link, 200, "crit", kind="child_near_water")
+        ids += raise_events(box, link, 200, "info")
+        wait_for(lambda: len(db_ids(tmp_path)) >= 20, 60, "ingest to be under way")
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        assert len(db_ids(tmp_path)) < len(ids), "killed mid-ingest"
+        server = subprocess.Popen(exe, cwd=HERE.parents[1])
+        wait_for(lambda: box.depth() == 0, 120, "everything confirmed after the restart")
+        assert sorted(db_ids(tmp_path)) == sorted(ids)
+        assert alert_count(tmp_path, "child_near_water") == 1, "no duplicate alert"
+    finally:
+        link.stop()
+        server.terminate()
+        server.wait(10)
+
+
+def test_connection_cut_in_the_middle_loses_nothing(tmp_path: Path, broker: Mosquitto) -> None:
+    proxy = TcpProxy(broker.port)
+    with Server(parse_config(server_dict(tmp_path, broker.url))) as srv:
+        assert srv.services.ingest and srv.services.ingest.connected.wait(10)
+        cfg = node_cfg(tmp_path, proxy.port)
+        box = Outbox(cfg.outbox, retry_s=1.0, retry_max_s=4.0)
+        link = NodeLink(cfg, box)
+        link.start()
+        try:
+            assert link.connected.wait(10)
+            ids: list[str] = []
+            for burst in range(5):
+                ids += raise_events(box, link, 40, f"cut{burst}-")
+                time.sleep(0.05)
+                proxy.cut()
+            wait_for(lambda: box.depth() == 0, 90, "the outbox to drain through the proxy")
+            assert sorted(db_ids(tmp_path)) == sorted(ids)
+            assert proxy.cuts == 5
+        finally:
+            link.stop()
+            proxy.close()

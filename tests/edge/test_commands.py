@@ -26,13 +26,13 @@ class Clock:
         return self.t
 
 
-def make_cfg(tmp_path: Path, **health: Any) -> NodeConfig:
+def make_cfg(tmp_path: Path, url: str = "mqtt://127.0.0.1:1", **health: Any) -> NodeConfig:
     return NodeConfig.model_validate({
         "node_id": "heyuan-01", "pond_id": "heyuan-shantang",
         "zones": {"water": [[0, 0.6], [1, 0.6], [1, 1]]},
         "camera": {"source": str(tmp_path / "no-camera.mp4")},
         "model": {"path": str(tmp_path / "no-model.pt")},
-        "mqtt": {"url": "mqtt://127.0.0.1:1"},
+        "mqtt": {"url": url},
         "outbox": str(tmp_path / "state" / "outbox.db"), "health": health})
 
 
@@ -177,3 +177,65 @@ def test_log_lines_are_clipped_to_fit_a_message() -> None:
     out = clip_lines(lines)
     assert all(len(ln) == 400 for ln in out)
     assert sum(len(ln) + 4 for ln in out) <= MAX_LOG_BYTES
+
+
+def test_commands_through_mosquitto_and_the_node_link(tmp_path: Path, mosquitto: Any) -> None:
+    """Server → cmd topic → NodeLink → CommandHandler → cmd/result, with a replay ignored."""
+    import threading
+    import time as _time
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.link import NodeLink
+    from edge.outbox import Outbox
+    from protocol import Topics, decode
+
+    cfg = make_cfg(tmp_path, mosquitto.url)
+    h = CommandHandler(cfg, str(tmp_path / "node.yaml"),
+                       actions={"horn_test": lambda a: {"seconds": a.get("seconds", 2)}})
+    box = Outbox(cfg.outbox)
+    link = NodeLink(cfg, box, on_command=h.handle)
+    topics = Topics()
+    results: list[CommandResult] = []
+    got = threading.Event()
+    server = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-server",
+                         protocol=mqtt.MQTTv5)
+
+    def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        results.append(decode(CommandResult, msg.payload))
+        got.set()
+    server.on_message = on_message
+    server.connect("127.0.0.1", mosquitto.port)
+    server.subscribe(topics.cmd_result("heyuan-01"), qos=1)
+    server.loop_start()
+    link.start()
+    try:
+        assert link.connected.wait(10)
+
+        def send(c: Command) -> None:
+            server.publish(topics.cmd("heyuan-01"), encode(c), qos=1)
+
+        def wait_for(n: int) -> None:
+            deadline = _time.monotonic() + 30
+            while len(results) < n and _time.monotonic() < deadline:
+                got.wait(0.1)
+                got.clear()
+
+        live = datetime.now(UTC) + timedelta(minutes=5)
+        send(Command(id="h1", cmd="horn_test", args={"seconds": 1}, expires_at=live))
+        wait_for(1)
+        assert results[0].id == "h1" and results[0].ok and results[0].result == {"seconds": 1}
+        send(Command(id="h1", cmd="horn_test", args={}, expires_at=live))       # replay
+        gone = live - timedelta(minutes=10)
+        send(Command(id="old", cmd="horn_test", args={}, expires_at=gone))      # expired
+        send(Command(id="st", cmd="selftest", args={}, expires_at=live))
+        wait_for(2)
+        assert [r.id for r in results] == ["h1", "st"]      # replay and expired: no answer
+        checks = {c["name"]: c for c in results[1].result["checks"]}
+        assert checks["broker"]["ok"], checks["broker"]      # the round trip really worked
+    finally:
+        link.stop()
+        server.loop_stop()
+        server.disconnect()
+        box.close()

@@ -20,19 +20,21 @@ from protocol.payloads import utc_now
 
 log = logging.getLogger(__name__)
 
-HEALTH_EVERY_S = 30.0
+STUCK_OUTBOX_S = 300.0  # connected, yet the oldest event unconfirmed this long: stuck
 EXIT_RESTART = 75  # systemd restarts the unit (Restart=always); a remote "restart" uses it
 
 
 class NodeService:
     """Wires one node's parts together and owns its single stop event."""
 
-    def __init__(self, cfg: NodeConfig, config_path: str, *, pin_factory: Any = None) -> None:
+    def __init__(self, cfg: NodeConfig, config_path: str, *, pin_factory: Any = None,
+                 player: Any = None) -> None:
         """Open the outbox and the link, load the model and the local warning outputs."""
         from edge.commands import CommandHandler
         from edge.detector import load_detector
         from edge.health import HealthCollector
         from edge.pipeline import Pipeline
+        from edge.sdnotify import Watchdog
         from edge.warning import LocalWarning
 
         self.cfg = cfg
@@ -41,19 +43,21 @@ class NodeService:
         self.exit_code = 0
         self.slot = LatestFrameSlot()
         self.outbox = Outbox(cfg.outbox)
-        self.warning = LocalWarning(cfg, pin_factory=pin_factory)
+        self.warning = LocalWarning(cfg, pin_factory=pin_factory, player=player)
         self.warning.on_sos(self._sos)
         self.detector = load_detector(cfg.model)
         self.pipeline = Pipeline(cfg, self.detector)
         self.warning.on_pir(self.pipeline.wake)
         self.health = HealthCollector(cfg, config_path, Path(cfg.model.path).name)
-        seen = str(Path(cfg.outbox).with_name("commands-seen.json"))
-        self.commands = CommandHandler(cfg, config_path, actions=self._actions(), seen_path=seen)
+        self.commands = CommandHandler(cfg, config_path, actions=self._actions())
         self.link = NodeLink(cfg, self.outbox, on_command=self.commands.handle)
         self.source: FrameSource | None = None
         self.capture_done = threading.Event()
         self.camera_state = "starting"
+        self.last_frame_at = time.monotonic()
+        self.watchdog = Watchdog()
         self._emit_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
 
     # --- events ----------------------------------------------------------------------------
 
@@ -101,23 +105,32 @@ class NodeService:
         except SourceError as exc:
             log.error("%s", exc)
             return 1
+        from edge import sdnotify
+
         self.link.start()
-        capture = threading.Thread(target=self._capture, name="capture", daemon=True)
-        capture.start()
+        self._spawn(self._capture, "capture")
+        if self.cfg.sms.enabled:
+            from edge.sms import SmsFallback
+
+            sms = SmsFallback(self.cfg, self.outbox)
+            self._spawn(lambda: sms.run(self.stop_event), "sms-fallback")
+        sdnotify.ready()
         next_health = time.monotonic() + 5.0
         try:
             while not self.stop_event.is_set():
                 got = self.slot.take(timeout=0.5)
                 if got is not None:
                     frame, t = got
+                    self.last_frame_at = time.monotonic()
                     for em in self.pipeline.process(frame, t, datetime.now(UTC)):
                         self.emit(em.event, em.snapshot)
                 elif self.capture_done.is_set():
                     break
                 if time.monotonic() >= next_health:
-                    next_health = time.monotonic() + HEALTH_EVERY_S
+                    next_health = time.monotonic() + self.cfg.health.interval_s
                     self._publish_health()
                 self.warning.set_status(self._status())
+                self.watchdog.ping_if(self.healthy())
             if not self.stop_event.is_set():
                 self._drain()
         finally:
@@ -131,6 +144,21 @@ class NodeService:
             self.link.wake()
             self.stop_event.wait(0.2)
         log.info("outbox drained")
+
+    def _spawn(self, target: Any, name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def healthy(self) -> bool:
+        """Frames flow and, while connected, the outbox drains: the watchdog may be pinged."""
+        if time.monotonic() - self.last_frame_at > self.cfg.camera.stall_s * 3:
+            return False
+        if self.link.connected.is_set():
+            oldest = self.outbox.due(now=float("inf"), limit=1)
+            if oldest and time.time() - oldest[0].created > STUCK_OUTBOX_S:
+                return False
+        return True
 
     def _status(self) -> str:
         if self.camera_state not in ("ok", "starting"):
@@ -189,10 +217,16 @@ class NodeService:
 
     def close(self) -> None:
         """Stop everything; safe to call twice."""
+        from edge import sdnotify
+
+        sdnotify.stopping()
         self.stop_event.set()
         if self.source is not None:
             self.source.close()
         self.link.stop()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads.clear()
         self.warning.close()
         self.outbox.close()
 

@@ -1,0 +1,97 @@
+"""The node service on a real clip with mock GPIO: warns locally with no network, SOS button."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gpiozero.pins.mock import MockFactory
+
+from edge.config import load_config
+from edge.outbox import Outbox
+from edge.service import NodeService
+from server.broker import free_port
+
+HORN, LIGHT, LED, SOS = 17, 27, 22, 5
+
+
+class RecordingPlayer:
+    """Stands in for the speaker: records what would be played."""
+
+    def __init__(self) -> None:
+        self.played: list[str] = []
+
+    def play(self, path: str) -> None:
+        self.played.append(path)
+
+    def stop(self) -> None:
+        pass
+
+    @property
+    def busy(self) -> bool:
+        return False
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def offline_node(scenes_dir: Path, tmp_path: Path) -> Iterator[tuple[NodeService, Any, RecordingPlayer]]:
+    """The child_to_bank clip, GPIO on the mock factory, and a broker that is not there."""
+    raw = yaml.safe_load((scenes_dir / "child_to_bank.yaml").read_text())
+    for section, key in (("camera", "source"), ("model", "path")):
+        p = Path(str(raw[section][key]))
+        raw[section][key] = str(p if p.is_absolute() else scenes_dir / p)
+    raw["mqtt"] = {"url": f"mqtt://127.0.0.1:{free_port()}"}
+    raw["outbox"] = str(tmp_path / "outbox.db")
+    raw["gpio"] = {"horn": HORN, "light": LIGHT, "status_led": LED, "sos_button": SOS}
+    path = tmp_path / "node.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    factory = MockFactory()
+    player = RecordingPlayer()
+    svc = NodeService(load_config(path), str(path), pin_factory=factory, player=player)
+    yield svc, factory, player
+    svc.close()
+    factory.close()
+
+
+def test_child_warned_on_the_spot_without_network(offline_node: Any) -> None:
+    svc, factory, player = offline_node
+    runner = threading.Thread(target=svc.run, daemon=True)
+    runner.start()
+    horn = factory.pin(HORN)
+    box = Outbox(svc.cfg.outbox)
+    wait_for(lambda: any(i.event["type"] == "child_near_water" for i in box.due(1e12, 50)),
+             60, "a child_near_water event in the outbox")
+    raised = time.monotonic()
+    wait_for(lambda: horn.state, 1.0, "the horn within 1 s of the event")
+    assert time.monotonic() - raised < 1.0
+    wait_for(lambda: factory.pin(LIGHT).state, 1.0, "the flashing light")
+    wait_for(lambda: bool(player.played), svc.cfg.warning.horn_s + 1.0,
+             "the spoken warning right after the horn blast")
+    assert not svc.link.connected.is_set()
+    assert svc._status() == "no_broker"
+    svc.stop_event.set()
+    runner.join(20)
+
+
+def test_sos_button_raises_a_critical_event(offline_node: Any) -> None:
+    svc, factory, _ = offline_node
+    button = factory.pin(SOS)
+    button.drive_low()
+    box = Outbox(svc.cfg.outbox)
+    wait_for(lambda: any(i.event["type"] == "sos" for i in box.due(1e12, 50)), 5, "an sos event")
+    [sos] = [i for i in box.due(1e12, 50) if i.event["type"] == "sos"]
+    assert sos.severity == "critical" and sos.event["node_id"] == svc.cfg.node_id
+    wait_for(lambda: factory.pin(HORN).state, 1.0, "the horn for SOS")

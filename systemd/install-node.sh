@@ -36,7 +36,7 @@ if ((!dry)) && [ "$(id -u)" -ne 0 ]; then echo "run as root (sudo)" >&2; exit 1;
 step "Debian packages"
 run apt-get update -qq
 run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  python3-venv python3-pip python3-picamera2 python3-libcamera alsa-utils \
+  python3-venv python3-pip python3-picamera2 python3-libcamera python3-lgpio alsa-utils \
   libgl1 libglib2.0-0 ca-certificates systemd-timesyncd
 
 step "user pondwatch (groups gpio video audio dialout)"
@@ -53,7 +53,7 @@ run tar -C "$src" --exclude=.git --exclude=.venv --exclude=build --exclude=var \
   --exclude='__pycache__' -cf "$prefix/src.tar" .
 run tar -C "$prefix" -xf "$prefix/src.tar"
 run rm -f "$prefix/src.tar"
-# picamera2 and libcamera come from apt: the venv sees the system site-packages.
+# picamera2, libcamera and lgpio (gpiozero on a Pi 5) come from apt: the venv sees them.
 [ -x "$prefix/.venv/bin/python" ] || run python3 -m venv --system-site-packages "$prefix/.venv"
 run "$prefix/.venv/bin/pip" install -q --upgrade pip
 case "$(uname -m)" in

@@ -15,6 +15,7 @@ from edge.config import NodeConfig
 from edge.link import NodeLink
 from edge.outbox import Outbox
 from edge.sources import FrameSource, LatestFrameSlot, SourceError, is_live, open_source
+from edge.watch import SiteWatch
 from protocol import Command, CommandResult, Event
 from protocol.payloads import utc_now
 
@@ -48,6 +49,7 @@ class NodeService:
         self.detector = load_detector(cfg.model)
         self.pipeline = Pipeline(cfg, self.detector)
         self.warning.on_pir(self.pipeline.wake)
+        self.site = SiteWatch(cfg, config_path)
         self.health = HealthCollector(cfg, config_path, Path(cfg.model.path).name)
         self.commands = CommandHandler(cfg, config_path, actions=self._actions())
         self.link = NodeLink(cfg, self.outbox, on_command=self.commands.handle)
@@ -119,13 +121,20 @@ class NodeService:
         try:
             while not self.stop_event.is_set():
                 got = self.slot.take(timeout=0.5)
+                wall = datetime.now(UTC)
                 if got is not None:
                     frame, t = got
                     self.last_frame_at = time.monotonic()
-                    for em in self.pipeline.process(frame, t, datetime.now(UTC)):
+                    for em in self.pipeline.process(frame, t, wall):
                         self.emit(em.event, em.snapshot)
+                    detections = getattr(self.pipeline, "last_detections", None) or []
+                    for ev in self.site.check(frame, t, wall, detections):
+                        self.emit(ev)
                 elif self.capture_done.is_set():
                     break
+                elif is_live(self.cfg.camera.source):
+                    for ev in self.site.check(None, time.monotonic(), wall):
+                        self.emit(ev)
                 if time.monotonic() >= next_health:
                     next_health = time.monotonic() + self.cfg.health.interval_s
                     self._publish_health()
@@ -161,7 +170,7 @@ class NodeService:
         return True
 
     def _status(self) -> str:
-        if self.camera_state not in ("ok", "starting"):
+        if self.camera_state not in ("ok", "starting") or not self.site.vouching:
             return "camera_fault"
         return "ok" if self.link.connected.is_set() else "no_broker"
 
@@ -171,7 +180,9 @@ class NodeService:
         return {
             "fps": getattr(st, "fps", None),
             "inference_ms": getattr(st, "inference_ms", None),
-            "camera": self.camera_state,
+            "camera": self.camera_state if self.site.vouching else self.site.camera.state(),
+            "equipment": self.site.kit.state(),
+            "vouching": self.site.vouching,
             "outbox_depth": self.outbox.depth(),
             "link_error": self.link.last_error,
             "refused_publishes": self.link.refused,

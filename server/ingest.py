@@ -116,10 +116,11 @@ class Ingestor:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         return c
 
     def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, rc: Any, _p: Any) -> None:
-        """Subscribe on every (re)connect; the session may already hold the subscriptions."""
+        """Subscribe on every (re)connect; `connected` is set once the broker confirms."""
         if rc.is_failure:
             log.warning("broker refused connection: %s", rc)
             return
@@ -132,6 +133,13 @@ class Ingestor:
                 topic = f"$share/{self.cfg.mqtt.shared_group}/{topic}"
             subs.append((topic, opts))
         client.subscribe(subs)
+
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, codes: list[Any],
+                      _p: Any) -> None:
+        """Only now are node messages routed to us: report connected."""
+        bad = [c for c in codes if c.is_failure]
+        if bad:
+            log.error("broker refused %d of our subscriptions: %s", len(bad), bad)
         self.connected.set()
         self.metrics.mqtt_connected.set(1)
 

@@ -146,13 +146,18 @@ class FakeNode:
     """A node stand-in: publishes events with QoS 1 and collects the server's acks."""
 
     def __init__(self, broker: Mosquitto, node_id: str = "heyuan-01",
-                 prefix: str = "pondwatch/v1") -> None:
-        """Connect with MQTT v5 and subscribe to the node's ack topic."""
+                 prefix: str = "pondwatch/v1", password: str | None = None,
+                 ca_file: Path | None = None) -> None:
+        """Connect with MQTT v5 (optionally TLS + password) and subscribe to the ack topic."""
         self.node_id, self.topics = node_id, Topics(prefix)
         self.acked: set[str] = set()
         self._cond = threading.Condition()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{node_id}",
                                   protocol=mqtt.MQTTv5)
+        if ca_file:
+            self.client.tls_set(ca_certs=str(ca_file))
+        if password:
+            self.client.username_pw_set(node_id, password)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", broker.port)
         self.client.subscribe(self.topics.ack(node_id), qos=1)

@@ -209,7 +209,8 @@ class LocalWarning:
                     alarm.voice_due, play = None, True
                 horn = bool(alarm and alarm.last_at is not None
                             and now < alarm.last_at + self._w.horn_s)
-                light = bool(self._open) and now < self._light_from + self._w.light_max_s and (
+                # Events older than light_max_s are gone already (_expire): flash while any is open.
+                light = bool(self._open) and (
                     int((now - self._light_from) / self._w.flash_s) % 2 == 0)
                 if self._test_until is not None:
                     if now < self._test_until:

@@ -169,6 +169,22 @@ def test_two_events_light_until_both_end_and_new_event_restarts_count(
     assert pins(factory) == (False, False)
 
 
+def test_each_event_keeps_the_light_for_light_max_s(factory: MockFactory,
+                                                    clock: FakeClock) -> None:
+    w = LocalWarning(make_cfg(light_max_s=60), pin_factory=factory, player=NullPlayer(),
+                     clock=clock, tick_s=3600)
+    try:
+        w.on_event(critical())
+        at(w, clock, 50.0)
+        w.on_event(critical())                 # a second danger 50 s later
+        at(w, clock, 100.0)
+        assert w.active and pins(factory)[1] is True
+        at(w, clock, 110.0)
+        assert not w.active and pins(factory) == (False, False)
+    finally:
+        w.close()
+
+
 def test_light_gives_up_after_light_max_s(factory: MockFactory, clock: FakeClock) -> None:
     w = LocalWarning(make_cfg(light_max_s=60), pin_factory=factory, player=NullPlayer(),
                      clock=clock, tick_s=3600)

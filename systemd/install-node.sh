@@ -39,13 +39,13 @@ run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recom
   python3-venv python3-pip python3-picamera2 python3-libcamera python3-lgpio alsa-utils \
   libgl1 libglib2.0-0 ca-certificates systemd-timesyncd
 
-step "user pondwatch (groups gpio video audio dialout)"
+step "user pondwatch (groups gpio video audio dialout systemd-journal)"
 for g in gpio video audio dialout; do run groupadd -f --system "$g"; done
 if ! id pondwatch >/dev/null 2>&1; then
   run useradd --system --home-dir "$state" --no-create-home --shell /usr/sbin/nologin \
     --user-group pondwatch
 fi
-run usermod -a -G gpio,video,audio,dialout pondwatch
+run usermod -a -G gpio,video,audio,dialout,systemd-journal pondwatch
 
 step "code in $prefix"
 run install -d -m 0755 "$prefix"

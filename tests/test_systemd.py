@@ -96,7 +96,8 @@ def test_edge_unit_has_what_the_node_needs() -> None:
     assert d["StateDirectory"] == ["pondwatch"]
     env = " ".join(d["Environment"])
     assert "YOLO_OFFLINE=1" in env and "YOLO_CONFIG_DIR=/var/lib/pondwatch/ultralytics" in env
-    assert set(d["SupplementaryGroups"][0].split()) == {"gpio", "video", "audio", "dialout"}
+    assert set(d["SupplementaryGroups"][0].split()) == {"gpio", "video", "audio", "dialout",
+                                                        "systemd-journal"}
     assert d["ExecStart"][0].endswith("pondwatch-edge run /etc/pondwatch/node.yaml")
     assert d["NoNewPrivileges"] == ["yes"] and d["CapabilityBoundingSet"] == [""]
 
@@ -128,7 +129,8 @@ def test_install_script_syntax_and_dry_run(tmp_path: Path) -> None:
     out = subprocess.run(["bash", str(script), "--dry-run", "--config", str(cfg)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    for needle in ("python3-picamera2", "usermod -a -G gpio,video,audio,dialout pondwatch",
+    for needle in ("python3-picamera2",
+                   "usermod -a -G gpio,video,audio,dialout,systemd-journal pondwatch",
                    "--system-site-packages", "--check-config", "/etc/credstore",
                    "timedatectl set-ntp true", "pondwatch-edge diag",
                    "systemctl enable --now pondwatch-edge.service"):

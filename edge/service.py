@@ -185,6 +185,7 @@ class NodeService:
             "vouching": self.site.vouching,
             "outbox_depth": self.outbox.depth(),
             "link_error": self.link.last_error,
+            "warning_faults": list(self.warning.faults),
             "refused_publishes": self.link.refused,
         }
 

@@ -140,8 +140,10 @@ def main() -> int:
 | measurement | events/s | ratio |
 | --- | --- | --- |
 | bare paho v5 subscriber (JSON parse only), same broker, same run | {link['bare_eps']:.0f} | 1.00 |
-| server ingest: validate, commit to SQLite (WAL), MQTT ack after commit, node ack | {link['server_eps']:.0f} | {ratio:.2f} |
-| node outbox put, `synchronous=FULL` (as shipped) | {box['FULL']:.0f} | {box['FULL'] / box['NORMAL']:.2f} of NORMAL |
+| server ingest: validate, commit (SQLite WAL), MQTT ack, node ack | {link['server_eps']:.0f} \
+| {ratio:.2f} |
+| node outbox put, `synchronous=FULL` (as shipped) | {box['FULL']:.0f} \
+| {box['FULL'] / box['NORMAL']:.2f} of NORMAL |
 | node outbox put, `synchronous=NORMAL` (not shipped, for scale) | {box['NORMAL']:.0f} | 1.00 |
 
 Both subscribers read the same {args.events} QoS 1 events published as fast as Mosquitto takes them;

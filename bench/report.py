@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
-HEADER = "# Benchmarks\n\nFigures measured on the machine named in each section, by the script named.\n"
+HEADER = ("# Benchmarks\n\nFigures measured on the machine named in each section, "
+          "by the script named.\n")
 
 
 def machine() -> str:

@@ -113,7 +113,8 @@ class Rules(_Section):
 class Equipment(_Section):
     """One rescue-kit item watched in a region of the frame."""
 
-    item: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="lifebuoy, sign, rope, poles.")
+    item: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$",
+                      description="lifebuoy, sign, rope, poles.")
     roi: tuple[Unit, Unit, Unit, Unit] = Field(description="x, y, w, h normalised.")
     reference: str | None = Field(None, description="Reference image written by enrol.")
     missing_after_s: float = Field(600.0, ge=0, le=86400, description="Absence before an event.")

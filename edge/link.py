@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -101,14 +102,14 @@ class NodeLink:
         return c
 
     def _status(self, state: str) -> bytes:
-        return encode(Status(state=state, ts=utc_now(), version=__version__))  # type: ignore[arg-type]
+        return encode(Status(state=state, ts=utc_now(), version=__version__))
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         """Connect in the background and start the sender and command threads."""
         url = urlparse(self.cfg.mqtt.url)
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         port = url.port or (8883 if url.scheme == "mqtts" else 1883)
         self.client.connect_async(url.hostname or "127.0.0.1", port,
@@ -129,10 +130,8 @@ class NodeLink:
         if self.connected.is_set():
             info = self.client.publish(self.topics.status(self.node), self._status("offline"),
                                        qos=1, retain=True)
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
-            except (RuntimeError, ValueError):
-                pass
             self.client.disconnect()
         self.client.loop_stop()
         for t in self._threads:
@@ -183,7 +182,7 @@ class NodeLink:
 
     def _on_ack(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            ack = decode(Ack, msg.payload)
+            ack = decode(Ack, bytes(msg.payload))
         except PayloadError as exc:
             log.error("bad ack payload: %s", exc)
             return
@@ -195,7 +194,7 @@ class NodeLink:
 
     def _on_cmd(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            self._cmds.put_nowait(msg.payload)
+            self._cmds.put_nowait(bytes(msg.payload))
         except queue.Full:
             log.error("command queue full; dropping a command")
 

@@ -199,10 +199,14 @@ class NodeService:
 
     def _actions(self) -> dict[str, Any]:
         return {
-            "horn_test": lambda args: self.warning.test(float(args.get("seconds", 2.0))) or "ok",
+            "horn_test": self._horn_test,
             "snapshot": self._snapshot_now,
             "restart": self._restart,
         }
+
+    def _horn_test(self, args: dict[str, Any]) -> str:
+        self.warning.test(float(args.get("seconds", 2.0)))
+        return "ok"
 
     def _snapshot_now(self, args: dict[str, Any]) -> dict[str, Any]:
         got = self.slot.peek()

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from protocol.limits import MAX_EVENT_BYTES, SCHEMA_VERSION
+from protocol.limits import MAX_EVENT_BYTES
 from protocol.topics import NODE_ID_PATTERN
 
 
@@ -43,7 +43,8 @@ class Severity(StrEnum):
 
 
 CRITICAL_TYPES = frozenset(
-    {EventType.PERSON_SUBMERGED, EventType.CHILD_NEAR_WATER, EventType.PERSON_IN_WATER, EventType.SOS}
+    {EventType.PERSON_SUBMERGED, EventType.CHILD_NEAR_WATER, EventType.PERSON_IN_WATER,
+     EventType.SOS}
 )
 _SEVERITY = {
     **{t: Severity.CRITICAL for t in CRITICAL_TYPES},
@@ -88,7 +89,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema", description="Wire schema version.")
+    schema_: Literal[1] = Field(1, alias="schema", description="Wire schema version (1).")
     id: str = Field(default_factory=new_event_id, pattern=r"^[A-Za-z0-9_-]{1,64}$",
                     description="Unique id made on the node; the server deduplicates on it.")
     type: EventType = Field(description="What happened.")

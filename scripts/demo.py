@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -186,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auto-ack", action="store_true",
                    help="acknowledge through the link, check the dashboard, then exit")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("YOLO_OFFLINE", "1")
     stack = DemoStack(Path(args.workdir))
     try:

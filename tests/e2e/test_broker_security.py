@@ -107,7 +107,7 @@ def test_plaintext_is_not_served(secure: Mosquitto) -> None:
 
 
 def test_node_cannot_speak_for_another(secure: Mosquitto, tmp_path: Path) -> None:
-    """heyuan-01's credentials publishing as other-02: broker refuses (0x87), server sees nothing."""
+    """heyuan-01's credentials publishing as other-02: refused (0x87), server sees nothing."""
     srv, codes = _client(secure, "pondwatch-server", PASSWORDS["pondwatch-server"])
     assert codes and not codes[0].is_failure  # type: ignore[attr-defined]
     seen: list[str] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -166,7 +165,8 @@ def test_node_killed_mid_publish_delivers_the_rest_after_restart(
     cfg_file.write_text(cfg.model_dump_json())
     with Server(parse_config(server_dict(tmp_path, broker.url))) as srv:
         assert srv.services.ingest and srv.services.ingest.connected.wait(10)
-        first = subprocess.Popen([sys.executable, str(HERE / "node_proc.py"), str(cfg_file), str(n)])
+        first = subprocess.Popen([sys.executable, str(HERE / "node_proc.py"), str(cfg_file),
+                                  str(n)])
         try:
             wait_for(lambda: len(db_ids(tmp_path)) >= 1, 60, "the first events to arrive")
             first.send_signal(signal.SIGKILL)

@@ -23,7 +23,8 @@ def test_put_due_confirm(tmp_path: Path) -> None:
     assert box.put(ev, b"jpeg")
     assert not box.put(ev), "the same id twice is stored once"
     [item] = box.due(now=1e12)
-    assert item.id == ev.id and item.snapshot == b"jpeg" and item.event["type"] == "child_near_water"
+    assert item.id == ev.id and item.snapshot == b"jpeg"
+    assert item.event["type"] == "child_near_water"
     box.mark_sent(ev.id, now=1000.0)
     assert box.due(now=1000.1) == [], "a sent event waits for its backoff"
     assert [i.id for i in box.due(now=1006.0)] == [ev.id], "unconfirmed events are re-sent"

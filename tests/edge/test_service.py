@@ -47,7 +47,8 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 @pytest.fixture
-def offline_node(scenes_dir: Path, tmp_path: Path) -> Iterator[tuple[NodeService, Any, RecordingPlayer]]:
+def offline_node(scenes_dir: Path, tmp_path: Path
+                 ) -> Iterator[tuple[NodeService, Any, RecordingPlayer]]:
     """The child_to_bank clip, GPIO on the mock factory, and a broker that is not there."""
     raw = yaml.safe_load((scenes_dir / "child_to_bank.yaml").read_text())
     for section, key in (("camera", "source"), ("model", "path")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -162,11 +163,8 @@ class Outbox:
 
     def close(self) -> None:
         """Close the database; safe to call twice."""
-        with self._lock:
-            try:
-                self._db.close()
-            except sqlite3.ProgrammingError:
-                pass
+        with self._lock, contextlib.suppress(sqlite3.ProgrammingError):
+            self._db.close()
 
 
 def _item(row: tuple[Any, ...]) -> OutboxItem:

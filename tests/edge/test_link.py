@@ -125,7 +125,7 @@ def test_events_raised_while_broker_is_down_arrive_after(tmp_path: Path) -> None
     link.start()
     ids = []
     try:
-        for i in range(5):
+        for _i in range(5):
             ev = Event.make("sos", cfg.node_id, cfg.pond_id)
             box.put(ev)
             ids.append(ev.id)

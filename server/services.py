@@ -6,14 +6,14 @@ import logging
 import threading
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import auth, registry
 from server.auth import Sessions
 from server.clock import Clock, SystemClock
 from server.config import ServerConfig
-from server.db import Snapshot, make_engine, make_sessions
+from server.db import Grid, Snapshot, make_engine, make_sessions
 from server.escalation import Escalator
 from server.ingest import Ingestor
 from server.links import AckLinks
@@ -57,6 +57,10 @@ class Services:
             registry.import_file(self.sessions, self.cfg.registry)
         with self.sessions() as s, s.begin():
             auth.ensure_env_admin(s)
+            for grid in s.scalars(select(Grid)):
+                if grid.policy not in self.cfg.escalation.policies:
+                    log.warning("grid %s names escalation policy %r, which server.yaml does not "
+                                "define; using 'default'", grid.id, grid.policy)
         self._prepared = True
 
     @property

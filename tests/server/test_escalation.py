@@ -300,3 +300,23 @@ def test_invalid_actions_are_refused(h: Harness) -> None:
         assert not alerts.act(s, a, "ack", "guo-yong", h.clock.now())  # no going back
         assert alerts.act(s, a, "resolve", "guo-yong", h.clock.now(), "false_alarm")
         assert not alerts.act(s, a, "resolve", "guo-yong", h.clock.now(), "real")
+
+
+def test_grid_picks_its_own_policy(tmp_path: Path, receiver: PageReceiver) -> None:
+    h = Harness(tmp_path, receiver, escalation={"policies": {
+        "default": {},
+        "rural": {"steps": [{"after_s": 0, "targets": ["constable", "backup"]},
+                            {"after_s": 120, "targets": ["duty_desk"]}], "repeat_s": 600}}})
+    try:
+        from server.db import Grid
+        with h.svc.sessions() as s, s.begin():
+            s.get(Grid, "dongshan").policy = "rural"
+        h.event(node="xiatang-01", pond="xiatang")
+        h.tick()
+        assert sorted(h.paged()) == ["guo-yong", "kang-donghai"]
+        assert h.tick(60) == 0
+        h.tick(60)
+        assert h.paged()[2:] == ["duty-quanjiang"]
+        assert h.tick(599) == 0 and h.tick(1) == 1  # repeats every 600 s
+    finally:
+        h.close()

@@ -102,11 +102,21 @@ def pond_rows(s: Db) -> list[dict[str, Any]]:
     nodes: dict[str, list[Node]] = {}
     for n in s.scalars(select(Node).order_by(Node.id)):
         nodes.setdefault(n.pond_id, []).append(n)
+    blind: dict[str, list[str]] = {}
+    for a in s.scalars(select(Alert).where(Alert.state != "resolved",
+                                           Alert.kind.in_(("camera_fault", "node_offline")))):
+        blind.setdefault(a.pond_id, []).append(alerts.KIND_ZH.get(a.kind, a.kind))
     for p in s.scalars(select(Pond).order_by(Pond.id)):
         out.append({
+            "watched": p.id not in blind and bool(nodes.get(p.id)),
+            "faults": blind.get(p.id, []),
             "id": p.id, "name": p.name, "village": p.village, "grid": p.grid_id,
             "nodes": [{"id": n.id, "state": n.state, "since": local(n.state_at),
-                       "camera": (n.health or {}).get("camera")} for n in nodes.get(p.id, [])],
+                       "camera": (n.health or {}).get("camera"),
+                       "fps": (n.health or {}).get("fps"),
+                       "temperature_c": (n.health or {}).get("temperature_c"),
+                       "outbox_depth": (n.health or {}).get("outbox_depth"),
+                       "health_at": local(n.health_at)} for n in nodes.get(p.id, [])],
             "equipment": [{"item": e.item, "item_zh": alerts.ITEM_ZH.get(e.item, e.item),
                            "state": e.state, "since": local(e.since),
                            "since_iso": e.since.isoformat() if e.since else None}

@@ -261,3 +261,17 @@ def test_links_are_per_recipient() -> None:
         other.check(t, now)
     with pytest.raises(LinkError, match="expired"):
         links.check(t, now + timedelta(seconds=61))
+
+
+def test_ponds_say_when_a_pond_is_not_watched(web) -> None:
+    h, c = web
+    h.event("camera_fault", reason="lens_covered")
+    ponds = {p["id"]: p for p in c.get("/api/ponds", auth=("admin", "admin-pass-1")).json()}
+    assert ponds["heyuan-shantang"]["watched"] is False
+    assert ponds["heyuan-shantang"]["faults"] == ["摄像头故障"]
+    assert ponds["xiatang"]["watched"] is True
+    h.event("camera_ok")
+    ponds = {p["id"]: p for p in c.get("/api/ponds", auth=("admin", "admin-pass-1")).json()}
+    assert ponds["heyuan-shantang"]["watched"] is True
+    _login(c, "admin", "admin-pass-1")
+    assert 'data-watched="true"' in c.get("/ponds").text

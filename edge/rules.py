@@ -266,10 +266,11 @@ class RuleEngine:
                 if tr.tid != lost.tid and tr.first_t > lost.last_t and \
                         distance(tr.foot, lost.foot) <= REACQUIRE_RADIUS and tr.confirmed:
                     lost.reacquired = True
-                    if lost.submerged_id is not None:
+                    ref = lost.submerged_id
+                    if ref is not None:
                         events.append(self._event(EventType.EVENT_END, tr, t, wall,
-                                                  id=self.ids("end", tr.tid, t),
-                                                  ref=lost.submerged_id, reason="resurfaced"))
+                                                  id=self.ids(f"end-{ref}", tr.tid, t),
+                                                  ref=ref, reason="resurfaced"))
                     break
         return events
 
@@ -297,7 +298,7 @@ class RuleEngine:
             tid = min(v.tids) if v.tids else None
             events.append(Event.make(
                 EventType.EVENT_END, self.cfg.node_id, self.cfg.pond_id, ts=wall,
-                id=self.ids("end", tid, t), ref=v.event_id, track_id=tid,
+                id=self.ids(f"end-{v.event_id}", tid, t), ref=v.event_id, track_id=tid,
                 reason=f"{v.kind.value} clear for {self.rules.clear_s:g} s"))
             log.info("%s %s ended at %.2f s", v.kind.value, v.event_id, t)
         return events

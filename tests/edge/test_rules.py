@@ -273,3 +273,20 @@ def test_other_meanings_are_ignored(cfg: NodeConfig) -> None:
     """A lifebuoy on the bank is no person."""
     det = Detection(1, "lifebuoy", "lifebuoy", 0.9, (0.4, 0.45, 0.45, 0.55))
     assert run(cfg, lambda t: [det], 5) == []
+
+
+def test_replay_ids_are_unique_when_visits_end_together(cfg: NodeConfig,
+                                                        sm: StatureModel) -> None:
+    """A child near and in the water leaves over the frame edge: both visits end in one frame,
+    with two distinct deterministic ids."""
+    from edge.replay import replay_ids
+    engine = RuleEngine(cfg, sm, replay_ids(cfg.node_id, "clip.mp4"))
+    events = []
+    for i in range(60):
+        t = i / FPS
+        x = 0.5 if t < 4 else 0.98  # last seen in the water at the frame edge: no submerged
+        dets = [person(sm, 1, x, 0.55 if t < 2 else 0.64, 1.1)] if t < 5 else []
+        events += engine.update(t, T0 + timedelta(seconds=t), dets)
+    ends = [e for e in events if e.type == EventType.EVENT_END]
+    assert len(ends) == 2 and ends[0].id != ends[1].id
+    assert len({e.id for e in events}) == len(events)

@@ -22,6 +22,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(LoginRequired)
     def _to_login(_request: Request, _exc: LoginRequired) -> Response:
+        """HTML pages send strangers to the login form."""
         return RedirectResponse("/login", status_code=303)
 
     return app

@@ -14,6 +14,7 @@ from server.registry import RegistryError
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
     p = argparse.ArgumentParser(prog="pondwatch-server", description="PondWatch server.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)

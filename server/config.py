@@ -24,6 +24,8 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
+    """Base of every config section: strict and immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -65,6 +67,7 @@ class EscalationStep(_Section):
 
 
 def _default_steps() -> list[EscalationStep]:
+    """Constable at once; +backup and area officer at 60 s; duty desk at 180 s."""
     return [
         EscalationStep(after_s=0, targets=["constable"]),
         EscalationStep(after_s=60, targets=["constable", "backup", "area_officers"]),
@@ -82,6 +85,7 @@ class EscalationPolicy(_Section):
 
     @model_validator(mode="after")
     def _ordered(self) -> EscalationPolicy:
+        """Steps must be in time order."""
         times = [s.after_s for s in self.steps]
         if times != sorted(times):
             raise ValueError("steps must be in increasing after_s order")
@@ -97,6 +101,7 @@ class EscalationSettings(_Section):
 
     @model_validator(mode="after")
     def _has_default(self) -> EscalationSettings:
+        """A default policy must exist."""
         if "default" not in self.policies:
             raise ValueError("policies must include 'default'")
         return self

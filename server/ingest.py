@@ -6,7 +6,6 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -390,11 +389,3 @@ class Ingestor:
                     alert.snapshot_event_id = ev.id
         return Outcome()
 
-
-def wait_connected(ing: Ingestor, timeout: float) -> bool:
-    """Poll until the ingestor is connected and subscribed, or timeout."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if ing.connected.wait(0.05):
-            return True
-    return False

@@ -16,10 +16,12 @@ class LinkError(ValueError):
 
 
 def _b64(data: bytes) -> str:
+    """URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes:
+    """Inverse of _b64."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 

@@ -34,6 +34,8 @@ class RegistryError(ValueError):
 
 
 class _Row(BaseModel):
+    """Base of every registry row: strict, trimmed."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
@@ -97,6 +99,7 @@ class PersonRow(_Row):
     @field_validator("notify")
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
+        """Every entry must look like an Apprise URL."""
         for url in v:
             if "://" not in url:
                 raise ValueError(f"{url!r} is not an Apprise URL (scheme://…)")
@@ -115,6 +118,7 @@ class RosterRow(_Row):
     @field_validator("starts", "ends")
     @classmethod
     def _aware(cls, v: datetime) -> datetime:
+        """Roster times must carry a timezone."""
         if v.tzinfo is None:
             raise ValueError("needs a timezone, e.g. 2026-07-01T08:00:00+08:00")
         return v
@@ -140,6 +144,7 @@ class _LineLoader(yaml.SafeLoader):  # type: ignore[misc]
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    """A mapping plus the line it starts on."""
     data: dict[str, Any] = loader.construct_mapping(node, deep=True)
     data["__line__"] = node.start_mark.line + 1
     return data

@@ -66,8 +66,10 @@ class Server:
         self.services.stop()
 
     def __enter__(self) -> Server:
+        """Start; stop on leaving."""
         return self.start()
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
+        """Stop."""
         self.stop()

@@ -18,6 +18,7 @@ router = APIRouter()
 def _period(svc: Svc, start: str | None, end: str | None) -> tuple[datetime, datetime]:
     """[start, end) from ISO dates (Beijing days) or timestamps; default the last 30 days."""
     def parse(v: str, is_end: bool) -> datetime:
+        """A date (whole Beijing day) or an aware timestamp."""
         try:
             if len(v) == 10:
                 d = date.fromisoformat(v) + (timedelta(days=1) if is_end else timedelta())

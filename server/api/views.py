@@ -28,6 +28,7 @@ def what(alert: Alert) -> str:
 def alert_dict(alert: Alert, pond: Pond | None) -> dict[str, Any]:
     """An alert as JSON-ready data."""
     def iso(t: datetime | None) -> str | None:
+        """ISO 8601 or None."""
         return t.isoformat() if t else None
     return {
         "id": alert.id, "pond_id": alert.pond_id, "pond": pond.name if pond else alert.pond_id,

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import apprise
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import alerts
@@ -111,7 +111,10 @@ class Pager:
         return False
 
     def resume(self) -> int:
-        """Queue deliveries left pending by a previous run; returns how many."""
+        """Queue deliveries a previous run left pending or was sending when it died."""
+        with self.sessions() as s, s.begin():
+            s.execute(update(Delivery).where(Delivery.status == "sending")
+                      .values(status="pending"))
         with self.sessions() as s:
             ids = list(s.scalars(select(Delivery.id).where(Delivery.status == "pending")))
         self.submit(ids)
@@ -197,14 +200,22 @@ class Pager:
 
     def _send(self, did: int) -> list[tuple[str, bool]] | None:
         """Send one delivery on each of the person's channels; None when nothing to send."""
+        with self.sessions() as s, s.begin():  # claim it: two replicas never send the same page
+            res = s.execute(update(Delivery).where(Delivery.id == did,
+                                                   Delivery.status == "pending")
+                            .values(status="sending"))
+            if getattr(res, "rowcount", 0) != 1:
+                return None
         with self.sessions() as s:
             d = s.get(Delivery, did)
-            if d is None or d.status != "pending":
+            if d is None:
                 return None
             alert = s.get(Alert, d.alert_id)
             person = s.get(Person, d.person_id)
             pond = s.get(Pond, alert.pond_id) if alert else None
             if alert is None or person is None or pond is None:
+                d.status, d.detail = "failed", "alert, person or pond no longer exists"
+                s.commit()
                 return None
             now = self.clock.now()
             if alert.urgent and alert.state not in alerts.ACTIVE:

@@ -56,8 +56,13 @@ def apply_action(svc: Svc, s: Db, alert: Alert, body: AckAction, by: str) -> boo
 
 @router.get("/a/{token}", response_class=HTMLResponse)
 def ack_page(request: Request, token: str, svc: Svc, s: Db, done: str | None = None) -> Response:
-    """The phone page a page links to."""
-    claims = _claims(svc, token)
+    """The phone page a page links to; a friendly page when the link is bad or old."""
+    try:
+        claims = svc.links.check(token, svc.clock.now())
+    except LinkError as exc:
+        expired = str(exc) == "expired"
+        return templates.TemplateResponse(request, "link_error.html", {"expired": expired},
+                                          status_code=403)
     alert = _alert(s, claims)
     pond = s.get(Pond, alert.pond_id)
     person = s.get(Person, claims.person_id)

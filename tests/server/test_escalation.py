@@ -320,3 +320,22 @@ def test_grid_picks_its_own_policy(tmp_path: Path, receiver: PageReceiver) -> No
         assert h.tick(599) == 0 and h.tick(1) == 1  # repeats every 600 s
     finally:
         h.close()
+
+
+def test_two_replicas_never_send_the_same_page(h: Harness) -> None:
+    from server.paging import Pager
+
+    other = Pager(h.svc.sessions, h.clock, h.svc.metrics, h.svc.links, 4)
+    try:
+        h.event()
+        with h.svc.sessions() as s, s.begin():
+            a = s.scalars(select(Alert)).one()
+            rows = h.svc.escalator._fire(s, a, h.clock.now())  # noqa: SLF001
+            s.flush()
+            ids = [d.id for d in rows]
+        h.svc.pager.submit(ids)
+        other.submit(ids)
+        assert h.svc.pager.idle(10) and other.idle(10)
+        assert h.paged() == ["guo-yong"]
+    finally:
+        other.stop()

@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
@@ -71,6 +72,47 @@ def ensure_env_admin(session: Session) -> None:
     if password:
         set_user(session, os.environ.get("PONDWATCH_ADMIN_USER", "admin"), password, "admin")
         log.info("admin user set from PONDWATCH_ADMIN_PASSWORD")
+
+
+class LoginThrottle:
+    """Refuses a user name for a while after too many wrong passwords."""
+
+    def __init__(self, max_failures: int = 5, window_s: float = 300) -> None:
+        """At most max_failures within window_s seconds."""
+        self.max, self.window = max_failures, timedelta(seconds=window_s)
+        self._fails: dict[str, list[datetime]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, username: str, now: datetime) -> bool:
+        """True while the name has too many recent failures."""
+        with self._lock:
+            recent = [t for t in self._fails.get(username, []) if now - t < self.window]
+            self._fails[username] = recent
+            return len(recent) >= self.max
+
+    def failed(self, username: str, now: datetime) -> None:
+        """Count one wrong password."""
+        with self._lock:
+            self._fails.setdefault(username, []).append(now)
+
+    def succeeded(self, username: str) -> None:
+        """Forget the failures of a name that just logged in."""
+        with self._lock:
+            self._fails.pop(username, None)
+
+
+def login(session: Session, throttle: LoginThrottle, username: str, password: str,
+          now: datetime) -> User | None:
+    """authenticate() behind the throttle; None when wrong or throttled."""
+    if throttle.blocked(username, now):
+        log.warning("login for %s refused: too many failures", username[:64])
+        return None
+    user = authenticate(session, username, password)
+    if user is None:
+        throttle.failed(username, now)
+    else:
+        throttle.succeeded(username)
+    return user
 
 
 class Sessions:

@@ -39,6 +39,7 @@ class Services:
         key = cfg.resolved_secret()
         self.links = AckLinks(key, cfg.http.public_url, cfg.link_ttl_s)
         self.web_sessions = Sessions(key, cfg.session_ttl_s)
+        self.throttle = auth.LoginThrottle()
         self.pager = Pager(self.sessions, self.clock, self.metrics, self.links,
                            cfg.paging_workers, send)
         self.escalator = Escalator(cfg, self.sessions, self.clock, self.metrics, self.pager)

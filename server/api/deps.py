@@ -49,7 +49,7 @@ def get_db(svc: Svc) -> Iterator[Session]:
 Db = Annotated[Session, Depends(get_db)]
 
 
-def _basic(request: Request, s: Session) -> WebUser | None:
+def _basic(request: Request, svc: Services, s: Session) -> WebUser | None:
     """A user from HTTP Basic credentials, for API clients."""
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("basic "):
@@ -58,7 +58,7 @@ def _basic(request: Request, s: Session) -> WebUser | None:
         name, _, pw = base64.b64decode(header[6:]).decode().partition(":")
     except (ValueError, UnicodeDecodeError):
         return None
-    user = auth.authenticate(s, name, pw)
+    user = auth.login(s, svc.throttle, name, pw, svc.clock.now())
     return WebUser(user.username, user.role) if user else None
 
 
@@ -68,7 +68,7 @@ def optional_user(request: Request, svc: Svc, s: Db) -> WebUser | None:
     if got is not None:
         user = s.get(User, got[0])
         return WebUser(user.username, user.role) if user is not None else None
-    return _basic(request, s)
+    return _basic(request, svc, s)
 
 
 MaybeUser = Annotated[WebUser | None, Depends(optional_user)]

@@ -27,7 +27,7 @@ def login_page(request: Request, error: str | None = None) -> Response:
 def login(svc: Svc, s: Db, username: Annotated[str, Form()],
           password: Annotated[str, Form()]) -> Response:
     """Check the password and set the signed session cookie."""
-    user = auth.authenticate(s, username, password)
+    user = auth.login(s, svc.throttle, username, password, svc.clock.now())
     if user is None:
         return RedirectResponse("/login?error=1", status_code=303)
     resp = RedirectResponse("/", status_code=303)

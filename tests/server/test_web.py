@@ -275,3 +275,16 @@ def test_ponds_say_when_a_pond_is_not_watched(web) -> None:
     assert ponds["heyuan-shantang"]["watched"] is True
     _login(c, "admin", "admin-pass-1")
     assert 'data-watched="true"' in c.get("/ponds").text
+
+
+def test_too_many_wrong_passwords_lock_the_name_for_a_while(web) -> None:
+    h, c = web
+    for _ in range(5):
+        assert c.post("/login", data={"username": "admin", "password": "guess-guess"}
+                      ).headers["location"] == "/login?error=1"
+    r = c.post("/login", data={"username": "admin", "password": "admin-pass-1"})
+    assert r.headers["location"] == "/login?error=1"  # right password, still locked
+    assert c.get("/api/alerts", auth=("admin", "admin-pass-1")).status_code == 401
+    assert c.get("/api/alerts", auth=("tech", "tech-pass-12")).status_code == 200
+    h.clock.advance(301)
+    _login(c, "admin", "admin-pass-1")

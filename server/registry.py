@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import apprise
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import delete
@@ -99,10 +100,14 @@ class PersonRow(_Row):
     @field_validator("notify")
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
-        """Every entry must look like an Apprise URL."""
+        """Every entry must be an Apprise URL Apprise can use."""
         for url in v:
+            scheme = url.split("://", 1)[0]
             if "://" not in url:
                 raise ValueError(f"{url!r} is not an Apprise URL (scheme://…)")
+            if not apprise.Apprise().add(url):
+                raise ValueError(f"Apprise cannot use the {scheme}:// URL (unknown service or "
+                                 "missing parts)")
         return v
 
 

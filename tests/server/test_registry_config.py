@@ -47,6 +47,8 @@ def test_yaml_import_and_reimport_is_idempotent(tmp_path: Path, sessions,
     ("people:\n  - {id: a, name: A, role: constable}\n  - {id: b, name: B, role: chef}\n",
      3, "people.role"),
     ("people:\n  - {id: a, name: A, role: constable, notify: [not-a-url]}\n", 2, "people.notify"),
+    ("people:\n  - {id: a, name: A, role: constable, notify: ['dingtalk://t/', 'sms://x']}\n",
+     2, "people.notify"),
     ("people:\n  - {id: a, name: A, role: constable, colour: red}\n", 2, "people.colour"),
     ("ponds:\n  - {id: p1, name: P, grid: g, lat: 123}\n", 2, "ponds.lat"),
     ("nodes:\n  - {id: Bad_Node, pond: p}\n", 2, "nodes.id"),
@@ -91,7 +93,8 @@ def test_csv_folder_import_with_rosters(tmp_path: Path, sessions) -> None:
     d.mkdir()
     (d / "people.csv").write_text("id,name,role,phone,notify\n"
                                   "guo,郭勇,constable,+8613800000000,json://127.0.0.1:9/a;"
-                                  "mailto://x:y@127.0.0.1?to=a@b.c\nkang,康,constable,,\n",
+                                  "mailto://127.0.0.1:25?to=a@example.com&from=pw@example.com"
+                                  "&mode=insecure\nkang,康,constable,,\n",
                                   encoding="utf-8")
     (d / "stations.csv").write_text("id,name,duty_desk,area_officers\nqj,泉江,,guo\n",
                                     encoding="utf-8")

@@ -14,7 +14,7 @@ from protocol.topics import Topics
 from server import commands
 from server.api.ack import AckAction, apply_action
 from server.api.deps import ApiUser, Db, Svc, require_role
-from server.api.views import alert_dict, list_alerts, timeline_dicts
+from server.api.views import alert_dict, event_dicts, list_alerts, timeline_dicts
 from server.api.web import add_silence, pond_rows
 from server.db import Alert, CommandRow, Node, Pond
 
@@ -61,7 +61,8 @@ def api_alert(alert_id: int, user: ApiUser, s: Db) -> dict[str, Any]:
     alert = s.get(Alert, alert_id)
     if alert is None:
         raise HTTPException(404, "alert not found")
-    return dict(alert_dict(alert, s.get(Pond, alert.pond_id)), timeline=timeline_dicts(s, alert_id))
+    return dict(alert_dict(alert, s.get(Pond, alert.pond_id)), timeline=timeline_dicts(s, alert_id),
+                events=event_dicts(s, alert_id))
 
 
 @router.post("/api/alerts/{alert_id}/actions")

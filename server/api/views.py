@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server import alerts
-from server.db import Alert, Person, Pond, TimelineEntry
+from server.db import Alert, EventRow, Person, Pond, TimelineEntry
 from server.paging import BEIJING, map_link
 
 
@@ -54,6 +54,17 @@ def timeline_dicts(s: Session, alert_id: int) -> list[dict[str, Any]]:
     return [{"at": r.at.isoformat(), "at_local": local(r.at), "kind": r.kind, "state": r.state,
              "person_id": r.person_id, "person": names.get(r.person_id or "", r.person_id),
              "channel": r.channel, "result": r.result, "detail": r.detail} for r in rows]
+
+
+def event_dicts(s: Session, alert_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """The events folded into an alert, oldest first, with what the node measured."""
+    rows = s.scalars(select(EventRow).where(EventRow.alert_id == alert_id)
+                     .order_by(EventRow.ts, EventRow.id).limit(limit))
+    keep = ("track_id", "zone", "stature_m", "possible_child", "supervised", "item", "reason",
+            "ref", "snapshot")
+    return [{"id": e.id, "type": e.type, "node_id": e.node_id, "ts": e.ts.isoformat(),
+             "ts_local": local(e.ts), **{k: e.payload.get(k) for k in keep if k in e.payload}}
+            for e in rows]
 
 
 def list_alerts(s: Session, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from server import alerts, auth
 from server.api.deps import Db, MaybeUser, PageUser, Svc, require_role, templates
-from server.api.views import alert_dict, list_alerts, local, timeline_dicts
+from server.api.views import alert_dict, event_dicts, list_alerts, local, timeline_dicts
 from server.db import Alert, EquipmentState, Node, Pond, Silence, Snapshot
 
 router = APIRouter()
@@ -61,7 +61,8 @@ def alert_page(request: Request, alert_id: int, user: PageUser, s: Db) -> Respon
     may_see = user.role == "admin" or user.role in request.app.state.services.cfg.snapshot_roles
     return templates.TemplateResponse(request, "alert.html", {
         "user": user, "a": alert_dict(alert, s.get(Pond, alert.pond_id)),
-        "timeline": timeline_dicts(s, alert_id), "may_see": may_see})
+        "timeline": timeline_dicts(s, alert_id), "events": event_dicts(s, alert_id),
+        "may_see": may_see})
 
 
 @router.post("/alerts/{alert_id}")

@@ -128,6 +128,7 @@ def test_json_api_with_basic_auth(web) -> None:
     got = c.get("/api/alerts?state=active", auth=("admin", "admin-pass-1")).json()
     assert [a["id"] for a in got] == [aid] and got[0]["pond"] == "禾源山塘"
     detail = c.get(f"/api/alerts/{aid}", auth=("admin", "admin-pass-1")).json()
+    assert [e["type"] for e in detail["events"]] == ["child_near_water"]
     assert [t["kind"] for t in detail["timeline"]][:2] == ["state", "note"]
     assert any(t["kind"] == "delivery" and t["result"] == "ok" for t in detail["timeline"])
     r = c.post(f"/api/alerts/{aid}/actions", json={"action": "resolve", "outcome": "test"},

@@ -47,7 +47,12 @@ class MqttSettings(_Section):
     shared_group: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+$",
         description="MQTT v5 shared subscription group for several server replicas.")
-    data_dir: Path | None = Field(None, description="Persistence folder of the private broker.")
+    data_dir: Path | None = Field(
+        None, description="Persistence folder of the private broker (default: a 'mosquitto' "
+        "folder beside the SQLite database, else a temporary one).")
+    private_port: int | None = Field(
+        None, ge=1024, le=65535,
+        description="Loopback port of the private broker (default: any free port).")
 
 
 class HttpSettings(_Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,7 +71,13 @@ class Services:
         if self.cfg.mqtt.url:
             return self.cfg.mqtt.url
         if self.supervisor is None:
-            self.supervisor = BrokerSupervisor(self.cfg.mqtt.data_dir, self.metrics)
+            data_dir = self.cfg.mqtt.data_dir
+            db = self.engine.url
+            if data_dir is None and db.get_backend_name() == "sqlite" and db.database and \
+                    db.database != ":memory:":
+                data_dir = Path(db.database).resolve().parent / "mosquitto"
+            self.supervisor = BrokerSupervisor(data_dir, self.metrics,
+                                               port=self.cfg.mqtt.private_port)
         return self.supervisor.url
 
     def start(self, mqtt: bool = True, escalate: bool = True) -> None:

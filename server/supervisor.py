@@ -15,9 +15,10 @@ log = logging.getLogger(__name__)
 class BrokerSupervisor:
     """Starts a private broker on a free loopback port and restarts it when it dies."""
 
-    def __init__(self, data_dir: Path | None, metrics: Metrics, check_s: float = 1.0) -> None:
+    def __init__(self, data_dir: Path | None, metrics: Metrics, check_s: float = 1.0,
+                 port: int | None = None) -> None:
         """Pick the port now so the URL is known before start()."""
-        self.broker = Mosquitto(port=free_port(), data_dir=data_dir)
+        self.broker = Mosquitto(port=port or free_port(), data_dir=data_dir)
         self.metrics = metrics
         self.check_s = check_s
         self._stop = threading.Event()

@@ -233,3 +233,14 @@ def test_batch_that_hits_a_replica_race_is_redone_one_by_one(svc: Services) -> N
                                         Inbound(f"{P}/heyuan-01/status", b"", 2, 1)])
     assert outs[0].event_id == ev.id  # acknowledged as a duplicate
     assert svc.metrics.registry.get_sample_value("pondwatch_ingest_duplicates_total") == 1
+
+
+def test_private_broker_on_fixed_port_keeps_its_state_beside_the_database(
+        tmp_path: Path, receiver: PageReceiver) -> None:
+    port = free_port()
+    cfg = make_config(tmp_path, receiver, None, mqtt={"private_port": port})
+    with Server(cfg) as srv:
+        assert srv.services.broker_url == f"mqtt://127.0.0.1:{port}"
+        assert srv.services.supervisor.broker.data_dir == tmp_path / "mosquitto"
+        assert srv.services.ingest.connected.wait(10)
+    assert (tmp_path / "mosquitto").is_dir()

@@ -175,8 +175,9 @@ def idle_cpu(cfg: NodeConfig, frames: list[np.ndarray], det: UltralyticsDetector
 # ------------------------------------------------------------------ 4. memory
 def node_rss_mb(cfg_dir: Path, scene: str, out_dir: Path) -> float:
     """Peak RSS of a separate process replaying one scene (the node's own footprint)."""
-    code = ("import resource, sys; from edge.cli import main; rc = main(sys.argv[1:]); "
-            "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    code = ("import re, sys; from edge.cli import main; rc = main(sys.argv[1:]); "  # VmHWM is
+            "print('RSS', re.search(r'VmHWM:\\s+(\\d+)', "  # per process image, unlike
+            "open('/proc/self/status').read()).group(1))")  # ru_maxrss, kept across exec
     proc = subprocess.run(
         [sys.executable, "-c", code, "replay", str(cfg_dir / f"{scene}.yaml"), "--source",
          str(cfg_dir / f"{scene}.mp4"), "--events-out", str(out_dir / "rss.jsonl")],
@@ -283,7 +284,9 @@ def main() -> int:
     sd = scenes_dir()
     cfg = load_config(sd / f"{THROUGHPUT_SCENES[0]}.yaml")
     frames = [f for s in THROUGHPUT_SCENES for f, _ in frames_of(sd / f"{s}.mp4", cfg.camera.fps)]
-    print(f"machine: {machine()}")
+    host = machine()
+    load = os.getloadavg()[0]
+    print(f"machine: {host}; load average {load:.2f} at start")
     print(f"1. throughput on {len(frames)} frames ({', '.join(THROUGHPUT_SCENES)}), "
           f"imgsz {cfg.model.imgsz} ...", flush=True)
     tp = throughput(cfg, frames, args.rounds)
@@ -322,7 +325,9 @@ def main() -> int:
     lines = [
         "## Edge pipeline (`bench/edge_pipeline.py`)",
         "",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine()}.",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {host}. The machine was shared "
+        f"with other jobs (1-minute load average {load:.2f} at start), so treat single figures "
+        "as ±10 %; the ratios are measured side by side in one run.",
         f"Model: offline person detector `{Path(cfg.model.path).name}` (YOLOv8), "
         f"conf {cfg.model.conf}, ByteTrack. Frames: generated scenes ({sd.name}), 960x540.",
         "",

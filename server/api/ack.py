@@ -15,7 +15,6 @@ from server.db import Alert, Person, Pond, Snapshot
 from server.links import AckClaims, LinkError
 
 router = APIRouter()
-ACTION_ZH = {"ack": "已收到", "on_scene": "已到场", "resolve": "已处理"}
 
 
 class AckAction(BaseModel):
@@ -55,7 +54,8 @@ def apply_action(svc: Svc, s: Db, alert: Alert, body: AckAction, by: str) -> boo
 
 
 @router.get("/a/{token}", response_class=HTMLResponse)
-def ack_page(request: Request, token: str, svc: Svc, s: Db, done: str | None = None) -> Response:
+def ack_page(request: Request, token: str, svc: Svc, s: Db, done: str | None = None,
+             lang: str = "zh") -> Response:
     """The phone page a page links to; a friendly page when the link is bad or old."""
     try:
         claims = svc.links.check(token, svc.clock.now())
@@ -68,13 +68,14 @@ def ack_page(request: Request, token: str, svc: Svc, s: Db, done: str | None = N
     person = s.get(Person, claims.person_id)
     return templates.TemplateResponse(request, "ack.html", {
         "a": alert_dict(alert, pond), "token": token, "person": person,
-        "done": ACTION_ZH.get(done or "", ""),
+        "done": {"ack": "ack", "on_scene": "scene", "resolve": "resolved"}.get(done or ""),
+        "lang": "en" if lang == "en" else "zh",
     })
 
 
 @router.post("/a/{token}")
 def ack_form(token: str, svc: Svc, s: Db, action: Annotated[str, Form()],
-             outcome: Annotated[str | None, Form()] = None) -> Response:
+             outcome: Annotated[str | None, Form()] = None, lang: str = "zh") -> Response:
     """A button on the phone page; redirects back to the page."""
     claims = _claims(svc, token)
     alert = _alert(s, claims)
@@ -83,7 +84,8 @@ def ack_form(token: str, svc: Svc, s: Db, action: Annotated[str, Form()],
     except ValueError as exc:
         raise HTTPException(422, "无效操作 (invalid action)") from exc
     apply_action(svc, s, alert, body, claims.person_id)
-    return RedirectResponse(f"/a/{token}?done={body.action}", status_code=303)
+    suffix = "&lang=en" if lang == "en" else ""
+    return RedirectResponse(f"/a/{token}?done={body.action}{suffix}", status_code=303)
 
 
 @router.post("/api/ack/{token}")

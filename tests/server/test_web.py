@@ -289,3 +289,13 @@ def test_too_many_wrong_passwords_lock_the_name_for_a_while(web) -> None:
     assert c.get("/api/alerts", auth=("tech", "tech-pass-12")).status_code == 200
     h.clock.advance(301)
     _login(c, "admin", "admin-pass-1")
+
+
+def test_ack_page_in_english_on_request(web) -> None:
+    h, c = web
+    _, token = _alert_with_link(h, snapshot=False)
+    r = c.get(f"/a/{token}?lang=en")
+    assert "Received" in r.text and "False alarm" in r.text and "已收到" not in r.text
+    r = c.post(f"/a/{token}?lang=en", data={"action": "ack"})
+    assert r.headers["location"].endswith("done=ack&lang=en")
+    assert "Recorded：Received" in c.get(r.headers["location"]).text

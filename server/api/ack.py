@@ -80,7 +80,7 @@ def ack_form(token: str, svc: Svc, s: Db, action: Annotated[str, Form()],
     claims = _claims(svc, token)
     alert = _alert(s, claims)
     try:
-        body = AckAction(action=action, outcome=outcome or None)  # type: ignore[arg-type]
+        body = AckAction.model_validate({"action": action, "outcome": outcome or None})
     except ValueError as exc:
         raise HTTPException(422, "无效操作 (invalid action)") from exc
     apply_action(svc, s, alert, body, claims.person_id)

@@ -84,3 +84,19 @@ def test_meaning_map_is_case_insensitive_first_wins() -> None:
     """Class names compare case-insensitively; the first meaning listing a name keeps it."""
     assert meaning_map({"person": ["Person"], "child": ["person", "kid"]}) == {
         "person": "person", "kid": "child"}
+
+
+def test_an_onnx_export_works_through_the_same_seam(model_path: Path, bus: np.ndarray,
+                                                    tmp_path: Path) -> None:
+    """The model exported to ONNX here (offline) finds the bus people, with tracking."""
+    import shutil
+
+    from ultralytics import YOLO  # type: ignore[attr-defined]
+    pt = tmp_path / "person.pt"
+    shutil.copy(model_path, pt)
+    onnx = YOLO(str(pt)).export(format="onnx", imgsz=640, simplify=False, verbose=False)
+    det = UltralyticsDetector(ModelConfig(path=str(onnx), imgsz=640,
+                                          labels={"person": ["Normal", "Fall"]}))
+    assert len(det.detect(bus)) >= 3
+    tracked = [d for d in det.track(bus) if d.conf >= 0.35]
+    assert len(tracked) >= 3 and all(d.track_id is not None for d in tracked)

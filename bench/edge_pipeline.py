@@ -188,10 +188,11 @@ def node_rss_mb(cfg_dir: Path, scene: str, out_dir: Path) -> float:
 
 # ------------------------------------------------------------------ 5. formats
 def formats(model_path: Path, frames: list[np.ndarray], sizes: tuple[int, ...],
-            reps: int) -> tuple[dict[tuple[str, int], float | str], list[str]]:
-    """Median inference ms per export format and size (export made offline here)."""
+            reps: int) -> tuple[dict[tuple[str, int], tuple[float, float] | str], list[str]]:
+    """(median, best) inference ms per export format and size (exports made offline here);
+    best is the figure least disturbed by other jobs on a shared machine."""
     from ultralytics import YOLO  # type: ignore[attr-defined]
-    results: dict[tuple[str, int], float | str] = {}
+    results: dict[tuple[str, int], tuple[float, float] | str] = {}
     notes = []
     work = Path(tempfile.mkdtemp(prefix="pw-formats-"))
     try:
@@ -219,7 +220,7 @@ def formats(model_path: Path, frames: list[np.ndarray], sizes: tuple[int, ...],
                         t0 = time.perf_counter()
                         model.predict(frames[i % len(frames)], imgsz=size, verbose=False)
                         ms.append((time.perf_counter() - t0) * 1000)
-                    results[(fmt, size)] = statistics.median(ms)
+                    results[(fmt, size)] = (statistics.median(ms), min(ms))
                 except Exception as exc:  # a format that cannot be produced here is reported
                     results[(fmt, size)] = "n/a"
                     notes.append(f"{fmt} @ {size}: {type(exc).__name__}: {str(exc)[:120]}")
@@ -314,11 +315,12 @@ def main() -> int:
     print(f"4. peak RSS: node replay process {node_mb:.0f} MB; this benchmark process "
           f"{rss_mb:.0f} MB (three models, clips held in memory)")
 
-    fmt_res: dict[tuple[str, int], float | str] = {}
+    fmt_res: dict[tuple[str, int], tuple[float, float] | str] = {}
     notes: list[str] = []
     if not args.no_formats:
         print("5. inference per export format ...", flush=True)
         fmt_res, notes = formats(Path(cfg.model.path), frames, tuple(args.sizes), args.reps)
+    fmt_load = os.getloadavg()[0]
 
     if args.no_write:
         return 0
@@ -353,14 +355,16 @@ def main() -> int:
     ]
     if fmt_res:
         sizes = sorted({s for _, s in fmt_res})
-        lines += ["Inference per frame (median ms, `model.predict` incl. pre/post-processing, "
-                  "exported here offline):", "",
+        lines += ["Inference per frame, median (best) ms of "
+                  f"{args.reps} frames, `model.predict` incl. pre/post-processing, exported here "
+                  f"offline; load average {fmt_load:.2f} after this part:", "",
                   "| format | " + " | ".join(f"imgsz {s}" for s in sizes) + " |",
                   "| --- |" + " --- |" * len(sizes)]
         for fmt in ("pytorch", "onnx", "openvino", "ncnn"):
             cells = [fmt_res.get((fmt, s), "n/a") for s in sizes]
             lines.append(f"| {fmt} | " + " | ".join(
-                f"{c:.0f}" if isinstance(c, float) else str(c) for c in cells) + " |")
+                f"{c[0]:.0f} ({c[1]:.0f})" if isinstance(c, tuple) else str(c)
+                for c in cells) + " |")
         lines.append("")
         lines += [f"- {n}" for n in notes]
         if notes:

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import alerts
@@ -115,6 +115,8 @@ class Escalator:
             if self._pg:
                 q = q.with_for_update(skip_locked=True)
             for alert in s.scalars(q).all():
+                if not self._claim(s, alert):
+                    continue  # a concurrent tick (another thread or replica) fired it
                 deliveries.extend(self._fire(s, alert, now))
                 fired += 1
             s.flush()
@@ -123,6 +125,16 @@ class Escalator:
             self.metrics.escalations.inc(fired)
         self.pager.submit(ids)
         return fired
+
+    @staticmethod
+    def _claim(s: Session, alert: Alert) -> bool:
+        """Take the due step with a conditional update, so two ticks never fire it twice
+        (SQLite has no SKIP LOCKED; its SELECT runs outside the write transaction)."""
+        res = s.execute(update(Alert).where(
+            Alert.id == alert.id, Alert.step == alert.step,
+            Alert.next_step_at == alert.next_step_at, Alert.state.in_(alerts.ACTIVE))
+            .values(step=alert.step).execution_options(synchronize_session=False))
+        return getattr(res, "rowcount", 0) == 1
 
     def _fire(self, s: Session, alert: Alert, now: datetime) -> list[Delivery]:
         """Page the targets of the alert's current step and schedule the next one."""

@@ -339,3 +339,26 @@ def test_two_replicas_never_send_the_same_page(h: Harness) -> None:
         assert h.paged() == ["guo-yong"]
     finally:
         other.stop()
+
+
+def test_concurrent_ticks_fire_a_step_once(h: Harness) -> None:
+    """Two ticks at once (the loop thread and a test, or two SQLite replicas): one page."""
+    h.event("sos", node="xiatang-01", pond="xiatang")  # two alerts, raced by four ticks
+    h.event("person_in_water")
+    barrier = threading.Barrier(4)
+    fired: list[int] = []
+
+    def run() -> None:
+        barrier.wait()
+        fired.append(h.svc.escalator.tick())
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert h.svc.pager.idle(15)
+    assert sum(fired) == 2
+    with h.svc.sessions() as s:
+        assert len(s.scalars(select(Delivery)).all()) == 2
+    assert sorted(h.paged()) == ["guo-yong", "kang-donghai"]

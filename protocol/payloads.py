@@ -152,6 +152,9 @@ class Health(BaseModel):
     model: str | None = None
     config_hash: str | None = None
     equipment: dict[str, str] | None = None
+    interval_s: float | None = Field(
+        None, gt=0, le=86400, description="Seconds until the next heartbeat (the server declares "
+        "the node offline after three missed ones).")
 
 
 class Ack(_Payload):

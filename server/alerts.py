@@ -161,16 +161,18 @@ def auto_resolve(session: Session, pond_id: str, kind: str, subject: str, row: E
     return alert
 
 
-def node_status(session: Session, node: Node, state: str, policy: str, now: datetime) -> None:
-    """Track online/offline; offline opens a technician task, online resolves it."""
+def node_status(session: Session, node: Node, state: str, policy: str,
+                now: datetime) -> Alert | None:
+    """Track online/offline; offline opens a technician task, online resolves it; returns
+    the alert opened or resolved (None when the state did not change)."""
     if node.state == state:
-        return
+        return None
     node.state, node.state_at = state, now
     if state == "offline":
-        raise_alert(session, pond_id=node.pond_id, node_id=node.id, kind=NODE_OFFLINE,
-                    subject=node.id, severity="warning", policy=policy, now=now, event=None)
-    else:
-        auto_resolve(session, node.pond_id, NODE_OFFLINE, node.id, None, now)
+        return raise_alert(session, pond_id=node.pond_id, node_id=node.id, kind=NODE_OFFLINE,
+                           subject=node.id, severity="warning", policy=policy, now=now,
+                           event=None)
+    return auto_resolve(session, node.pond_id, NODE_OFFLINE, node.id, None, now)
 
 
 def act(session: Session, alert: Alert, action: str, by: str, now: datetime,

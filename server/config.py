@@ -144,6 +144,15 @@ class ServerConfig(_Section):
         description="Escalation policies.")
     task_repeat_s: float = Field(0, ge=0, le=7 * 86400,
                                  description="Re-page non-urgent tasks this often; 0 = once.")
+    heartbeat_interval_s: float = Field(
+        30, ge=1, le=86400,
+        description="Heartbeat interval assumed for nodes whose heartbeat does not say it.")
+    heartbeat_misses: int = Field(
+        3, ge=1, le=100, description="Missed heartbeats after which a node counts as offline.")
+    metrics_token: str | None = Field(
+        None, repr=False, description="Bearer token /metrics requires when set; prefer env "
+        "PONDWATCH_METRICS_TOKEN or metrics_token_file. Unset: /metrics is open.")
+    metrics_token_file: Path | None = Field(None, description="File holding the metrics token.")
 
     def resolved_secret(self) -> bytes:
         """The signing key: env, file, or config; a random one only in dev."""
@@ -158,6 +167,22 @@ class ServerConfig(_Section):
         log.warning("no usable secret key; generated a random one (links die with this process)")
         return secrets.token_bytes(32)
 
+    def resolved_metrics_token(self) -> str | None:
+        """The /metrics bearer token from env, file or config; None leaves /metrics open."""
+        value = os.environ.get("PONDWATCH_METRICS_TOKEN") or self.metrics_token
+        if not value and self.metrics_token_file:
+            try:
+                value = self.metrics_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"metrics_token_file: cannot read: {exc}") from exc
+            if not value:
+                raise ConfigError(f"metrics_token_file: {self.metrics_token_file} is empty")
+        if not value:
+            return None
+        if value.lower() in PLACEHOLDER_SECRETS or len(value) < 16:
+            raise ConfigError("metrics_token: needs at least 16 characters and no placeholder")
+        return value
+
     @property
     def bind_host(self) -> str:
         """Host part of http.bind."""
@@ -171,7 +196,7 @@ class ServerConfig(_Section):
 
 def _relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
     """Resolve relative file paths and SQLite URLs against the config's folder."""
-    for key in ("registry", "secret_key_file", "snapshot_dir"):
+    for key in ("registry", "secret_key_file", "metrics_token_file", "snapshot_dir"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
     db = data.get("database")
@@ -202,6 +227,7 @@ def parse_config(data: Any, source: str = "server config",
         where = ".".join(str(p) for p in first["loc"]) or "config"
         raise ConfigError(f"{source}: field {where}: {first['msg']}") from exc
     cfg.resolved_secret()
+    cfg.resolved_metrics_token()
     return cfg
 
 

@@ -92,6 +92,10 @@ class Node(Base):
     version: Mapped[str | None] = mapped_column(String(40), nullable=True)
     health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     health_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    heartbeat_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When the node counts as offline unless heard before (3 missed heartbeats).
+    watch_deadline: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True,
+                                                           index=True)
 
 
 class Person(Base):
@@ -103,6 +107,8 @@ class Person(Base):
     role: Mapped[str] = mapped_column(String(32))
     phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
     notify: Mapped[list[str]] = mapped_column(JSON, default=list)
+    stations: Mapped[list[str]] = mapped_column(JSON, default=list,  # technicians only
+                                                server_default="[]")
 
 
 class RosterEntry(Base):

@@ -32,10 +32,10 @@ from protocol.payloads import (
     encode,
 )
 from protocol.topics import Topic, TopicError, Topics
-from server import alerts, commands
+from server import alerts, commands, watch
 from server.clock import Clock
 from server.config import ServerConfig
-from server.db import Alert, EventRow, Grid, Node, Pond, Snapshot
+from server.db import Alert, EventRow, Node, Snapshot
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -318,12 +318,16 @@ class Ingestor:
             if not payload:
                 return Outcome()  # a cleared retained status
             st: Status = _decode(Status, payload, 1024)
-            alerts.node_status(s, node, st.state, self._policy(s, node.pond_id), now)
+            if st.state == "online":
+                watch.heard(s, self.cfg, node, now)
+            else:
+                alerts.node_status(s, node, st.state, self._policy(s, node.pond_id), now)
             node.version = st.version
             return Outcome(new_alert=st.state == "offline")
         if topic.kind == "health":
             h: Health = _decode(Health, payload, MAX_HEALTH_BYTES)
             node.health, node.health_at = h.model_dump(mode="json"), now
+            watch.heard(s, self.cfg, node, now, h.interval_s)
             if h.version:
                 node.version = h.version
             if h.equipment:
@@ -339,9 +343,7 @@ class Ingestor:
 
     def _policy(self, s: Session, pond_id: str) -> str:
         """The escalation policy of the pond's grid."""
-        pond = s.get(Pond, pond_id)
-        grid = s.get(Grid, pond.grid_id) if pond else None
-        return grid.policy if grid else "default"
+        return watch.policy_of(s, pond_id)
 
     def _event(self, s: Session, topic: Topic, node: Node, payload: bytes, now: Any) -> Outcome:
         """Store an event once, route it to an alert."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from datetime import timedelta
@@ -22,8 +23,19 @@ from server.metrics import Metrics
 from server.migrate import upgrade
 from server.paging import Pager, Sender, apprise_send
 from server.supervisor import BrokerSupervisor
+from server.watch import NodeWatch
 
 log = logging.getLogger(__name__)
+
+
+def _loopback(host: str) -> bool:
+    """Whether a bind host only listens on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Services:
@@ -44,6 +56,11 @@ class Services:
         self.pager = Pager(self.sessions, self.clock, self.metrics, self.links,
                            cfg.paging_workers, send)
         self.escalator = Escalator(cfg, self.sessions, self.clock, self.metrics, self.pager)
+        self.watch = NodeWatch(cfg, self.sessions, self.clock, on_alert=self.escalator.wake)
+        self.metrics_token = cfg.resolved_metrics_token()
+        if self.metrics_token is None and not _loopback(cfg.bind_host):
+            log.warning("/metrics is open to anyone who reaches %s; set metrics_token (env "
+                        "PONDWATCH_METRICS_TOKEN) to require a bearer token", cfg.http.bind)
         self.supervisor: BrokerSupervisor | None = None
         self.ingest: Ingestor | None = None
         self._prepared = False
@@ -90,6 +107,7 @@ class Services:
             self.ingest = Ingestor(self.cfg, self.sessions, self.clock, self.metrics, url,
                                    on_alert=self.escalator.wake)
             self.ingest.start()
+            self.watch.start()
         if escalate:
             self.escalator.start()
         self._janitor = threading.Thread(target=self._housekeeping, name="janitor", daemon=True)
@@ -121,6 +139,7 @@ class Services:
         if self.ingest is not None:
             self.ingest.stop()
             self.ingest = None
+        self.watch.stop()
         self.escalator.stop()
         self.pager.stop()
         if self.supervisor is not None:

@@ -60,3 +60,39 @@ def test_ingest_alert_page_ack_on_postgres(tmp_path: Path, receiver: PageReceive
             assert s.scalars(select(Alert)).one().state == "acknowledged"
     finally:
         node.close()
+
+
+def test_missed_heartbeats_and_schema_on_postgres(tmp_path: Path, receiver: PageReceiver,
+                                                  mosquitto, pg_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from server.clock import FakeClock
+    from server.db import Base, Node
+    from tests.server.conftest import wait_for
+    from tests.server.test_node_watch import T0, _heartbeat
+
+    clock = FakeClock(T0)
+    cfg = make_config(tmp_path, receiver, mosquitto.url, database=pg_url)
+    node = FakeNode(mosquitto)
+    try:
+        with Server(cfg, clock=clock) as srv:
+            with srv.services.engine.connect() as conn:
+                assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+            assert srv.services.ingest.connected.wait(10)
+            _heartbeat(node, clock, interval_s=10)
+            with srv.services.sessions() as s:
+                wait_for(lambda: s.get(Node, "heyuan-01", populate_existing=True).health_at,
+                         what="heartbeat")
+            clock.advance(30)
+            wait_for(lambda: srv.services.watch.check() or receiver.for_path("tech-wang"),
+                     what="technician paged")
+            srv.services.escalator.tick()
+            assert srv.services.pager.idle(10)
+            assert len(receiver.for_path("tech-wang")) == 1
+            _heartbeat(node, clock, interval_s=10)
+            with srv.services.sessions() as s:
+                wait_for(lambda: s.scalars(select(Alert).execution_options(
+                    populate_existing=True)).one().state == "resolved", what="resolved")
+    finally:
+        node.close()

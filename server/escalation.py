@@ -31,6 +31,14 @@ def on_duty(s: Session, grid: Grid, role: str, now: datetime) -> str | None:
     return grid.constable_id if role == "primary" else grid.backup_id
 
 
+def technicians(s: Session, station_id: str | None) -> list[str]:
+    """The technicians attached to the station, else every technician."""
+    techs = list(s.scalars(select(Person).where(Person.role == "technician")
+                           .order_by(Person.id)))
+    own = [p.id for p in techs if station_id and station_id in (p.stations or [])]
+    return own or [p.id for p in techs]
+
+
 def recipients(s: Session, pond_id: str, targets: Sequence[str], now: datetime) -> list[str]:
     """Person ids for escalation targets at one pond, in order, without repeats."""
     pond = s.get(Pond, pond_id)
@@ -51,7 +59,7 @@ def recipients(s: Session, pond_id: str, targets: Sequence[str], now: datetime) 
         elif t == "duty_desk" and station:
             ids = list(station.duty_desk)
         elif t == "technicians":
-            ids = list(s.scalars(select(Person.id).where(Person.role == "technician")))
+            ids = [*technicians(s, station.id if station else None)]
         out.extend(i for i in ids if i and i not in out)
     return out
 

@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 import apprise
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -95,7 +102,19 @@ class PersonRow(_Row):
     role: Role = Field(description="constable, area_officer, duty_desk, technician or admin.")
     phone: str | None = Field(None, pattern=r"^\+?[0-9 -]{3,31}$", description="Phone number.")
     notify: list[str] = Field(default_factory=list, description="Apprise URLs.")
-    _lists = field_validator("notify", mode="before")(classmethod(lambda cls, v: _split(v)))
+    stations: list[str] = Field(
+        default_factory=list, description="Technicians only: stations whose camera faults and "
+        "offline nodes they are paged for (none: every station without its own technician).")
+    _lists = field_validator("notify", "stations", mode="before")(
+        classmethod(lambda cls, v: _split(v)))
+
+    @field_validator("stations")
+    @classmethod
+    def _stations_for_technicians(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        """Only technicians are attached to stations."""
+        if v and info.data.get("role") != "technician":
+            raise ValueError("only a technician is attached to stations")
+        return v
 
     @field_validator("notify")
     @classmethod
@@ -243,6 +262,7 @@ def _check_references(reg: Registry) -> None:
         "grids": [("station", "stations"), ("constable", "people"), ("backup", "people")],
         "ponds": [("grid", "grids")],
         "nodes": [("pond", "ponds")],
+        "people": [("stations", "stations")],
         "rosters": [("grid", "grids"), ("person", "people")],
     }
     for kind, pairs in refs.items():
@@ -270,7 +290,7 @@ def apply(session: Session, reg: Registry) -> dict[str, int]:
     _resolve_missing(session, reg)
     for row, _, _ in reg.rows["people"]:
         session.merge(Person(id=row.id, name=row.name, role=row.role, phone=row.phone,
-                             notify=list(row.notify)))
+                             notify=list(row.notify), stations=list(row.stations)))
     for row, _, _ in reg.rows["stations"]:
         session.merge(Station(id=row.id, name=row.name, duty_desk=list(row.duty_desk),
                               area_officers=list(row.area_officers)))

@@ -15,11 +15,20 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from protocol.payloads import Event, encode
-from server import alerts
+from server import alerts, registry
 from server.app import build
 from server.broker import free_port
 from server.clock import FakeClock
-from server.db import Alert, Delivery, EquipmentState, Person, RosterEntry, Silence, TimelineEntry
+from server.db import (
+    Alert,
+    Delivery,
+    EquipmentState,
+    Node,
+    Person,
+    RosterEntry,
+    Silence,
+    TimelineEntry,
+)
 from server.ingest import Inbound, Ingestor
 from tests.server.conftest import PageReceiver, make_config
 
@@ -362,3 +371,41 @@ def test_concurrent_ticks_fire_a_step_once(h: Harness) -> None:
     with h.svc.sessions() as s:
         assert len(s.scalars(select(Delivery)).all()) == 2
     assert sorted(h.paged()) == ["guo-yong", "kang-donghai"]
+
+
+def test_technicians_of_the_pond_station_else_all(tmp_path: Path, h: Harness) -> None:
+    """Camera faults and offline nodes page the station's technicians; a station without
+    its own technician falls back to every technician."""
+    extra = tmp_path / "north.yaml"
+    extra.write_text(f"""
+stations:
+  - {{id: beishan, name: 北山派出所}}
+  - {{id: nanxi, name: 南溪派出所}}
+grids:
+  - {{id: beishan-g, name: 北山网格, station: beishan, constable: guo-yong}}
+  - {{id: nanxi-g, name: 南溪网格, station: nanxi, constable: guo-yong}}
+ponds:
+  - {{id: beishan-tang, name: 北山塘, grid: beishan-g}}
+  - {{id: nanxi-tang, name: 南溪塘, grid: nanxi-g}}
+nodes:
+  - {{id: beishan-01, pond: beishan-tang}}
+  - {{id: nanxi-01, pond: nanxi-tang}}
+people:
+  - {{id: tech-li, name: 李工, role: technician, stations: [beishan],
+     notify: ["{h.receiver.url('tech-li')}"]}}
+  - {{id: tech-zhao, name: 赵工, role: technician, stations: "beishan; quanjiang",
+     notify: ["{h.receiver.url('tech-zhao')}"]}}
+""", encoding="utf-8")
+    registry.import_file(h.svc.sessions, extra)
+    h.event("camera_fault", node="beishan-01", pond="beishan-tang", reason="lens_covered")
+    h.tick()
+    assert sorted(h.paged()) == ["tech-li", "tech-zhao"]
+    h.receiver.paths.clear()
+    h.event("camera_fault", node="heyuan-01", reason="no_frames")  # quanjiang: zhao only
+    h.tick()
+    assert h.paged() == ["tech-zhao"]
+    h.receiver.paths.clear()
+    with h.svc.sessions() as s, s.begin():  # nanxi has no technician: everyone is paged
+        alerts.node_status(s, s.get(Node, "nanxi-01"), "offline", "default", h.clock.now())
+    h.tick()
+    assert sorted(h.paged()) == ["tech-li", "tech-wang", "tech-zhao"]

@@ -57,6 +57,10 @@ def test_yaml_import_and_reimport_is_idempotent(tmp_path: Path, sessions,
      " ends: 2026-07-02T08:00:00+08:00}\n", 2, "rosters.starts"),
     ("people:\n  - {id: a, name: A, role: constable}\n  - {id: a, name: A2, role: constable}\n",
      3, "people.id"),
+    ("stations:\n  - {id: s1, name: S}\npeople:\n"
+     "  - {id: a, name: A, role: constable, stations: [s1]}\n", 4, "people.stations"),
+    ("people:\n  - {id: t, name: T, role: technician, stations: [nowhere]}\n", 2,
+     "people.stations"),
 ])
 def test_yaml_errors_name_file_line_field_and_import_nothing(
         tmp_path: Path, sessions, text: str, line: int, field: str) -> None:
@@ -91,22 +95,25 @@ def test_bad_yaml_syntax_names_line(tmp_path: Path, sessions) -> None:
 def test_csv_folder_import_with_rosters(tmp_path: Path, sessions) -> None:
     d = tmp_path / "reg"
     d.mkdir()
-    (d / "people.csv").write_text("id,name,role,phone,notify\n"
+    (d / "people.csv").write_text("id,name,role,phone,notify,stations\n"
                                   "guo,郭勇,constable,+8613800000000,json://127.0.0.1:9/a;"
                                   "mailto://127.0.0.1:25?to=a@example.com&from=pw@example.com"
-                                  "&mode=insecure\nkang,康,constable,,\n",
+                                  "&mode=insecure,\nkang,康,constable,,,\n"
+                                  "wang,王工,technician,,,qj; bs\n",
                                   encoding="utf-8")
-    (d / "stations.csv").write_text("id,name,duty_desk,area_officers\nqj,泉江,,guo\n",
-                                    encoding="utf-8")
+    (d / "stations.csv").write_text("id,name,duty_desk,area_officers\nqj,泉江,,guo\n"
+                                    "bs,北山,,\n", encoding="utf-8")
     (d / "grids.csv").write_text("id,name,station,constable,backup\ngy,共裕,qj,guo,kang\n",
                                  encoding="utf-8")
     (d / "rosters.csv").write_text("grid,person,role,starts,ends\n"
                                    "gy,kang,primary,2026-07-01T00:00:00+08:00,"
                                    "2026-07-08T00:00:00+08:00\n", encoding="utf-8")
     counts = registry.import_file(sessions, d)
-    assert counts["people"] == 2 and counts["rosters"] == 1
+    assert counts["people"] == 3 and counts["rosters"] == 1
     with sessions() as s:
         assert len(s.get(Person, "guo").notify) == 2
+        assert s.get(Person, "wang").stations == ["qj", "bs"]
+        assert s.get(Person, "guo").stations == []
         assert s.scalars(select(RosterEntry)).one().person_id == "kang"
 
 

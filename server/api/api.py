@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
@@ -40,9 +41,22 @@ def healthz(svc: Svc) -> dict[str, Any]:
             "ingest_queue": ing.queue.qsize() if ing else 0}
 
 
+def _check_metrics_token(request: Request, token: str | None) -> None:
+    """401 unless the request carries the configured bearer token (none set: open)."""
+    if token is None:
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                             token.encode()):
+        raise HTTPException(401, "bearer token required",
+                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+
+
 @router.get("/metrics")
-def metrics(svc: Svc, s: Db) -> Response:
-    """Prometheus text exposition."""
+def metrics(request: Request, svc: Svc, s: Db) -> Response:
+    """Prometheus text exposition; needs `Authorization: Bearer TOKEN` when metrics_token
+    is set."""
+    _check_metrics_token(request, svc.metrics_token)
     open_n = s.scalar(select(func.count()).select_from(Alert).where(Alert.state != "resolved"))
     svc.metrics.open_alerts.set(open_n or 0)
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -158,7 +158,10 @@ class ServerConfig(_Section):
         """The signing key: env, file, or config; a random one only in dev."""
         value = os.environ.get("PONDWATCH_SECRET_KEY") or self.secret_key
         if not value and self.secret_key_file:
-            value = self.secret_key_file.read_text(encoding="utf-8").strip()
+            try:
+                value = self.secret_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"secret_key_file: cannot read: {exc}") from exc
         if value and value.lower() not in PLACEHOLDER_SECRETS and len(value) >= 16:
             return value.encode()
         if self.environment != "dev":

@@ -1,4 +1,4 @@
-"""/metrics: open without a token, bearer token required once metrics_token is set."""
+"""/metrics: open without a token, bearer token when metrics_token is set; unreadable key files."""
 
 from __future__ import annotations
 
@@ -94,3 +94,11 @@ def test_open_metrics_on_public_bind_is_warned(tmp_path: Path, receiver: PageRec
         h = Harness(tmp_path / "b", receiver)
         h.close()
     assert not any("/metrics is open" in r.getMessage() for r in caplog.records)
+
+
+def test_unreadable_secret_key_file_is_a_config_error(tmp_path: Path, receiver: PageReceiver,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PONDWATCH_SECRET_KEY", raising=False)
+    with pytest.raises(ConfigError, match="secret_key_file: cannot read"):
+        make_config(tmp_path, receiver, secret_key=None,
+                    secret_key_file=str(tmp_path / "missing.key"))

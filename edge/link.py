@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -68,6 +69,7 @@ class NodeLink:
         self.on_command = on_command
         self.clock = clock
         self.connected = threading.Event()
+        self.loop_at = time.monotonic()  # the sender thread's last turn (for the watchdog)
         self.refused = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
@@ -211,6 +213,7 @@ class NodeLink:
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
+            self.loop_at = time.monotonic()
             self._wake.wait(0.5)
             self._wake.clear()
             self._drain_acks()
@@ -221,8 +224,7 @@ class NodeLink:
                     break
 
     def _publish_item(self, event_id: str, event: dict[str, Any], snapshot: bytes | None) -> bool:
-        import json
-
+        """Publish one event (and its snapshot first); False when the client cannot send now."""
         if snapshot:
             self.client.publish(self.topics.snapshot(self.node, event_id), snapshot, qos=1)
         info = self.client.publish(self.topics.event(self.node),

@@ -21,7 +21,7 @@ from protocol.payloads import utc_now
 
 log = logging.getLogger(__name__)
 
-STUCK_OUTBOX_S = 300.0  # connected, yet the oldest event unconfirmed this long: stuck
+SENDER_STUCK_S = 60.0  # the outbox sender thread has not turned this long: stuck
 EXIT_RESTART = 75  # systemd restarts the unit (Restart=always); a remote "restart" uses it
 
 
@@ -159,15 +159,17 @@ class NodeService:
         t.start()
         self._threads.append(t)
 
-    def healthy(self) -> bool:
-        """Frames flow and, while connected, the outbox drains: the watchdog may be pinged."""
-        if time.monotonic() - self.last_frame_at > self.cfg.camera.stall_s * 3:
+    def healthy(self, now: float | None = None) -> bool:
+        """Frames flow and the outbox sender turns: only then may the watchdog be pinged.
+
+        The main loop itself calls this, so a hung detector stops the pings too. An absent
+        server or broker is not the node's fault: a restart would not help, so it does not
+        count (the outbox keeps the events and the SMS fallback covers critical ones).
+        """
+        now = time.monotonic() if now is None else now
+        if now - self.last_frame_at > self.cfg.camera.stall_s * 3:
             return False
-        if self.link.connected.is_set():
-            oldest = self.outbox.due(now=float("inf"), limit=1)
-            if oldest and time.time() - oldest[0].created > STUCK_OUTBOX_S:
-                return False
-        return True
+        return now - self.link.loop_at <= SENDER_STUCK_S
 
     def _status(self) -> str:
         if self.camera_state not in ("ok", "starting") or not self.site.vouching:

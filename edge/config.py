@@ -145,11 +145,22 @@ class Mqtt(_Section):
 class Gpio(_Section):
     """BCM pin numbers of the local warning hardware; omit what is not fitted."""
 
-    horn: int | None = Field(None, ge=0, le=27)
-    light: int | None = Field(None, ge=0, le=27)
-    status_led: int | None = Field(None, ge=0, le=27)
-    sos_button: int | None = Field(None, ge=0, le=27)
-    pir: int | None = Field(None, ge=0, le=27)
+    horn: int | None = Field(None, ge=0, le=27, description="Horn relay output.")
+    light: int | None = Field(None, ge=0, le=27, description="Warning light relay output.")
+    status_led: int | None = Field(None, ge=0, le=27, description="Status LED output.")
+    sos_button: int | None = Field(None, ge=0, le=27, description="SOS button input (to GND).")
+    pir: int | None = Field(None, ge=0, le=27, description="PIR motion sensor input.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Gpio:
+        used: dict[int, str] = {}
+        for name, pin in self.model_dump().items():
+            if pin is None:
+                continue
+            if pin in used:
+                raise ValueError(f"{name} and {used[pin]} both use GPIO {pin}")
+            used[pin] = name
+        return self
 
 
 class WarningConfig(_Section):
@@ -219,6 +230,14 @@ class NodeConfig(_Section):
     warning: WarningConfig = Field(default_factory=WarningConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     sms: SmsConfig = Field(default_factory=SmsConfig)
+
+    @model_validator(mode="after")
+    def _unique_items(self) -> NodeConfig:
+        items = [e.item for e in self.equipment]
+        dupes = sorted({i for i in items if items.count(i) > 1})
+        if dupes:
+            raise ValueError(f"equipment lists {', '.join(dupes)} more than once")
+        return self
 
     @property
     def calibrated(self) -> bool:

@@ -92,6 +92,9 @@ class NodeLink:
         user = self.cfg.mqtt.username or (self.node if password else None)
         if user:
             c.username_pw_set(user, password)
+            if url.scheme == "mqtt" and url.hostname not in ("127.0.0.1", "::1", "localhost"):
+                log.warning("mqtt.url %s is not TLS: the password and events travel in clear; "
+                            "use mqtts:// in production", self.cfg.mqtt.url)
         c.will_set(self.topics.status(self.node), self._status("offline"), qos=1, retain=True)
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.max_inflight_messages_set(20)

@@ -86,7 +86,10 @@ def test_missed_heartbeats_and_schema_on_postgres(tmp_path: Path, receiver: Page
                          what="heartbeat")
             clock.advance(30)
             wait_for(lambda: srv.services.watch.check() or receiver.for_path("tech-wang"),
-                     what="technician paged")
+                     what="node offline")
+            srv.services.escalator.tick()
+            receiver.wait(1)
+            clock.advance(300)
             srv.services.escalator.tick()
             assert srv.services.pager.idle(10)
             assert len(receiver.for_path("tech-wang")) == 1

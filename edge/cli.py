@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_service(cfg, config_path=args.config)
     if args.command == "replay":
         from edge.replay import replay
-        return replay(cfg, args.source, args.events_out, snapshots_dir=args.snapshots_dir)
+        return replay(cfg, args.source, args.events_out, snapshots_dir=args.snapshots_dir,
+                      config_path=args.config)
     if args.command == "preview":
         from edge.preview import preview
         return preview(cfg, args.source, args.out)

@@ -13,6 +13,8 @@ from edge.detector import Detector, DetectorError, load_detector
 from edge.pipeline import Pipeline
 from edge.rules import IdFactory
 from edge.sources import SourceError, open_source
+from edge.watch import SiteWatch
+from protocol import Event
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,20 @@ def replay_ids(node_id: str, source: str) -> IdFactory:
     return make
 
 
+def _stable(event: Event, ids: IdFactory, t: float, renamed: dict[str, str]) -> Event:
+    """A site-watch event with a replay-stable id; refs follow the ids they point at."""
+    new_id = ids(str(event.type), None, t)
+    renamed[event.id] = new_id
+    update: dict[str, object] = {"id": new_id}
+    if event.ref is not None:
+        update["ref"] = renamed.get(event.ref, event.ref)
+    return event.model_copy(update=update)
+
+
 def replay(cfg: NodeConfig, source: str, events_out: str, snapshots_dir: str | None = None,
-           detector: Detector | None = None) -> int:
-    """Replay source through the pipeline, writing one JSON line per event; 0 on success."""
+           detector: Detector | None = None, config_path: str | None = None) -> int:
+    """Replay source through the node pipeline (people, kit, camera health), one JSON line
+    per event; 0 on success."""
     try:
         src = open_source(source, cfg.camera.fps)
     except SourceError as exc:
@@ -48,7 +61,11 @@ def replay(cfg: NodeConfig, source: str, events_out: str, snapshots_dir: str | N
             return 2
     else:
         detector.reset()
-    pipe = Pipeline(cfg, detector, ids=replay_ids(cfg.node_id, source))
+    ids = replay_ids(cfg.node_id, source)
+    pipe = Pipeline(cfg, detector, ids=ids)
+    clock = [0.0]
+    site = SiteWatch(cfg, config_path, clock=lambda: clock[0])
+    renamed: dict[str, str] = {}
     snap_dir = Path(snapshots_dir) if snapshots_dir else None
     if snap_dir is not None:
         snap_dir.mkdir(parents=True, exist_ok=True)
@@ -63,13 +80,17 @@ def replay(cfg: NodeConfig, source: str, events_out: str, snapshots_dir: str | N
                 t0 = t if t0 is None else t0
                 source_t = round(t - t0, 6)
                 wall = EPOCH + timedelta(seconds=source_t)
-                for em in pipe.process(frame, source_t, wall):
-                    line = em.event.to_wire()
+                clock[0] = source_t
+                emissions = [(em.event, em.snapshot) for em in pipe.process(frame, source_t, wall)]
+                emissions += [(_stable(ev, ids, source_t, renamed), None) for ev in site.check(
+                    frame, source_t, wall, getattr(pipe, "last_detections", None) or [])]
+                for event, snapshot in emissions:
+                    line = event.to_wire()
                     line["source_t"] = source_t
                     out.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
                     n_events += 1
-                    if snap_dir is not None and em.snapshot is not None:
-                        (snap_dir / f"{em.event.id}.jpg").write_bytes(em.snapshot)
+                    if snap_dir is not None and snapshot is not None:
+                        (snap_dir / f"{event.id}.jpg").write_bytes(snapshot)
     finally:
         src.close()
     log.info("replayed %d frames of %s: %d events", pipe.stats.frames, source, n_events)

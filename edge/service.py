@@ -188,6 +188,7 @@ class NodeService:
             "outbox_depth": self.outbox.depth(),
             "link_error": self.link.last_error,
             "warning_faults": list(self.warning.faults),
+            "interval_s": self.cfg.health.interval_s,
             "refused_publishes": self.link.refused,
         }
 

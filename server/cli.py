@@ -34,14 +34,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+DEFAULT_CONFIGS = ("/etc/pondwatch/server.yaml", "server.yaml")
+
+
 def _db_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """A config from --config, or a dev config around --database."""
+    """A config from --config, --database, $PONDWATCH_CONFIG, or the installed server.yaml."""
     if args.config:
         return load_config(args.config)
     url = args.database or os.environ.get("PONDWATCH_DATABASE")
-    if not url:
-        raise ConfigError("import: give --config server.yaml or --database URL")
-    return parse_config({"database": url, "environment": "dev"}, "--database")
+    if url:
+        return parse_config({"database": url, "environment": "dev"}, "--database")
+    for candidate in (os.environ.get("PONDWATCH_CONFIG"), *DEFAULT_CONFIGS):
+        if candidate and os.path.exists(candidate):
+            return load_config(candidate)
+    raise ConfigError("import: no server config found: give --config server.yaml or "
+                      "--database URL, or set PONDWATCH_CONFIG (looked in "
+                      + ", ".join(DEFAULT_CONFIGS) + ")")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

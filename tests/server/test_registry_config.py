@@ -174,3 +174,22 @@ def test_config_file_paths_are_relative_to_it(tmp_path: Path, monkeypatch) -> No
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
     assert main(["run", str(tmp_path / "absent.yaml")]) == 2
+
+
+def test_cli_import_file_alone_uses_the_installed_config(
+        tmp_path: Path, receiver: PageReceiver, capsys, monkeypatch) -> None:
+    """`pondwatch-server import FILE` (DESIGN.md) finds server.yaml without flags."""
+    f = tmp_path / "registry.yaml"
+    f.write_text(registry_text(receiver), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PONDWATCH_CONFIG", raising=False)
+    monkeypatch.delenv("PONDWATCH_DATABASE", raising=False)
+    monkeypatch.setattr("server.cli.DEFAULT_CONFIGS", ("server.yaml",))
+    assert main(["import", str(f)]) == 2
+    assert "no server config found" in capsys.readouterr().err
+    (tmp_path / "server.yaml").write_text(
+        "environment: dev\nsecret_key: test-secret-key-0123456789\n"
+        "database: sqlite:///alone.db\n", encoding="utf-8")
+    assert main(["import", str(f)]) == 0
+    assert "ponds 3" in capsys.readouterr().out
+    assert (tmp_path / "alone.db").exists()

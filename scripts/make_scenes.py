@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +16,44 @@ import cv2
 import numpy as np
 import yaml
 
+if str(Path(__file__).resolve().parent.parent) not in sys.path:  # run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts.scene_table import (  # noqa: E402
+    ADULT_M,
+    FPS,
+    LIFEBUOY_ROI,
+    PONDS,
+    SIGN_ROI,
+    Actor,
+    H,
+    Pond,
+    Scene,
+    W,
+    scenes,
+)
+
+__all__ = ["Actor", "Pond", "Scene", "generate", "main", "scenes"]
 REPO = Path(__file__).resolve().parent.parent
-W, H, FPS = 960, 540, 5
-FIELD_END, WATER_Y = 0.40, 0.66          # field above, bank between, water below (normalised y)
-LIFEBUOY_ROI = (0.055, 0.30, 0.09, 0.20)  # x, y, w, h around the ring on its post
-SIGN_ROI = (0.80, 0.12, 0.14, 0.22)
 SEED = 20260601
+# The test and bench caches key on this file's hash alone: pin the table's so editing the
+# table changes this file too. generate() refuses to run on a mismatch.
+TABLE_DIGEST = "60c5c8d67eec"
 # Person cut-outs: photo, box [x1, y1, x2, y2], share of the body height the box shows.
 SOURCES: dict[str, tuple[str, tuple[int, int, int, int], float]] = {
     "bus0": ("bus.jpg", (46, 383, 215, 907), 1.0),
     "bus1": ("bus.jpg", (210, 391, 347, 872), 1.0),
     "zidane1": ("zidane.jpg", (760, 40, 1125, 720), 0.55),
 }
-CHILD_M, ADULT_M = 1.10, 1.75
 NOISE = [np.random.default_rng(SEED + k).normal(0, 2.0, (H, W, 1)).astype(np.float32)
          for k in range(7)]                # sensor noise, cycled
+Cuts = dict[str, tuple[np.ndarray, np.ndarray, float]]
+Bgs = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def ppm(y: float) -> float:
-    """Pixels per metre of body height for a foot at normalised row y (the scene's calibration)."""
-    return 110.0 + 200.0 * (y - 0.32)
+def table_digest() -> str:
+    """First 12 hex digits of scene_table.py's sha256."""
+    path = Path(__file__).resolve().parent / "scene_table.py"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
 
 
 def assets_dir() -> Path:
@@ -45,125 +63,6 @@ def assets_dir() -> Path:
     if spec is None or spec.origin is None:
         raise FileNotFoundError("ultralytics is not installed; its sample photos are needed")
     return Path(spec.origin).resolve().parent / "assets"
-
-
-@dataclass
-class Actor:
-    """One pasted person: keyframes (t, x, y, depth_m) of the surface foot point."""
-
-    src: str
-    stature_m: float
-    keys: list[tuple[float, float, float, float]]
-    flip: bool = False
-
-    def at(self, t: float) -> tuple[float, float, float] | None:
-        """Interpolated (x, y, depth) at time t, or None outside the keyframes."""
-        if t < self.keys[0][0] or t > self.keys[-1][0]:
-            return None
-        for a, b in zip(self.keys, self.keys[1:], strict=False):
-            if a[0] <= t <= b[0]:
-                f = 0.0 if b[0] == a[0] else (t - a[0]) / (b[0] - a[0])
-                return tuple(a[i] + f * (b[i] - a[i]) for i in (1, 2, 3))  # type: ignore[return-value]
-        k = self.keys[-1]
-        return k[1], k[2], k[3]
-
-
-Curve = Callable[[float], float]
-Cuts = dict[str, tuple[np.ndarray, np.ndarray, float]]
-
-
-@dataclass
-class Scene:
-    """A clip: duration, actors, and what happens to the kit and the camera over time."""
-
-    name: str
-    duration_s: float
-    about: str
-    actors: list[Actor] = field(default_factory=list)
-    lifebuoy: Callable[[float], bool] = lambda t: True
-    gain: Curve = lambda t: 1.0
-    covered: Callable[[float], bool] = lambda t: False
-    shift: Callable[[float], tuple[float, float, float]] = lambda t: (0.0, 0.0, 0.0)
-    expect: list[dict[str, Any]] = field(default_factory=list)
-    equipment_fast: bool = False
-
-
-def _ramp(points: Sequence[tuple[float, float]]) -> Curve:
-    """Piecewise-linear curve through (t, value) points."""
-    ts, vs = [p[0] for p in points], [p[1] for p in points]
-    return lambda t: float(np.interp(t, ts, vs))
-
-
-def scenes() -> list[Scene]:
-    """Every scene this script can make."""
-    child_walk = [(1.0, -0.04, 0.33, 0), (6.0, 0.42, 0.56, 0), (13.9, 0.45, 0.56, 0)]
-    s = [
-        Scene("child_to_bank", 14, "A child walks from the field onto the bank and stays ~8 s.",
-              [Actor("bus0", CHILD_M, child_walk)], expect=[{"type": "child_near_water"}]),
-        Scene("adult_on_bank", 12, "An adult walks along the bank and stays.",
-              [Actor("bus1", ADULT_M, [(1, 1.04, 0.54, 0), (5, 0.60, 0.55, 0),
-                                       (11.9, 0.58, 0.55, 0)], flip=True)],
-              expect=[{"type": "person_near_water"}]),
-        Scene("child_leaves", 18, "A child comes onto the bank, then walks back out of view.",
-              [Actor("bus0", CHILD_M, [(1, -0.04, 0.33, 0), (5, 0.40, 0.56, 0), (9, 0.42, 0.56, 0),
-                                       (13, -0.10, 0.36, 0)])],
-              expect=[{"type": "child_near_water"}, {"type": "event_end"}]),
-        Scene("person_into_water", 14, "An adult walks from the bank into the water, waist deep.",
-              [Actor("bus0", ADULT_M, [(1, 0.62, 0.55, 0), (4, 0.56, 0.70, 0.3),
-                                       (7, 0.52, 0.78, 0.8), (13.9, 0.52, 0.78, 0.8)])],
-              expect=[{"type": "person_in_water"}]),
-        Scene("person_submerged", 18, "An adult wades into the water, then sinks out of sight.",
-              [Actor("bus1", ADULT_M, [(0.5, 0.62, 0.55, 0), (4, 0.55, 0.76, 0.7),
-                                       (7, 0.54, 0.78, 0.9), (10, 0.54, 0.79, 2.2)])],
-              expect=[{"type": "person_in_water"}, {"type": "person_submerged"}]),
-        Scene("wader", 12, "A man (from zidane.jpg) stands chest deep in the water.",
-              [Actor("zidane1", ADULT_M, [(0, 0.30, 0.80, 0.9), (11.9, 0.36, 0.80, 0.9)])],
-              expect=[{"type": "person_in_water"}]),
-        Scene("two_children", 18, "Two children come onto the bank at different times.",
-              [Actor("bus0", CHILD_M, [(1, -0.04, 0.33, 0), (5, 0.30, 0.56, 0), (8, 0.30, 0.56, 0),
-                                       (10.5, -0.08, 0.42, 0)]),
-               Actor("bus1", CHILD_M, [(9, 1.04, 0.36, 0), (13, 0.65, 0.57, 0),
-                                       (17.9, 0.64, 0.57, 0)], flip=True)],
-              expect=[{"type": "child_near_water"}, {"type": "child_near_water"}]),
-        Scene("child_with_adult", 14, "A child and an adult walk onto the bank together.",
-              [Actor("bus0", CHILD_M, [(1, -0.04, 0.42, 0), (6, 0.36, 0.57, 0),
-                                       (13.9, 0.38, 0.57, 0)]),
-               Actor("bus1", ADULT_M, [(1, -0.14, 0.44, 0), (6, 0.24, 0.59, 0),
-                                       (13.9, 0.25, 0.59, 0)])],
-              expect=[{"type": "child_near_water", "supervised": True}]),
-        Scene("empty_static", 10, "Nobody; only sensor noise and ripples.", []),
-        Scene("child_to_bank_dusk", 14, "child_to_bank at 55 % brightness.",
-              [Actor("bus0", CHILD_M, child_walk)], gain=lambda t: 0.55,
-              expect=[{"type": "child_near_water"}]),
-        Scene("child_to_bank_bright", 14, "child_to_bank at 135 % brightness.",
-              [Actor("bus0", CHILD_M, child_walk)], gain=lambda t: 1.35,
-              expect=[{"type": "child_near_water"}]),
-        # Equipment and camera scenes (issue 4); their configs use short thresholds.
-        Scene("lifebuoy_removed", 16, "An adult takes the lifebuoy at t=5 s; it stays gone.",
-              [Actor("bus1", ADULT_M, [(0.5, 0.55, 0.62, 0), (4, 0.13, 0.63, 0), (5, 0.13, 0.63, 0),
-                                       (7.5, -0.15, 0.60, 0)])],
-              lifebuoy=lambda t: t < 5.0, equipment_fast=True,
-              expect=[{"type": "equipment_missing", "item": "lifebuoy"}]),
-        Scene("lifebuoy_brief", 14, "The lifebuoy is gone for 3 s (t=4..7), then back.", [],
-              lifebuoy=lambda t: not 4.0 <= t < 7.0, equipment_fast=True),
-        Scene("lifebuoy_occluded", 20, "An adult stands in front of the lifebuoy for 15 s.",
-              [Actor("bus1", ADULT_M, [(0.5, 0.50, 0.62, 0), (3, 0.11, 0.64, 0),
-                                       (18, 0.11, 0.64, 0), (19.9, 0.40, 0.64, 0)])],
-              equipment_fast=True, expect=[{"type": "person_near_water"}]),
-        Scene("brightness_ramp", 20, "Daylight 100 % -> 60 % -> 140 % -> 100 % (cloud, sun).", [],
-              gain=_ramp([(0, 1.0), (2, 1.0), (8, 0.6), (16, 1.4), (20, 1.0)]),
-              equipment_fast=True),
-        Scene("lens_covered", 18, "Something covers the lens from t=5 to t=13 s.", [],
-              covered=lambda t: 5.0 <= t < 13.0, equipment_fast=True,
-              expect=[{"type": "camera_fault", "reason": "covered"}, {"type": "camera_ok"}]),
-        Scene("camera_nudged", 14, "The camera is knocked at t=4 s: view shifted and rotated.", [],
-              shift=lambda t: (0.06, 0.04, 3.0) if t >= 4.0 else (0.0, 0.0, 0.0),
-              equipment_fast=True, expect=[{"type": "camera_fault", "reason": "view_moved"}]),
-        Scene("night", 10, "It gets dark at t=2..4 s (8 % light).", [],
-              gain=_ramp([(0, 1.0), (2, 1.0), (4, 0.08), (10, 0.08)]), equipment_fast=True,
-              expect=[{"type": "camera_fault", "reason": "too_dark"}]),
-    ]
-    return s
 
 
 # ---------------------------------------------------------------- rendering
@@ -176,20 +75,33 @@ def _tex(img: np.ndarray, w: int, h: int, tint: tuple[float, float, float], lo: 
     return np.stack([g * c for c in tint], axis=-1)
 
 
-def background() -> tuple[np.ndarray, np.ndarray]:
+def background(pond: Pond | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The static scene (field, bank, post, sign) and the water texture, both float32 BGR."""
     from skimage import data
+    p = pond or PONDS["meadow"]
     rng = np.random.default_rng(SEED)
     bg = np.zeros((H, W, 3), np.float32)
-    fe, wy = int(FIELD_END * H), int(WATER_Y * H)
-    bg[:fe] = _tex(data.grass(), W, fe, (60, 150, 90), 0.45, 1.0)
-    bank = _tex(data.gravel(), W, H - fe, (120, 150, 170), 0.55, 1.05)
+    fe, wy = int(p.field_end * H), int(p.water_y * H)
+
+    def tex(spec: tuple[str, tuple[float, float, float], float, float], w: int,
+            h: int) -> np.ndarray:
+        """A tinted texture layer from a scikit-image sample."""
+        return _tex(getattr(data, spec[0])(), w, h, spec[1], spec[2], spec[3])
+
+    bg[:fe] = tex(p.field_tex, W, fe)
+    bank = tex(p.bank_tex, W, H - fe)
     bg[fe:] = bank
-    edge = (fe + 5 * np.sin(np.arange(W) / 37.0) + rng.integers(-3, 4, W)).astype(int)
+    edge = (fe + p.edge_amp * np.sin(np.arange(W) / p.edge_period)
+            + rng.integers(-3, 4, W)).astype(int)
     for x in range(W):   # a ragged field edge: grass reaches a little into the bank
         bg[fe:edge[x], x] = bg[2 * fe - edge[x]:fe, x][::-1] if edge[x] > fe else bg[fe:fe, x]
-    water = _tex(data.gravel(), W * 2, H - wy, (150, 110, 60), 0.5, 0.9)
-    water = cv2.GaussianBlur(water, (0, 0), 3)
+    water = tex(p.water_tex, W * 2, H - wy)
+    water = cv2.GaussianBlur(water, (0, 0), p.water_blur)
+    if p.wall_px:        # the quay's face: darker, coarser stone just above the water
+        bg[wy - p.wall_px:wy] = bg[wy - p.wall_px:wy] * 0.55
+        cv2.line(bg, (0, wy - p.wall_px), (W, wy - p.wall_px), (205, 210, 210), 2)
+    if p.reeds:
+        _draw_reeds(bg, wy, rng)
     bg = bg.clip(0, 255).astype(np.uint8)
     # the sign: a white board with a red border on two posts
     sx, sy, sw, sh = (int(v * s) for v, s in zip(SIGN_ROI, (W, H, W, H), strict=True))
@@ -205,6 +117,21 @@ def background() -> tuple[np.ndarray, np.ndarray]:
     cv2.rectangle(bg, (cx - 5, cy - 10), (cx + 5, int(0.56 * H)), (35, 60, 95), -1)
     cv2.line(bg, (cx, cy - 10), (cx, cy - 30), (30, 30, 30), 3)
     return bg.astype(np.float32), water
+
+
+def _draw_reeds(bg: np.ndarray, wy: int, rng: np.random.Generator) -> None:
+    """Clumps of reeds rising from the water line at both sides of the view, in place."""
+    for x0, x1 in ((0.0, 0.10), (0.88, 1.0)):
+        for _ in range(70):
+            x = int(rng.uniform(x0, x1) * W)
+            tall = int(rng.uniform(25, 70))
+            lean = int(rng.integers(-8, 9))
+            shade = float(rng.uniform(0.6, 1.1))
+            colour = (40 * shade, 95 * shade, 85 * shade)
+            cv2.line(bg, (x, wy + 4), (x + lean, wy - tall), colour, 2, cv2.LINE_AA)
+            if rng.uniform() < 0.3:   # a brown seed head
+                cv2.ellipse(bg, (x + lean, wy - tall), (2, 6), 0, 0, 360,
+                            (30, 50, 80), -1, cv2.LINE_AA)
 
 
 def _ring_geometry() -> tuple[int, int, int, int]:
@@ -256,9 +183,11 @@ def cutouts() -> Cuts:
 
 
 def paste(frame: np.ndarray, cut: tuple[np.ndarray, np.ndarray, float], stature_m: float,
-          x: float, y: float, depth_m: float, flip: bool) -> list[int] | None:
+          x: float, y: float, depth_m: float, flip: bool,
+          pond: Pond | None = None) -> list[int] | None:
     """Paste a person whose surface foot point is (x, y); return the visible box in pixels."""
     crop, alpha, share = cut
+    ppm = (pond or PONDS["meadow"]).ppm
     body_px = stature_m * ppm(y)
     h = max(2, int(round(body_px * share)))
     w = max(2, int(round(crop.shape[1] * h / crop.shape[0])))
@@ -286,9 +215,10 @@ def render(scene: Scene, t: float, i: int, bg: np.ndarray, water: np.ndarray,
            cuts: Cuts) -> tuple[np.ndarray, dict[str, Any]]:
     """One frame of the scene at time t and its ground truth."""
     frame = bg.copy()
-    wy = int(WATER_Y * H)
+    pond = PONDS[scene.pond]
+    wy = int(pond.water_y * H)
     off = int(20 * t) % W
-    wave = (12 * np.sin(np.arange(H - wy)[:, None] / 5.0 + t * 2.0)).astype(np.float32)
+    wave = (pond.wave_amp * np.sin(np.arange(H - wy)[:, None] / 5.0 + t * 2.0)).astype(np.float32)
     frame[wy:] = water[:, off:off + W] + wave[..., None]
     if scene.lifebuoy(t):
         draw_lifebuoy(frame)
@@ -298,13 +228,15 @@ def render(scene: Scene, t: float, i: int, bg: np.ndarray, water: np.ndarray,
         pos = actor.at(t)
         if pos is None:
             continue
-        box = paste(frame, cuts[actor.src], actor.stature_m, *pos, actor.flip)
+        box = paste(frame, cuts[actor.src], actor.stature_m, *pos, actor.flip, pond)
         if box is None:
             continue
-        zone = "water" if pos[1] >= WATER_Y else "bank" if pos[1] >= FIELD_END else "field"
         persons.append({"actor": k, "box": box, "foot": [round(pos[0], 4), round(pos[1], 4)],
-                        "depth_m": round(pos[2], 3), "stature_m": actor.stature_m, "zone": zone,
+                        "depth_m": round(pos[2], 3), "stature_m": actor.stature_m,
+                        "zone": pond.zone(pos[1]),
                         "child": actor.stature_m <= 1.45})
+    if scene.haze:        # overcast: flatter light, less contrast and colour
+        frame = (1.0 - scene.haze) * frame + scene.haze * frame.mean()
     g = scene.gain(t)
     if g != 1.0:
         frame *= g
@@ -313,10 +245,10 @@ def render(scene: Scene, t: float, i: int, bg: np.ndarray, water: np.ndarray,
     dx, dy, ang = scene.shift(t)
     if dx or dy or ang:
         m = cv2.getRotationMatrix2D((W / 2, H / 2), ang, 1.0)
-        m[:, 2] += (dx * W, dy * H)
+        m[:, 2] += np.array([dx * W, dy * H])
         frame = cv2.warpAffine(frame, m, (W, H), borderMode=cv2.BORDER_REFLECT)
     if scene.covered(t):
-        frame = cv2.GaussianBlur(frame, (0, 0), 25) * 0.3 + np.float32([20, 30, 45])
+        frame = cv2.GaussianBlur(frame, (0, 0), 25) * 0.3 + np.array([20, 30, 45], np.float32)
     frame += NOISE[i % len(NOISE)]
     out = np.clip(frame, 0, 255).astype(np.uint8)
     truth = {"i": i, "t": round(t, 3), "persons": persons, "lifebuoy": scene.lifebuoy(t),
@@ -326,8 +258,12 @@ def render(scene: Scene, t: float, i: int, bg: np.ndarray, water: np.ndarray,
 
 def node_config(scene: Scene, model: Path) -> dict[str, Any]:
     """The node config matching the scene's geometry."""
+    pond = PONDS[scene.pond]
+    fe, wy = pond.field_end, pond.water_y
+
     def ref(x: float, y: float) -> dict[str, Any]:
-        head = round(y - ADULT_M * ppm(y) / H, 4)
+        """A 1.75 m calibration pole standing at (x, y)."""
+        head = round(y - ADULT_M * pond.ppm(y) / H, 4)
         return {"foot": [x, y], "head": [x, head], "height_m": ADULT_M}
     fast = scene.equipment_fast
     return {
@@ -336,9 +272,10 @@ def node_config(scene: Scene, model: Path) -> dict[str, Any]:
         "camera": {"source": f"{scene.name}.mp4", "fps": FPS},
         "model": {"path": str(model), "imgsz": 640, "conf": 0.35,
                   "labels": {"person": ["person", "Normal", "Fall"]}},
-        "zones": {"water": [[0.0, WATER_Y], [1.0, WATER_Y], [1.0, 1.0], [0.0, 1.0]],
-                  "bank": [[0.0, FIELD_END], [1.0, FIELD_END], [1.0, WATER_Y], [0.0, WATER_Y]]},
-        "stature": {"references": [ref(0.5, 0.60), ref(0.3, 0.48)], "child_max_m": 1.45},
+        "zones": {"water": [[0.0, wy], [1.0, wy], [1.0, 1.0], [0.0, 1.0]],
+                  "bank": [[0.0, fe], [1.0, fe], [1.0, wy], [0.0, wy]]},
+        "stature": {"references": [ref(0.5, pond.ref_rows[0]), ref(0.3, pond.ref_rows[1])],
+                    "child_max_m": 1.45},
         "rules": {"dwell_s": 1.0, "clear_s": 3.0, "submerged_s": 3.0},
         "equipment": [
             {"item": "lifebuoy", "roi": list(LIFEBUOY_ROI),
@@ -356,7 +293,7 @@ def make(scene: Scene, outdir: Path, model: Path, bg: np.ndarray, water: np.ndar
          cuts: Cuts) -> Path:
     """Write OUTDIR/<scene>.mp4, .yaml and .truth.json; return the video path."""
     video = outdir / f"{scene.name}.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (W, H))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (W, H))
     if not writer.isOpened():
         raise OSError(f"cannot write {video}")
     frames = []
@@ -386,10 +323,14 @@ def generate(outdir: str | Path, only: Sequence[str] | None = None,
         if bad:
             raise ValueError(f"unknown scene(s) {', '.join(bad)}; see --list")
         chosen = [s for s in chosen if s.name in only]
+    digest = table_digest()
+    if digest != TABLE_DIGEST:
+        raise RuntimeError(f"scripts/scene_table.py changed: set TABLE_DIGEST = \"{digest}\" "
+                           "in scripts/make_scenes.py (cached scene folders key on its hash)")
     model_path = Path(model).resolve() if model else REPO / "models" / "person.pt"
-    bg, water = background()
+    bgs: Bgs = {name: background(PONDS[name]) for name in sorted({s.pond for s in chosen})}
     cuts = cutouts()
-    return [make(s, out, model_path, bg, water, cuts) for s in chosen]
+    return [make(s, out, model_path, *bgs[s.pond], cuts) for s in chosen]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -407,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.list:
         for s in scenes():
-            print(f"{s.name:22s} {s.duration_s:4.0f} s  {s.about}")
+            print(f"{s.name:26s} {s.duration_s:4.0f} s  {s.pond:7s} {s.about}")
         return 0
     outdir = args.demo or args.outdir
     if not outdir:

@@ -136,3 +136,22 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ("child_to_bank", "person_submerged", "lens_covered", "camera_nudged"):
         assert name in out
+
+
+def test_stale_table_digest_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clip caches key on make_scenes.py's hash: an unpinned scene_table.py edit is refused."""
+    monkeypatch.setattr(ms, "TABLE_DIGEST", "0" * 12)
+    with pytest.raises(RuntimeError, match="TABLE_DIGEST"):
+        ms.generate(tmp_path, ["child_to_bank"])
+    assert not (tmp_path / "child_to_bank.mp4").exists()
+
+
+def test_new_ponds_deterministic(tmp_path: Path) -> None:
+    """A clip on each new background comes out byte-identical twice."""
+    names = ["child_to_bank_shore", "adult_on_bank_quay"]
+    ms.generate(tmp_path / "a", names)
+    ms.generate(tmp_path / "b", names)
+    for name in names:
+        for ext in (".mp4", ".truth.json", ".yaml"):
+            assert (tmp_path / "a" / f"{name}{ext}").read_bytes() == \
+                (tmp_path / "b" / f"{name}{ext}").read_bytes(), (name, ext)

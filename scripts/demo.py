@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -21,10 +22,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 
-from page_receiver import PageReceiver  # noqa: E402
-
+from scripts.page_receiver import PageReceiver  # noqa: E402
 from server.broker import free_port  # noqa: E402
 from server.config import parse_config  # noqa: E402
 from server.runner import Server  # noqa: E402
@@ -131,17 +130,16 @@ class DemoStack:
         """The constable's first page and the acknowledge link in it."""
         deadline = time.monotonic() + timeout
         while True:
-            try:
-                pages = self.receiver.wait(1, timeout=1.0)
-            except TimeoutError:
-                pages = []
+            with contextlib.suppress(AssertionError):
+                self.receiver.wait(1, timeout=1.0)
             if self.node is not None and self.node.poll() not in (None, 0):
                 raise RuntimeError(f"the node exited with {self.node.returncode}")
-            for page in pages:
-                if page["_path"] == "/page":
-                    m = LINK_RE.search(page.get("message", ""))
-                    if m:
-                        return page, m.group(0)
+            rec = self.receiver
+            for page, path, received in zip(list(rec.pages), list(rec.paths),
+                                            list(rec.received), strict=False):
+                m = LINK_RE.search(page.get("message", ""))
+                if path == "/page" and m:
+                    return dict(page, _received=received), m.group(0)
             if time.monotonic() > deadline:
                 raise TimeoutError("no page with an acknowledge link for the constable")
             time.sleep(0.1)

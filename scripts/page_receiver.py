@@ -10,53 +10,62 @@ from typing import Any
 
 
 class PageReceiver:
-    """Listens on 127.0.0.1 and keeps each page's JSON body with its arrival time."""
+    """A real HTTP server on 127.0.0.1 keeping each page's JSON body, path and arrival time."""
 
-    def __init__(self, status: int = 200, delay_s: float = 0.0) -> None:
-        """Start listening on a free port; status and delay_s shape the answer."""
+    def __init__(self, delay_s: float = 0.0, status: int = 200) -> None:
+        """Listen on a free loopback port; optionally answer slowly or with an error status."""
         self.pages: list[dict[str, Any]] = []
-        self.status = status
-        self.delay_s = delay_s
+        self.paths: list[str] = []
+        self.times: list[float] = []      # time.monotonic() at arrival
+        self.received: list[float] = []   # time.time() at arrival (to compare with event ts)
+        self.delay_s, self.status = delay_s, status
         self._cond = threading.Condition()
-        receiver = self
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if outer.delay_s:
+                    time.sleep(outer.delay_s)
                 try:
                     page = json.loads(body or b"{}")
                 except json.JSONDecodeError:
                     page = {"raw": body.decode(errors="replace")}
-                page["_path"] = self.path
-                page["_received"] = time.time()
-                if receiver.delay_s:
-                    time.sleep(receiver.delay_s)
-                with receiver._cond:
-                    receiver.pages.append(page)
-                    receiver._cond.notify_all()
-                self.send_response(receiver.status)
+                with outer._cond:
+                    outer.pages.append(page)
+                    outer.paths.append(self.path)
+                    outer.times.append(time.monotonic())
+                    outer.received.append(time.time())
+                    outer._cond.notify_all()
+                self.send_response(outer.status)
                 self.end_headers()
 
-            def log_message(self, *args: Any) -> None:
+            def log_message(self, *_a: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self._httpd.server_address[1])
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.httpd.server_address[1])
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
 
-    def url(self, path: str = "/page") -> str:
-        """The Apprise json:// URL that posts here."""
-        return f"json://127.0.0.1:{self.port}{path}"
+    def url(self, path: str = "page") -> str:
+        """The Apprise json:// URL that posts to /path here."""
+        return f"json://127.0.0.1:{self.port}/{path.lstrip('/')}"
 
-    def wait(self, count: int = 1, timeout: float = 30.0) -> list[dict[str, Any]]:
-        """Block until at least count pages arrived; raise TimeoutError otherwise."""
+    def wait(self, n: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until n pages arrived; return them, or raise AssertionError on timeout."""
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self.pages) >= count, timeout):
-                raise TimeoutError(f"{len(self.pages)} page(s) after {timeout} s, wanted {count}")
+            if not self._cond.wait_for(lambda: len(self.pages) >= n, timeout):
+                raise AssertionError(f"expected {n} pages, got {len(self.pages)}")
             return list(self.pages)
 
+    def for_path(self, path: str) -> list[dict[str, Any]]:
+        """Pages posted to one path (one path per person)."""
+        with self._cond:
+            return [p for p, q in zip(self.pages, self.paths, strict=True)
+                    if q == f"/{path.lstrip('/')}"]
+
     def close(self) -> None:
-        """Stop the server; safe to call twice."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        """Stop listening; safe to call twice."""
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -16,45 +15,19 @@ from edge.config import NodeConfig
 from edge.link import NodeLink
 from edge.outbox import Outbox
 from protocol import Event, Topics
-from server.broker import Mosquitto, free_port
+from server.broker import Mosquitto
+from tests.support import shipped_secure_broker
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = ROOT / "systemd" / "mosquitto"
 T = Topics()
 PASSWORDS = {"heyuan-01": "pw-heyuan", "other-02": "pw-other", "pondwatch-server": "pw-server"}
-
-
-def _certs(d: Path) -> None:
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-        "-keyout", "server.key", "-out", "server.csr")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
 
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """Mosquitto started from the shipped config, with test certificates and passwords."""
-    d = tmp_path_factory.mktemp("secure-broker")
-    _certs(d)
-    passwd = d / "pondwatch.passwd"
-    for user, pw in PASSWORDS.items():
-        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if not passwd.exists() else []),
-                        str(passwd), user, pw], check=True)
-    assert "pw-heyuan" not in passwd.read_text(), "passwords are stored hashed"
-    port = free_port()
-    conf = (SHIPPED / "pondwatch.conf").read_text()
-    conf = (conf.replace("/etc/mosquitto/pondwatch.passwd", str(passwd))
-                .replace("/etc/mosquitto/pondwatch.acl", str(SHIPPED / "pondwatch.acl"))
-                .replace("/etc/mosquitto/certs/", f"{d}/")
-                .replace("/var/lib/mosquitto/", f"{d}/")
-                .replace("listener 8883", f"listener {port} 127.0.0.1"))
-    assert "allow_anonymous false" in conf
-    with Mosquitto(port=port, data_dir=d, full_conf=conf) as broker:
+    broker = shipped_secure_broker(tmp_path_factory.mktemp("secure-broker"), PASSWORDS)
+    assert "pw-heyuan" not in (broker.data_dir / "pondwatch.passwd").read_text(), "hashed"
+    with broker:
         yield broker
 
 

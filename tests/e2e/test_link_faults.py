@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from server.broker import Mosquitto, free_port
 from server.config import parse_config
 from server.db import Alert, EventRow
 from server.runner import Server
+from tests.support import wait_for
 
 from .tcpproxy import TcpProxy
 
@@ -30,15 +31,6 @@ NODE = "heyuan-01"
 POND = "heyuan-shantang"
 OUTAGE_S = float(os.environ.get("PONDWATCH_TEST_OUTAGE_S", "60"))
 
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll cond until true or fail naming what was awaited."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def write_registry(d: Path) -> Path:

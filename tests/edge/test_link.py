@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -17,18 +17,10 @@ from edge.link import NodeLink
 from edge.outbox import Outbox
 from protocol import Ack, Event, Topics, encode
 from server.broker import Mosquitto
+from tests.support import wait_for
 
 T = Topics()
 
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll cond until true or fail."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def node_cfg(broker: Mosquitto, tmp_path: Path, node: str = "heyuan-01") -> NodeConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from edge.config import load_config
 from edge.outbox import Outbox
 from edge.service import NodeService
 from server.broker import free_port
+from tests.support import wait_for
 
 HORN, LIGHT, LED, SOS = 17, 27, 22, 5
 
@@ -36,14 +37,6 @@ class RecordingPlayer:
     def busy(self) -> bool:
         return False
 
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

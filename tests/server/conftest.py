@@ -7,7 +7,6 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,69 +16,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocol.payloads import Event, encode
 from protocol.topics import Topics
+from scripts.page_receiver import PageReceiver
 from server.broker import Mosquitto, free_port
 from server.config import ServerConfig, parse_config
+from tests.support import wait_for  # noqa: F401  (re-exported for tests/server)
 
 SECRET = "test-secret-key-0123456789abcdef"
-
-
-class PageReceiver:
-    """A real HTTP server collecting the JSON bodies Apprise json:// posts."""
-
-    def __init__(self, delay_s: float = 0.0, status: int = 200) -> None:
-        """Listen on a free loopback port; optionally answer slowly or with an error."""
-        self.pages: list[dict[str, Any]] = []
-        self.paths: list[str] = []
-        self.times: list[float] = []
-        self.delay_s, self.status = delay_s, status
-        self._cond = threading.Condition()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if outer.delay_s:
-                    time.sleep(outer.delay_s)
-                with outer._cond:
-                    outer.pages.append(json.loads(body))
-                    outer.paths.append(self.path)
-                    outer.times.append(time.monotonic())
-                    outer._cond.notify_all()
-                self.send_response(outer.status)
-                self.end_headers()
-
-            def log_message(self, *_a: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    def url(self, path: str = "page") -> str:
-        """The Apprise json:// URL for this receiver."""
-        return f"json://127.0.0.1:{self.port}/{path}"
-
-    def wait(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Wait until n pages arrived (poll with timeout); return them."""
-        end = time.monotonic() + timeout
-        with self._cond:
-            while len(self.pages) < n:
-                left = end - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"expected {n} pages, got {len(self.pages)}")
-                self._cond.wait(left)
-            return list(self.pages)
-
-    def for_path(self, path: str) -> list[dict[str, Any]]:
-        """Pages posted to one path (one path per person)."""
-        with self._cond:
-            return [p for p, q in zip(self.pages, self.paths, strict=True) if q == f"/{path}"]
-
-    def close(self) -> None:
-        """Stop listening."""
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -204,12 +146,3 @@ def node(mosquitto: Mosquitto) -> Iterator[FakeNode]:
     n.close()
 
 
-def wait_for(cond: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll cond() until truthy (poll with timeout, never a blind sleep)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = cond()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")

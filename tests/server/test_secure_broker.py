@@ -2,52 +2,27 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from protocol.payloads import Event, encode
-from server.broker import Mosquitto, free_port
+from server.broker import Mosquitto
 from server.db import EventRow
 from server.runner import Server
 from tests.server.conftest import FakeNode, PageReceiver, make_config
+from tests.support import shipped_secure_broker
 
 SHIPPED = Path(__file__).resolve().parents[2] / "systemd" / "mosquitto"
 PASSWORDS = {"heyuan-01": "pw-heyuan", "xiatang-01": "pw-xiatang",
              "pondwatch-server": "pw-server"}
 
 
-def _certs(d: Path) -> None:
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-        "-keyout", "server.key", "-out", "server.csr")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt")
-
-
 @pytest.fixture
 def secure(tmp_path: Path) -> Iterator[Mosquitto]:
-    d = tmp_path / "secure"
-    d.mkdir()
-    _certs(d)
-    passwd = d / "pondwatch.passwd"
-    for user, pw in PASSWORDS.items():
-        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if not passwd.exists() else []),
-                        str(passwd), user, pw], check=True)
-    port = free_port()
-    conf = (SHIPPED / "pondwatch.conf").read_text()
-    conf = (conf.replace("/etc/mosquitto/pondwatch.passwd", str(passwd))
-                .replace("/etc/mosquitto/pondwatch.acl", str(SHIPPED / "pondwatch.acl"))
-                .replace("/etc/mosquitto/certs/", f"{d}/")
-                .replace("/var/lib/mosquitto/", f"{d}/")
-                .replace("listener 8883", f"listener {port} 127.0.0.1"))
-    with Mosquitto(port=port, data_dir=d, full_conf=conf) as broker:
+    """The shipped TLS/ACL broker config with test certificates and passwords."""
+    with shipped_secure_broker(tmp_path / "secure", PASSWORDS) as broker:
         yield broker
 
 

@@ -123,6 +123,9 @@ class DemoStack:
         path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
         exe = Path(sys.executable).with_name("pondwatch-edge")
         cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "edge.cli"]
+        # the technician's step at installation: enrol the rescue kit from the camera's view
+        subprocess.run([*cmd, "enrol", str(path), "--source", cfg["camera"]["source"]],
+                       check=True, cwd=ROOT)
         self.node = subprocess.Popen([*cmd, "run", str(path)], cwd=ROOT)
         return self.node
 
@@ -170,9 +173,10 @@ def event_latency(stack: DemoStack, page: dict[str, Any]) -> float | None:
         if not alerts:
             return None
         detail = c.get(f"/api/alerts/{alerts[-1]['id']}").json()
-    ts = detail.get("first_event_ts") or detail.get("opened_at")
-    if not ts:
+    events = detail.get("events") or []
+    if not events:
         return None
+    ts = events[0]["ts"]  # the node's own timestamp of the event
     return float(page["_received"]) - datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 

@@ -248,17 +248,35 @@ def enrol(cfg: NodeConfig, config_path: str | Path, source: str | int | None = N
     except SourceError as exc:
         print(f"无法打开画面来源 / cannot open source: {exc}", file=sys.stderr)
         return 1
-    if not shots or len({s.shape for s in shots}) != 1:
-        print(f"没有可用画面或尺寸不一 / no usable frames from {spec_src}", file=sys.stderr)
+    try:
+        message = enrol_frames(cfg, config_path, shots, str(spec_src))
+    except EnrolError as exc:
+        print(str(exc), file=sys.stderr)
         return 1
+    print(message)
+    return 0
+
+
+class EnrolError(ValueError):
+    """The frames cannot serve as references (none, mixed sizes, too dark, covered)."""
+
+
+def enrol_frames(cfg: NodeConfig, config_path: str | Path, shots: list[np.ndarray],
+                 source_label: str) -> str:
+    """Write the per-item and whole-view references from frames; return a summary line.
+
+    Used by `enrol` and by the running node's remote re-enrol command.
+    """
+    spec_src = source_label
+    if not shots or len({s.shape for s in shots}) != 1:
+        raise EnrolError(f"没有可用画面或尺寸不一 / no usable frames from {spec_src}")
     if len(shots) < 3:
         log.warning("only %d frame(s): a passer-by would be enrolled too", len(shots))
     median = np.median(np.stack(shots), axis=0).astype(np.uint8)
     stats = frame_stats(median)
     bad = blindness(stats)
     if bad:
-        print(f"画面不可用（{bad}），无法登记 / cannot enrol: the view is {bad}", file=sys.stderr)
-        return 1
+        raise EnrolError(f"画面不可用（{bad}），无法登记 / cannot enrol: the view is {bad}")
     now = utc_now().isoformat()
     h, w = median.shape[:2]
     written: list[tuple[str, np.ndarray]] = []
@@ -288,8 +306,7 @@ def enrol(cfg: NodeConfig, config_path: str | Path, source: str | int | None = N
                                             "detail": round(stats.detail, 2)})
     preview = view.parent / "enrol-preview.png"
     cv2.imwrite(str(preview), _preview(median, cfg, written))
-    print(f"已登记 {len(written)} 件设备 / enrolled {len(written)} item(s); preview: {preview}")
-    return 0
+    return f"已登记 {len(written)} 件设备 / enrolled {len(written)} item(s); preview: {preview}"
 
 
 def _preview(median: np.ndarray, cfg: NodeConfig, crops: list[tuple[str, np.ndarray]]

@@ -204,6 +204,7 @@ class NodeService:
         return {
             "horn_test": self._horn_test,
             "snapshot": self._snapshot_now,
+            "enrol": self._re_enrol,
             "restart": self._restart,
         }
 
@@ -224,6 +225,21 @@ class NodeService:
         self.link.client.publish(self.link.topics.snapshot(self.cfg.node_id, event_id),
                                  jpeg.tobytes()[:150_000], qos=1)
         return {"snapshot_id": event_id, "bytes": int(jpeg.size)}
+
+    def _re_enrol(self, args: dict[str, Any]) -> str:
+        """Re-enrol the rescue kit from the live view (median of frames a second apart)."""
+        from edge.equipment import enrol_frames
+
+        shots: list[Any] = []
+        for _ in range(int(args.get("frames", 9))):
+            got = self.slot.peek()
+            if got is not None:
+                shots.append(got[0])
+            if self.stop_event.wait(float(args.get("every_s", 1.0))):
+                break
+        message = enrol_frames(self.cfg, self.config_path, shots, "live view")
+        self.site = SiteWatch(self.cfg, self.config_path)
+        return message
 
     def _restart(self, args: dict[str, Any]) -> str:
         self.exit_code = EXIT_RESTART

@@ -89,3 +89,27 @@ def test_sos_button_raises_a_critical_event(offline_node: Any) -> None:
     [sos] = [i for i in box.due(1e12, 50) if i.event["type"] == "sos"]
     assert sos.severity == "critical" and sos.event["node_id"] == svc.cfg.node_id
     wait_for(lambda: factory.pin(HORN).state, 1.0, "the horn for SOS")
+
+
+def test_remote_re_enrol_writes_references_from_the_live_view(offline_node: Any) -> None:
+    import cv2
+
+    from protocol import Command
+    from protocol.payloads import utc_now
+
+    svc, _, _ = offline_node
+    assert all(v.startswith("unknown") for v in svc.site.kit.state().values())
+    cap = cv2.VideoCapture(str(svc.cfg.camera.source))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    svc.slot.put(frame, 0.0)
+    from datetime import timedelta
+    cmd = Command(id="enrol-1", cmd="enrol", args={"frames": 3, "every_s": 0.01},
+                  expires_at=utc_now() + timedelta(minutes=1))
+    result = svc.handle_command(cmd)
+    assert result is not None and result.ok, result
+    assert "enrolled 2 item(s)" in str(result.result)
+    for spec in svc.cfg.equipment:
+        assert spec.reference and Path(spec.reference).exists()
+    assert not any(v == "unknown:no_reference" for v in svc.site.kit.state().values())

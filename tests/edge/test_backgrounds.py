@@ -169,6 +169,24 @@ def test_every_child_reaching_the_bank_gives_one_event(scenes_dir: Path, replaye
     assert len({e["track_id"] for e in child}) == len(child)
 
 
+SLOW_TO_CONFIRM = (  # measured: the child is tracked 2.4-3.0 s after stepping on the bank
+    "the child is 110-140 px tall at the top of the steep shore bank; the detector gives it "
+    "conf 0.3-0.5 there and the track is confirmed only once it is ~140 px tall")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=SLOW_TO_CONFIRM))
+    if NEW[n].pond == "shore" else n for n in _by("child_near_water")])
+def test_child_is_caught_within_the_dwell(scenes_dir: Path, replayed: Replays,
+                                          name: str) -> None:
+    """The alert comes within dwell (+ confirmation) of the child's first frame on the bank."""
+    cfg = load_config(scenes_dir / f"{name}.yaml")
+    on_bank = min(f["t"] for f in _truth(scenes_dir, name)
+                  if any(p["zone"] == "bank" for p in f["persons"]))
+    first = next(e for e in replayed(name) if e["type"] == "child_near_water")
+    assert first["source_t"] - on_bank <= cfg.rules.dwell_s + 0.6
+
+
 @pytest.mark.parametrize("name", _by("person_near_water"))
 def test_adult_on_the_bank_is_no_alarm(scenes_dir: Path, replayed: Replays, name: str) -> None:
     """An adult on the bank: one person_near_water with an adult's stature, nothing critical."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -55,6 +55,9 @@ class PipelineStats:
         self.fps = (len(self._window) - 1) / span if span > 0 else 0.0
 
 
+KIT_LOOKALIKE_MAX_M = 0.75  # smaller than a toddler who walks: a kit item, if it never moved
+
+
 class Pipeline:
     """Everything between a frame and the events it causes."""
 
@@ -69,6 +72,8 @@ class Pipeline:
         self.snapshots = snapshots
         self.stats = PipelineStats()
         self.last_detections: list[Detection] = []
+        self._kit_born: dict[int, str] = {}
+        self._left_kit: set[int] = set()
 
     def wake(self) -> None:
         """Leave idle mode at once (PIR)."""
@@ -84,12 +89,45 @@ class Pipeline:
             events = self.rules.tick(t, wall)
         else:
             start = time.perf_counter()
-            dets = self.detector.track(frame)
+            dets = [self.kit_lookalike(d) for d in self.detector.track(frame)]
             self.stats.last_inference_ms = (time.perf_counter() - start) * 1000.0
             self.stats.detected_frames += 1
             self.last_detections = dets
             events = self.rules.update(t, wall, dets)
         return [self._emit(ev, frame) for ev in events]
+
+    def _kit_area(self, box: tuple[float, float, float, float]) -> str | None:
+        """The kit item whose area (grown by a quarter each side) holds the whole box."""
+        x1, y1, x2, y2 = box
+        for spec in self.cfg.equipment:
+            rx, ry, rw, rh = spec.roi
+            gx, gy = rw * 0.25, rh * 0.25
+            if rx - gx <= x1 and x2 <= rx + rw + gx and ry - gy <= y1 and y2 <= ry + rh + gy:
+                return spec.item
+        return None
+
+    def kit_lookalike(self, d: Detection) -> Detection:
+        """A 'person' that is really a kit item (a lifebuoy ring read as a tiny child).
+
+        All three must hold: the track was first seen inside the item's area, has never left
+        it, and measures below KIT_LOOKALIKE_MAX_M. A child who walks up to the lifebuoy was
+        first seen outside its area, and one standing in front of it is taller than that.
+        """
+        if d.meaning not in PERSON_MEANINGS or d.track_id is None:
+            return d
+        item = self._kit_area(d.box)
+        tid = d.track_id
+        if item is None or tid in self._left_kit:
+            if len(self._left_kit) > 10_000:  # ids only grow: old ones never come back
+                self._left_kit.clear()
+            self._left_kit.add(tid)
+            self._kit_born.pop(tid, None)
+            return d
+        born = self._kit_born.setdefault(tid, item)
+        size = self.stature.stature_m(d.box) if self.stature is not None else None
+        if born == item and size is not None and size < KIT_LOOKALIKE_MAX_M:
+            return replace(d, meaning=item)
+        return d
 
     def marks(self, detections: list[Detection] | None = None) -> list[Mark]:
         """Drawable boxes for the newest detections, with track id, height and child flag."""
@@ -122,3 +160,5 @@ class Pipeline:
         """A new video or a reconnected camera: tracker ids restart."""
         self.detector.reset()
         self.rules.reset()
+        self._kit_born.clear()
+        self._left_kit.clear()

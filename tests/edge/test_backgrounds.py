@@ -143,9 +143,9 @@ def test_config_matches_the_geometry(scenes_dir: Path, name: str) -> None:
     assert last and all(p["box"][3] - p["box"][1] >= 140 for p in last), last
 
 
-FLAKY_DETECTOR = {  # known detector/pipeline defects these clips expose (strict: must fail)
-    "child_to_bank_shore_dusk": "at dusk the lifebuoy ring on the bank is tracked as a 0.62 m "
-                                "child (conf ~0.35) and raises a second child_near_water",
+FLAKY_DETECTOR: dict[str, str] = {  # known defects these clips expose (strict: must fail)
+    # was: child_to_bank_shore_dusk, the lifebuoy read as a 0.62 m child; fixed by
+    # Pipeline.kit_lookalike (tests/edge/test_pipeline.py)
 }
 
 

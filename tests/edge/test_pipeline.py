@@ -108,3 +108,62 @@ def test_idle_mode_on_a_static_scene(scenes_dir: Path, detector: Any) -> None:
         assert pipe.process(item[0], item[1], T0) == []
     assert pipe.stats.idle
     assert pipe.stats.detected_frames <= pipe.stats.frames // 2
+
+
+class ScriptedDetector:
+    """Returns the same tracked boxes every frame (the model's output, scripted)."""
+
+    def __init__(self, boxes: list[tuple[int, tuple[float, float, float, float]]]) -> None:
+        self.boxes = boxes
+
+    def track(self, frame: np.ndarray) -> list[Any]:
+        from edge.detector import Detection
+        return [Detection(tid, "person", "Normal", 0.6, box) for tid, box in self.boxes]
+
+    def detect(self, frame: np.ndarray) -> list[Any]:
+        return self.track(frame)
+
+    def reset(self) -> None:
+        pass
+
+
+def _run(cfg: NodeConfig, boxes: list[tuple[int, tuple[float, float, float, float]]],
+         before: list[tuple[int, tuple[float, float, float, float]]] | None = None
+         ) -> list[str]:
+    """Events from 30 frames of boxes, after 5 frames of `before` (if given)."""
+    det = ScriptedDetector(before or boxes)
+    pipe = Pipeline(cfg, det, idle=False, snapshots=False)
+    frame = still()
+    types: list[str] = []
+    for i in range(35 if before else 30):
+        if before and i == 5:
+            det.boxes = boxes
+        types += [em.event.type.value for em in pipe.process(frame, i / 5,
+                                                              T0 + timedelta(seconds=i / 5))]
+    return types
+
+
+def test_lifebuoy_read_as_a_small_person_raises_nothing(
+        make_cfg: Callable[..., NodeConfig]) -> None:
+    """A 'person' box that fits inside the lifebuoy's area is the lifebuoy, not a child."""
+    cfg = make_cfg(equipment=[{"item": "lifebuoy", "roi": [0.05, 0.40, 0.08, 0.14]}])
+    ring = (0.07, 0.45, 0.11, 0.53)  # on the bank, ~0.63 m by the calibration
+    assert _run(cfg, [(1, ring)]) == []
+    assert _run(make_cfg(), [(1, ring)]) == ["child_near_water"], "without the kit: a child"
+
+
+def test_child_in_front_of_the_lifebuoy_is_still_a_child(
+        make_cfg: Callable[..., NodeConfig]) -> None:
+    """A child taller than the kit's area, standing in front of it, still raises the alarm."""
+    cfg = make_cfg(equipment=[{"item": "lifebuoy", "roi": [0.05, 0.40, 0.08, 0.14]}])
+    child = (0.05, 0.38, 0.12, 0.56)
+    assert _run(cfg, [(1, child)]) == ["child_near_water"]
+
+
+def test_small_child_walking_up_to_the_lifebuoy_is_still_a_child(
+        make_cfg: Callable[..., NodeConfig]) -> None:
+    """A toddler as small as the ring who came from outside its area raises the alarm."""
+    cfg = make_cfg(equipment=[{"item": "lifebuoy", "roi": [0.05, 0.40, 0.08, 0.14]}])
+    ring_sized = (0.07, 0.45, 0.11, 0.53)
+    outside = (0.30, 0.45, 0.34, 0.53)
+    assert _run(cfg, [(1, ring_sized)], before=[(1, outside)]) == ["child_near_water"]

@@ -39,7 +39,8 @@ def model_path() -> Path:
 def scenes_dir(model_path: Path) -> Path:
     """Generated test clips and node configs, cached by the generator's content hash."""
     script = ROOT / "scripts" / "make_scenes.py"
-    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
+    table = ROOT / "scripts" / "scene_table.py"
+    digest = hashlib.sha256(script.read_bytes() + table.read_bytes()).hexdigest()[:12]
     out = ROOT / "build" / f"scenes-{digest}"
     if not (out / ".complete").exists():
         subprocess.run([sys.executable, str(script), str(out), "--model", str(model_path)],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,3 +64,33 @@ def detector(model_cfg: Any) -> Any:
     """One Ultralytics detector for the whole session (reset() between users)."""
     from edge.detector import UltralyticsDetector
     return UltralyticsDetector(model_cfg)
+
+
+class Replays:
+    """Replays each scene once per session with the shared detector."""
+
+    def __init__(self, scenes: Path, out: Path, detector: Any) -> None:
+        """Cache of scene → events; each scene's snapshots go to out/<scene>/."""
+        self.scenes, self.out, self.detector = scenes, out, detector
+        self.cache: dict[str, list[dict[str, Any]]] = {}
+
+    def __call__(self, scene: str) -> list[dict[str, Any]]:
+        """The events of one scene, as `pondwatch-edge replay` writes them."""
+        from edge.config import load_config
+        from edge.replay import replay
+
+        if scene not in self.cache:
+            cfg = load_config(self.scenes / f"{scene}.yaml")
+            events = self.out / f"{scene}.jsonl"
+            rc = replay(cfg, str(self.scenes / f"{scene}.mp4"), str(events),
+                        snapshots_dir=str(self.out / scene), detector=self.detector)
+            assert rc == 0
+            self.cache[scene] = [json.loads(x) for x in events.read_text().splitlines()]
+        return self.cache[scene]
+
+
+@pytest.fixture(scope="session")
+def replayed(scenes_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+             detector: Any) -> Replays:
+    """Session cache of replayed scenes (shared by the replay and background tests)."""
+    return Replays(scenes_dir, tmp_path_factory.mktemp("replays"), detector)

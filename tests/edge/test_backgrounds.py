@@ -12,9 +12,10 @@ import pytest
 
 from edge.config import NodeConfig, load_config
 from edge.geometry import zone_of
-from edge.replay import replay
 from protocol.payloads import CRITICAL_TYPES
 from scripts.scene_table import PONDS, pond_scenes
+
+from .conftest import Replays
 
 NEW = {s.name: s for s in pond_scenes()}
 H = 540
@@ -31,33 +32,6 @@ def _reaching(frames: list[dict[str, Any]], zone: str, child: bool) -> int:
     """How many actors (children or adults) set foot in the zone."""
     return len({p["actor"] for f in frames for p in f["persons"]
                 if p["zone"] == zone and p["child"] is child})
-
-
-class Replays:
-    """Replays each clip once per module with the shared detector."""
-
-    def __init__(self, scenes: Path, out: Path, detector: Any) -> None:
-        """Cache of scene → events."""
-        self.scenes, self.out, self.detector = scenes, out, detector
-        self.cache: dict[str, list[dict[str, Any]]] = {}
-
-    def __call__(self, scene: str) -> list[dict[str, Any]]:
-        """The events of one clip."""
-        if scene not in self.cache:
-            cfg = load_config(self.scenes / f"{scene}.yaml")
-            events = self.out / f"{scene}.jsonl"
-            rc = replay(cfg, str(self.scenes / f"{scene}.mp4"), str(events),
-                        detector=self.detector)
-            assert rc == 0
-            self.cache[scene] = [json.loads(x) for x in events.read_text().splitlines()]
-        return self.cache[scene]
-
-
-@pytest.fixture(scope="module")
-def replayed(scenes_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-             detector: Any) -> Replays:
-    """Module cache of replayed clips."""
-    return Replays(scenes_dir, tmp_path_factory.mktemp("bg-replays"), detector)
 
 
 def kinds(events: list[dict[str, Any]]) -> list[str]:

@@ -16,38 +16,13 @@ from edge.replay import replay
 from protocol.limits import MAX_SNAPSHOT_BYTES
 from protocol.payloads import CRITICAL_TYPES, Event
 
+from .conftest import Replays
+
 ROOT = Path(__file__).resolve().parents[2]
 CHILD_SCENES = {  # scene → children who reach the bank
     "child_to_bank": 1, "child_to_bank_dusk": 1, "child_to_bank_bright": 1,
     "child_leaves": 1, "two_children": 2, "child_with_adult": 1,
 }
-
-
-class Replays:
-    """Replays each scene once per session with the shared detector."""
-
-    def __init__(self, scenes: Path, out: Path, detector: Any) -> None:
-        """Cache of scene → (events, snapshot folder)."""
-        self.scenes, self.out, self.detector = scenes, out, detector
-        self.cache: dict[str, list[dict[str, Any]]] = {}
-
-    def __call__(self, scene: str) -> list[dict[str, Any]]:
-        """The events of one scene."""
-        if scene not in self.cache:
-            cfg = load_config(self.scenes / f"{scene}.yaml")
-            events = self.out / f"{scene}.jsonl"
-            rc = replay(cfg, str(self.scenes / f"{scene}.mp4"), str(events),
-                        snapshots_dir=str(self.out / scene), detector=self.detector)
-            assert rc == 0
-            self.cache[scene] = [json.loads(x) for x in events.read_text().splitlines()]
-        return self.cache[scene]
-
-
-@pytest.fixture(scope="session")
-def replayed(scenes_dir: Path, tmp_path_factory: pytest.TempPathFactory,
-             detector: Any) -> Replays:
-    """Session cache of replayed scenes."""
-    return Replays(scenes_dir, tmp_path_factory.mktemp("replays"), detector)
 
 
 def kinds(events: list[dict[str, Any]]) -> list[str]:

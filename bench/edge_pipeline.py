@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Edge pipeline benchmark: pipeline vs bare predict, latency, RSS, idle CPU, export formats."""
+"""Edge pipeline benchmark: pipeline vs bare predict, latency, RSS, idle CPU, formats."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ def _offline_ultralytics() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="pondwatch-edge", description="PondWatch pond node.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)

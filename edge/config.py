@@ -48,6 +48,7 @@ class ModelConfig(_Section):
 
     @model_validator(mode="after")
     def _needs_person(self) -> ModelConfig:
+        """Refuse a label map that cannot find people."""
         if not self.labels.get("person") and not self.labels.get("child"):
             raise ValueError("labels must map 'person' (or 'child') to at least one class name")
         return self
@@ -61,6 +62,7 @@ class Zones(_Section):
 
     @model_validator(mode="after")
     def _polygons(self) -> Zones:
+        """Refuse a zone polygon with fewer than three points."""
         for name in ("water", "bank"):
             poly = getattr(self, name)
             if poly and len(poly) < 3:
@@ -77,6 +79,7 @@ class Reference(_Section):
 
     @model_validator(mode="after")
     def _upright(self) -> Reference:
+        """Refuse a reference whose head is not above its foot."""
         if self.head[1] >= self.foot[1]:
             raise ValueError("head must be above foot (smaller y)")
         return self
@@ -90,6 +93,7 @@ class Stature(_Section):
 
     @model_validator(mode="after")
     def _enough(self) -> Stature:
+        """Refuse a calibration that cannot be fitted."""
         if len(self.references) == 1:
             raise ValueError("references needs two or more entries at different rows (or none)")
         if self.references and len({round(r.foot[1], 3) for r in self.references}) < 2:
@@ -122,6 +126,7 @@ class Equipment(_Section):
 
     @model_validator(mode="after")
     def _inside(self) -> Equipment:
+        """Refuse an equipment area outside the frame."""
         x, y, w, h = self.roi
         if w <= 0 or h <= 0 or x + w > 1.0001 or y + h > 1.0001:
             raise ValueError("roi must have positive size and lie inside the frame")
@@ -153,6 +158,7 @@ class Gpio(_Section):
 
     @model_validator(mode="after")
     def _distinct(self) -> Gpio:
+        """Refuse one GPIO pin used by two devices."""
         used: dict[int, str] = {}
         for name, pin in self.model_dump().items():
             if pin is None:
@@ -208,6 +214,7 @@ class SmsConfig(_Section):
 
     @model_validator(mode="after")
     def _numbers(self) -> SmsConfig:
+        """Refuse SMS enabled without a number."""
         if self.enabled and not self.numbers:
             raise ValueError("sms.enabled needs at least one number")
         return self
@@ -233,6 +240,7 @@ class NodeConfig(_Section):
 
     @model_validator(mode="after")
     def _unique_items(self) -> NodeConfig:
+        """Refuse the same kit item listed twice."""
         items = [e.item for e in self.equipment]
         dupes = sorted({i for i in items if items.count(i) > 1})
         if dupes:
@@ -246,6 +254,7 @@ class NodeConfig(_Section):
 
 
 def _resolve(base: Path, value: str) -> str:
+    """A config-relative path made absolute; devices and URLs stay as they are."""
     if "://" in value or value.isdigit() or value.startswith("/dev/") or value == "picamera2":
         return value
     p = Path(value)

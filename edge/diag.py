@@ -140,6 +140,7 @@ def _area(poly: list[tuple[float, float]]) -> float:
 def _crosses(poly: list[tuple[float, float]]) -> bool:
     """True when two non-adjacent edges of the polygon intersect."""
     def orient(a: tuple[float, float], b: tuple[float, float], c: tuple[float, float]) -> float:
+        """The orientation of an ordered point triple (for the self-crossing check)."""
         return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
     edges = list(zip(poly, poly[1:] + poly[:1], strict=True))
     n = len(edges)
@@ -314,6 +315,7 @@ def run_checks(cfg: NodeConfig, config_path: str, *, pin_factory: Any = None,
     frame: Any = None
 
     def camera() -> str:
+        """Open the camera and describe one frame."""
         nonlocal frame
         detail, frame = check_camera(cfg)
         return detail

@@ -82,6 +82,7 @@ class NodeLink:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
+        """The paho client: TLS, credentials, Last Will, backoff and callbacks."""
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pondwatch-node-{self.node}",
                         protocol=mqtt.MQTTv5)
         c.enable_logger(logging.getLogger("edge.link.paho"))
@@ -107,6 +108,7 @@ class NodeLink:
         return c
 
     def _status(self, state: str) -> bytes:
+        """A status payload for state."""
         return encode(Status(state=state, ts=utc_now(), version=__version__))
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -149,6 +151,7 @@ class NodeLink:
     # --- paho callbacks: only hand off -----------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
+        """Subscribe, announce online and re-send the outbox; a refusal is only logged."""
         if rc.is_failure:
             self.last_error = f"connect refused: {rc}"
             log.error("broker refused connection: %s", rc)
@@ -162,6 +165,7 @@ class NodeLink:
         self._wake.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        """Forget in-flight publishes; the outbox still holds them."""
         self.connected.clear()
         with self._pending_lock:
             self._pending.clear()
@@ -170,6 +174,7 @@ class NodeLink:
             log.warning("disconnected from broker: %s", rc)
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:
+        """Note refused (0x87) and failed publishes; success waits for the server ack."""
         with self._pending_lock:
             event_id = self._pending.pop(mid, None)
         if rc.value == NOT_AUTHORIZED:
@@ -183,9 +188,11 @@ class NodeLink:
             log.warning("event %s reached the broker but nobody subscribed; will re-send", event_id)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """Log a message on a topic nobody handles."""
         log.warning("unexpected message on %s", msg.topic)
 
     def _on_ack(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """Hand the server's committed ids to the sender thread."""
         try:
             ack = decode(Ack, bytes(msg.payload))
         except PayloadError as exc:
@@ -198,6 +205,7 @@ class NodeLink:
         self._wake.set()
 
     def _on_cmd(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """Hand a command to the command thread."""
         try:
             self._cmds.put_nowait(bytes(msg.payload))
         except queue.Full:
@@ -206,6 +214,7 @@ class NodeLink:
     # --- worker threads --------------------------------------------------------------------
 
     def _drain_acks(self) -> None:
+        """Delete every event the server has confirmed."""
         while True:
             try:
                 ids = self._acks.get_nowait()
@@ -215,6 +224,7 @@ class NodeLink:
             log.debug("server confirmed %d event(s), %d removed", len(ids), n)
 
     def _send_loop(self) -> None:
+        """Publish due outbox events while connected; confirm acked ones."""
         while not self._stop.is_set():
             self.loop_at = time.monotonic()
             self._wake.wait(0.5)
@@ -241,6 +251,7 @@ class NodeLink:
         return True
 
     def _cmd_loop(self) -> None:
+        """Run commands one at a time off the network thread."""
         while not self._stop.is_set():
             try:
                 payload = self._cmds.get(timeout=0.5)
@@ -249,6 +260,7 @@ class NodeLink:
             self._run_command(payload)
 
     def _run_command(self, payload: bytes) -> None:
+        """Decode, run and answer one command; a failing one answers ok=false."""
         try:
             cmd = decode(Command, payload, limit=MAX_CMD_BYTES)
         except PayloadError as exc:

@@ -83,6 +83,7 @@ class Outbox:
         return added
 
     def _evict_over_limit(self) -> None:
+        """Drop the least urgent, oldest events beyond max_events (caller holds the lock)."""
         over = self.depth_unlocked() - self.max_events
         if over <= 0:
             return
@@ -168,5 +169,6 @@ class Outbox:
 
 
 def _item(row: tuple[Any, ...]) -> OutboxItem:
+    """An OutboxItem from a database row."""
     return OutboxItem(id=row[0], event=json.loads(row[1]), snapshot=row[2], severity=row[3],
                       created=row[4], attempts=row[5], texted=bool(row[6]))

@@ -72,6 +72,7 @@ class NodeService:
         log.info("event %s %s track=%s zone=%s", event.type, event.id, event.track_id, event.zone)
 
     def _sos(self) -> None:
+        """The SOS button was pressed."""
         self.emit(Event.make("sos", self.cfg.node_id, self.cfg.pond_id, reason="button"))
 
     # --- capture ---------------------------------------------------------------------------
@@ -155,6 +156,7 @@ class NodeService:
         log.info("outbox drained")
 
     def _spawn(self, target: Any, name: str) -> None:
+        """Start a daemon thread that close() joins."""
         t = threading.Thread(target=target, name=name, daemon=True)
         t.start()
         self._threads.append(t)
@@ -172,6 +174,7 @@ class NodeService:
         return now - self.link.loop_at <= SENDER_STUCK_S
 
     def _status(self) -> str:
+        """ok, no_broker or camera_fault for the status LED."""
         if self.camera_state not in ("ok", "starting") or not self.site.vouching:
             return "camera_fault"
         return "ok" if self.link.connected.is_set() else "no_broker"
@@ -193,6 +196,7 @@ class NodeService:
         }
 
     def _publish_health(self) -> None:
+        """Send one heartbeat; a failure here never stops detection."""
         try:
             self.link.publish_health(self.health.collect(self.stats()))
         except Exception:  # health must never stop detection
@@ -201,6 +205,7 @@ class NodeService:
     # --- remote commands -------------------------------------------------------------------
 
     def _actions(self) -> dict[str, Any]:
+        """The remote commands this service adds to the built-in ones."""
         return {
             "horn_test": self._horn_test,
             "snapshot": self._snapshot_now,
@@ -209,10 +214,12 @@ class NodeService:
         }
 
     def _horn_test(self, args: dict[str, Any]) -> str:
+        """Sound horn and light briefly (remote horn test)."""
         self.warning.test(float(args.get("seconds", 2.0)))
         return "ok"
 
     def _snapshot_now(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Publish the newest frame as a JPEG on the snapshot topic."""
         got = self.slot.peek()
         if got is None:
             raise RuntimeError("no frame yet")
@@ -242,6 +249,7 @@ class NodeService:
         return message
 
     def _restart(self, args: dict[str, Any]) -> str:
+        """Exit with EXIT_RESTART shortly so systemd starts the node afresh."""
         self.exit_code = EXIT_RESTART
         threading.Timer(1.0, self.stop_event.set).start()
         return "restarting"

@@ -75,6 +75,7 @@ def new_event_id() -> str:
 
 
 def _aware(value: datetime) -> datetime:
+    """A timezone-aware timestamp in UTC, or ValueError."""
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a timezone (ISO 8601 with Z or +00:00)")
     return value.astimezone(UTC)

@@ -66,6 +66,7 @@ class Mosquitto:
         return self.data_dir / "mosquitto.log"
 
     def _write_conf(self) -> Path:
+        """Write mosquitto.conf for this broker and return its path."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf = self.data_dir / "mosquitto.conf"
         if self.full_conf is not None:
@@ -144,8 +145,10 @@ class Mosquitto:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> Mosquitto:
+        """Start the broker."""
         return self.start()
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
+        """Stop the broker and remove a temporary data folder."""
         self.close()

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts  INTEGER NOT NULL DEFAULT 0,
     next_try  REAL NOT NULL DEFAULT 0,
     last_sent REAL,
-    texted    INTEGER NOT NULL DEFAULT 0
+    texted    INTEGER NOT NULL DEFAULT 0,
+    texted_to TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_try, rank, created);
 CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (rank DESC, created);
@@ -63,6 +64,9 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        cols = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "texted_to" not in cols:  # an outbox written by an older version
+            self._db.execute("ALTER TABLE outbox ADD COLUMN texted_to TEXT NOT NULL DEFAULT '[]'")
         self.evicted = 0
 
     def put(self, event: Event | dict[str, Any], snapshot: bytes | None = None,
@@ -149,6 +153,24 @@ class Outbox:
                 " WHERE severity = ? AND created <= ? ORDER BY created",
                 (severity, now - min_age_s)).fetchall()
         return [_item(r) for r in rows]
+
+    def reached(self, event_id: str) -> set[str]:
+        """Numbers already texted about this event (kept across restarts)."""
+        with self._lock:
+            row = self._db.execute("SELECT texted_to FROM outbox WHERE id = ?",
+                                   (event_id,)).fetchone()
+        return set(json.loads(row[0])) if row else set()
+
+    def mark_reached(self, event_id: str, number: str) -> None:
+        """Record, durably, that one number got the text about this event."""
+        with self._lock:
+            row = self._db.execute("SELECT texted_to FROM outbox WHERE id = ?",
+                                   (event_id,)).fetchone()
+            if row is None:
+                return
+            numbers = sorted(set(json.loads(row[0])) | {number})
+            self._db.execute("UPDATE outbox SET texted_to = ? WHERE id = ?",
+                             (json.dumps(numbers), event_id))
 
     def mark_texted(self, event_id: str) -> None:
         """Record that the node texted this event itself; the MQTT copy will say so."""

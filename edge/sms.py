@@ -43,6 +43,12 @@ class OutboxLike(Protocol):
     def mark_texted(self, event_id: str) -> None:
         """Record that the event was texted."""
 
+    def reached(self, event_id: str) -> set[str]:
+        """Numbers already texted about this event."""
+
+    def mark_reached(self, event_id: str, number: str) -> None:
+        """Record durably that number got the text about this event."""
+
 
 def sms_text(event: dict[str, Any], encoding: str) -> str:
     """The message: what, where and when (China time), short enough for one SMS."""
@@ -168,7 +174,6 @@ class SmsFallback:
                                                   cfg.sms.timeout_s)
         self._clock = clock
         self._retry_at = 0.0
-        self._done_numbers: dict[str, set[str]] = {}
         self.failures = 0
         self.last_error: str | None = None
         self.texted_events = 0
@@ -187,7 +192,6 @@ class SmsFallback:
             if not self._text_event(item.id, item.event, now):
                 break
             self._outbox.mark_texted(item.id)
-            self._done_numbers.pop(item.id, None)
             self.texted_events += 1
             done += 1
             log.warning("texted event %s (%s) to %d numbers: data link down for %.0f s",
@@ -204,8 +208,11 @@ class SmsFallback:
                 log.exception("SMS fallback tick failed")
 
     def _text_event(self, event_id: str, event: dict[str, Any], now: float) -> bool:
-        """Text one event to each number not yet reached; False (retry later) on a failure."""
-        reached = self._done_numbers.setdefault(event_id, set())
+        """Text one event to each number not yet reached; False (retry later) on a failure.
+
+        Reached numbers are stored in the outbox, so a restart mid-event texts nobody twice.
+        """
+        reached = self._outbox.reached(event_id)
         text = sms_text(event, self._sms.encoding)
         for number in self._sms.numbers:
             if number in reached:
@@ -219,6 +226,6 @@ class SmsFallback:
                 log.error("SMS for event %s to %s failed: %s; retry in %.0f s", event_id,
                           number, exc, self._sms.retry_s)
                 return False
-            reached.add(number)
+            self._outbox.mark_reached(event_id, number)
             log.info("SMS for event %s sent to %s (ref %s)", event_id, number, ref)
         return True

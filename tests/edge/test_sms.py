@@ -275,3 +275,46 @@ def test_run_ticks_on_its_own_thread_until_stopped(modem: SimModem, box: Outbox)
         stop.set()
         worker.join(timeout=5)
     assert fb.texted_events == 1 and not worker.is_alive()
+
+
+def test_restart_mid_event_texts_nobody_twice(box: Outbox, tmp_path: Path) -> None:
+    """The first number was reached, then the node restarted: only the rest get the text."""
+    class Recorder:
+        def __init__(self, fail: set[str]) -> None:
+            self.sent: list[str] = []
+            self.fail = fail
+
+        def send_sms(self, number: str, text: str) -> str:
+            if number in self.fail:
+                raise ModemError("modem answered ERROR")
+            self.sent.append(number)
+            return str(len(self.sent))
+    clock = Clock()
+    ev = raise_event(box)
+    clock.t = T0 + 61
+    first = Recorder(fail=set(NUMBERS[1:]))
+    assert SmsFallback(make_cfg("/dev/null"), box, modem=first, clock=clock).tick() == 0
+    assert first.sent == NUMBERS[:1]
+    box.close()
+    reopened = Outbox(tmp_path / "outbox.db")  # the node restarted
+    assert reopened.reached(ev.id) == set(NUMBERS[:1])
+    second = Recorder(fail=set())
+    assert SmsFallback(make_cfg("/dev/null"), reopened, modem=second, clock=clock).tick() == 1
+    assert second.sent == NUMBERS[1:], "the first number is not texted again"
+    reopened.close()
+
+
+def test_outbox_from_an_older_version_gains_the_column(tmp_path: Path) -> None:
+    import sqlite3
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.execute("CREATE TABLE outbox (id TEXT PRIMARY KEY, payload TEXT NOT NULL, snapshot BLOB,"
+               " severity TEXT NOT NULL, rank INTEGER NOT NULL, created REAL NOT NULL,"
+               " attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL DEFAULT 0,"
+               " last_sent REAL, texted INTEGER NOT NULL DEFAULT 0)")
+    db.commit()
+    db.close()
+    box = Outbox(tmp_path / "old.db")
+    ev = raise_event(box)
+    box.mark_reached(ev.id, NUMBERS[0])
+    assert box.reached(ev.id) == {NUMBERS[0]}
+    box.close()

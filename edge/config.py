@@ -6,10 +6,10 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from protocol.topics import DEFAULT_PREFIX, NODE_ID_PATTERN
+from protocol.validation import field_errors, read_yaml
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Point = tuple[Unit, Unit]
@@ -264,22 +264,13 @@ def _resolve(base: Path, value: str) -> str:
 def load_config(path: str | Path) -> NodeConfig:
     """Read and validate a node config; relative paths are taken from the config's folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, ConfigError)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: must be a YAML mapping")
     try:
         cfg = NodeConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top)"
-            lines.append(f"{path}: field {where}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from exc
+        raise ConfigError(field_errors(exc, f"{path}:", first_only=False)) from exc
     base = path.resolve().parent
     updates: dict[str, Any] = {"outbox": _resolve(base, cfg.outbox)}
     src = cfg.camera.source

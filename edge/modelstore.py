@@ -7,8 +7,9 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from protocol.validation import field_errors, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +82,11 @@ class ResolvedModel(_Strict):
 def load_manifest(path: str | Path = MANIFEST) -> Manifest:
     """Read and validate the manifest; raise ModelStoreError naming the problem."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ModelStoreError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ModelStoreError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, ModelStoreError)
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "(top)"
-        raise ModelStoreError(f"{path}: field {where}: {err['msg']}") from exc
+        raise ModelStoreError(field_errors(exc, f"{path}:")) from exc
 
 
 def sha256_file(path: str | Path) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from protocol.limits import MAX_EVENT_BYTES
 from protocol.topics import NODE_ID_PATTERN
+from protocol.validation import field_errors
 
 
 class PayloadError(ValueError):
@@ -200,9 +201,7 @@ def decode(model: type[M], payload: bytes, limit: int = MAX_EVENT_BYTES) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "payload"
-        raise PayloadError(f"{model.__name__} field {where}: {first['msg']}") from exc
+        raise PayloadError(field_errors(exc, model.__name__, top="payload")) from exc
 
 
 def encode(payload: BaseModel) -> bytes:

@@ -8,10 +8,10 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from protocol.topics import DEFAULT_PREFIX
+from protocol.validation import field_errors, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +226,7 @@ def parse_config(data: Any, source: str = "server config",
     try:
         cfg = ServerConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "config"
-        raise ConfigError(f"{source}: field {where}: {first['msg']}") from exc
+        raise ConfigError(field_errors(exc, f"{source}:", top="config")) from exc
     cfg.resolved_secret()
     cfg.resolved_metrics_token()
     return cfg
@@ -237,10 +235,5 @@ def parse_config(data: Any, source: str = "server config",
 def load_config(path: str | Path) -> ServerConfig:
     """Read and validate server.yaml; raise ConfigError naming the file and field."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    data = read_yaml(p, ConfigError)
     return parse_config(data, str(p), p.parent.resolve())

@@ -41,11 +41,6 @@ class PipelineStats:
     idle: bool = False
     _window: list[float] = field(default_factory=list, repr=False)
 
-    @property
-    def inference_ms(self) -> float:
-        """Alias of last_inference_ms (the name health reports)."""
-        return self.last_inference_ms
-
     def tick(self, t: float) -> None:
         """Count a processed frame at pipeline time t and refresh the rate."""
         self.frames += 1

@@ -83,7 +83,7 @@ def replay(cfg: NodeConfig, source: str, events_out: str, snapshots_dir: str | N
                 clock[0] = source_t
                 emissions = [(em.event, em.snapshot) for em in pipe.process(frame, source_t, wall)]
                 emissions += [(_stable(ev, ids, source_t, renamed), None) for ev in site.check(
-                    frame, source_t, wall, getattr(pipe, "last_detections", None) or [])]
+                    frame, source_t, wall, pipe.last_detections)]
                 for event, snapshot in emissions:
                     line = event.to_wire()
                     line["source_t"] = source_t

@@ -84,7 +84,7 @@ class NodeService:
         start = time.monotonic()
         while not self.stop_event.is_set():
             got = self.source.read()
-            self.camera_state = getattr(self.source, "state", "ok")
+            self.camera_state = self.source.state
             if got is None:
                 if not live:
                     break
@@ -128,8 +128,7 @@ class NodeService:
                     self.last_frame_at = time.monotonic()
                     for em in self.pipeline.process(frame, t, wall):
                         self.emit(em.event, em.snapshot)
-                    detections = getattr(self.pipeline, "last_detections", None) or []
-                    for ev in self.site.check(frame, t, wall, detections):
+                    for ev in self.site.check(frame, t, wall, self.pipeline.last_detections):
                         self.emit(ev)
                 elif self.capture_done.is_set():
                     break
@@ -181,10 +180,10 @@ class NodeService:
 
     def stats(self) -> dict[str, Any]:
         """Figures for the heartbeat."""
-        st = getattr(self.pipeline, "stats", None)
+        st = self.pipeline.stats
         return {
-            "fps": getattr(st, "fps", None),
-            "inference_ms": getattr(st, "inference_ms", None),
+            "fps": st.fps,
+            "inference_ms": st.last_inference_ms,
             "camera": self.camera_state if self.site.vouching else self.site.camera.state(),
             "equipment": self.site.kit.state(),
             "vouching": self.site.vouching,

@@ -89,6 +89,8 @@ class Node(Base):
     pond_id: Mapped[str] = mapped_column(ForeignKey("ponds.id"))
     state: Mapped[str] = mapped_column(String(16), default="unknown")
     state_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Why the node went offline when it said so itself ("planned" on a clean stop).
+    state_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     version: Mapped[str | None] = mapped_column(String(40), nullable=True)
     health: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     health_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -207,6 +209,10 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
+    # While 'sending': which server replica holds it and until when; an expired lease
+    # is handed back to 'pending' by any replica.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Silence(Base):

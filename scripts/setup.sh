@@ -9,7 +9,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 apt_packages=(python3-venv python3-pip python3-dev mosquitto mosquitto-clients chromium
-              postgresql espeak-ng sox alsa-utils systemd ca-certificates openssl)
+              postgresql espeak-ng sox alsa-utils systemd ca-certificates openssl
+              fonts-wqy-microhei)  # CJK font: Chinese renders in headless Chromium screenshots
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

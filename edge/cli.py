@@ -1,4 +1,4 @@
-"""The pondwatch-edge command line: run, replay, preview, enrol, diag."""
+"""The pondwatch-edge command line: run, replay, preview, enrol, diag, eval, model."""
 
 from __future__ import annotations
 
@@ -48,6 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     dia = sub.add_parser("diag", help="the technician's checklist")
     dia.add_argument("config")
     dia.add_argument("--json", action="store_true", help="machine-readable output")
+
+    ev = sub.add_parser("eval", help="score the node's detection on a YOLO-format folder")
+    ev.add_argument("config")
+    ev.add_argument("--dataset", required=True, help="folder with images/ and labels/")
+    ev.add_argument("--json", dest="json_out", metavar="FILE", help="write the figures as JSON")
+    ev.add_argument("--plot", metavar="FILE.png", help="recall / false-detections curve")
+
+    from edge.model_cli import add_parser as add_model_parser
+    add_model_parser(sub)
     return p
 
 
@@ -57,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _offline_ultralytics()
+    if args.command == "model":
+        from edge.model_cli import run as run_model
+        return run_model(args)
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
@@ -81,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "diag":
         from edge.diag import run_diag
         return run_diag(cfg, args.config, as_json=args.json)
+    if args.command == "eval":
+        from edge.eval import run_eval
+        return run_eval(cfg, args.dataset, json_out=args.json_out, plot_out=args.plot)
     raise AssertionError(args.command)
 
 

@@ -91,7 +91,7 @@ def test_resolve_errors(tmp_path: Path) -> None:
     """Unknown name, missing file and wrong sha256 each raise a clear error."""
     with pytest.raises(ModelStoreError, match="unknown model 'nope'"):
         resolve("nope")
-    with pytest.raises(ModelStoreError, match="missing; run scripts/fetch_model.py"):
+    with pytest.raises(ModelStoreError, match="missing; run pondwatch-edge model fetch"):
         resolve("person-offline", models_dir=tmp_path)
     (tmp_path / "person-offline.pt").write_bytes(b"not a model")
     with pytest.raises(ModelStoreError, match="sha256 does not match"):
@@ -165,7 +165,7 @@ def test_url_download_wrong_sha_refused(tmp_path: Path, http_root: tuple[str, Pa
     man = _manifest(tmp_path, f"{url}/yolo11n.pt", "0" * 64)
     dest = tmp_path / "m"
     assert fm.main(["--model", "yolo11n", "--dest", str(dest), "--manifest", str(man)]) == 1
-    assert "does not match" in capsys.readouterr().err
+    assert "the manifest expects " + "0" * 64 in capsys.readouterr().err
     assert not list(dest.glob("yolo11n.pt*"))
     assert not (dest / "person.pt").exists()
 

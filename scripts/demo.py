@@ -117,7 +117,10 @@ class DemoStack:
         """pondwatch-edge run on the clip, against the server's private broker."""
         assert self.server is not None
         cfg = dict(self.node_cfg)
-        cfg["mqtt"] = dict(cfg.get("mqtt") or {}, url=self.server.services.broker_url)
+        sup = self.server.services.supervisor
+        assert sup is not None, "the demo runs on the private (locked) broker"
+        cfg["mqtt"] = dict(cfg.get("mqtt") or {}, url=sup.url, password_file=str(
+            sup.credentials.password_file(cfg["node_id"])))
         cfg["outbox"] = str(self.workdir / "node-outbox.db")
         path = self.workdir / "node.yaml"
         path.write_text(yaml.safe_dump(cfg, allow_unicode=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -14,6 +15,16 @@ from pathlib import Path
 from types import TracebackType
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the forked child: get SIGTERM when the parent dies, even by SIGKILL (Linux)."""
+    if _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        os._exit(120)
+    if os.getppid() != parent:  # the parent died between fork and prctl
+        os._exit(121)
 
 
 class BrokerError(RuntimeError):
@@ -40,14 +51,18 @@ class Mosquitto:
 
     def __init__(self, port: int | None = None, conf_extra: str = "",
                  data_dir: Path | None = None, anonymous: bool = True,
-                 full_conf: str | None = None) -> None:
-        """Prepare (not start) a broker; conf_extra is appended, full_conf replaces the default."""
+                 full_conf: str | None = None, message_size_limit: int = 11_000_000) -> None:
+        """Prepare (not start) a broker; conf_extra is appended, full_conf replaces the default.
+
+        The process dies with its parent (PR_SET_PDEATHSIG), so a killed server or test
+        never leaves it behind."""
         self.port = port or free_port()
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="pondwatch-mosquitto-"))
         self.conf_extra = conf_extra
         self.anonymous = anonymous
         self.full_conf = full_conf
+        self.message_size_limit = message_size_limit
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -83,7 +98,7 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
             "max_queued_messages 100000",
-            "message_size_limit 11000000",
+            f"message_size_limit {self.message_size_limit}",
         ]
         if os.geteuid() == 0:
             lines.append("user root")
@@ -95,8 +110,10 @@ class Mosquitto:
         if self.alive:
             return self
         conf = self._write_conf()
+        parent = os.getpid()
         self._proc = subprocess.Popen([find_mosquitto(), "-c", str(conf)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      preexec_fn=lambda: _die_with_parent(parent))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -111,14 +128,19 @@ class Mosquitto:
         self.kill()
         raise BrokerError(f"mosquitto did not listen on port {self.port} within {timeout} s")
 
-    def stop(self) -> None:
-        """Stop gracefully (SIGTERM), killing after 5 s; safe to call twice."""
+    @property
+    def pid(self) -> int | None:
+        """The running process id, if any."""
+        return self._proc.pid if self.alive and self._proc is not None else None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop gracefully (SIGTERM), killing after timeout; safe to call twice."""
         if self._proc is None:
             return
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGTERM)
             try:
-                self._proc.wait(5)
+                self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()

@@ -66,8 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from server.runner import Server
             srv = Server(cfg)
             print(f"PondWatch dashboard: {cfg.http.public_url}/", flush=True)
-            srv.serve_forever()
-            return 0
+            return srv.serve_forever()
         if args.command == "import":
             from server import registry
             from server.services import Services

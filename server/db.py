@@ -265,6 +265,39 @@ class User(Base):
     person_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class ServerModel(Base):
+    """A detector model an admin uploaded for the nodes, with its validation figures."""
+
+    __tablename__ = "server_models"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    eval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    uploaded_by: Mapped[str] = mapped_column(String(64))
+    uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ModelAssignment(Base):
+    """The model a pond's nodes should run; target '*' is every pond without its own."""
+
+    __tablename__ = "model_assignments"
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(ForeignKey("server_models.name"))
+    assigned_by: Mapped[str] = mapped_column(String(64))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EventFrame(Base):
+    """The unannotated frame of a critical event (learning loop); kept like snapshots."""
+
+    __tablename__ = "event_frames"
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL, sane durability and foreign keys on every SQLite connection."""
     cur = dbapi_conn.cursor()

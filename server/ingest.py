@@ -32,7 +32,7 @@ from protocol.payloads import (
     encode,
 )
 from protocol.topics import Topic, TopicError, Topics
-from server import alerts, commands, watch
+from server import alerts, commands, health_history, watch
 from server.clock import Clock
 from server.config import ServerConfig
 from server.db import Alert, EventRow, Node, Snapshot
@@ -87,12 +87,17 @@ class Ingestor:
 
     def __init__(self, cfg: ServerConfig, sessions: sessionmaker[Session], clock: Clock,
                  metrics: Metrics, broker_url: str, on_alert: Callable[[], None] = lambda: None,
-                 ) -> None:
-        """Prepare the client and the writer thread (start() runs them)."""
+                 login: tuple[str, str, str] | None = None) -> None:
+        """Prepare the client and the writer thread (start() runs them); login is the
+        (client id, username, password) of the private broker."""
         self.cfg, self.sessions, self.clock, self.metrics = cfg, sessions, clock, metrics
         self.topics = Topics(cfg.mqtt.topic_prefix)
         self.broker_url = broker_url
         self.on_alert = on_alert
+        self.login = login
+        # Each replica needs its own id: env PONDWATCH_MQTT_CLIENT_ID overrides the config.
+        self.client_id = login[0] if login else (
+            os.environ.get("PONDWATCH_MQTT_CLIENT_ID") or cfg.mqtt.client_id)
         self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=cfg.ingest_queue)
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -102,12 +107,15 @@ class Ingestor:
     # --- MQTT side (network thread: only hand off) ---------------------------------------
     def _make_client(self) -> mqtt.Client:
         """A paho v2 client: MQTT v5, stable id, manual acks, capped reconnect backoff."""
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.cfg.mqtt.client_id,
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         protocol=mqtt.MQTTv5)
         c.manual_ack_set(True)
         c.enable_logger(logging.getLogger("server.ingest.paho"))
-        c.reconnect_delay_set(min_delay=1, max_delay=30)
-        if self.cfg.mqtt.username:
+        # One client per server: retrying every 2 s costs nothing and pages sooner.
+        c.reconnect_delay_set(min_delay=1, max_delay=2)
+        if self.login:
+            c.username_pw_set(self.login[1], self.login[2])
+        elif self.cfg.mqtt.username:
             c.username_pw_set(self.cfg.mqtt.username, os.environ.get("PONDWATCH_MQTT_PASSWORD"))
         if urlparse(self.broker_url).scheme == "mqtts":
             ca = str(self.cfg.mqtt.ca_file) if self.cfg.mqtt.ca_file else None
@@ -151,6 +159,8 @@ class Ingestor:
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         """Hand the message to the writer; never touch the database here."""
+        if self._stop.is_set():
+            return  # stopping: left unacknowledged, the broker redelivers it
         item = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
         if msg.qos == 0:
             try:
@@ -177,18 +187,21 @@ class Ingestor:
         self.client.loop_start()
 
     def stop(self) -> None:
-        """Disconnect (keeping the broker session) and finish queued work."""
+        """Commit and confirm the batch being written, then disconnect keeping the broker
+        session: messages still queued are unacknowledged, so the broker redelivers them."""
         self._stop.set()
-        self.client.disconnect()
-        self.client.loop_stop()
         if self._worker is not None:
             self._worker.join(timeout=10)
+        while not self.queue.empty():  # unblock the network thread; these stay unacked
+            self.queue.get_nowait()
+        self.client.disconnect()
+        self.client.loop_stop()
         self.metrics.mqtt_connected.set(0)
 
     # --- writer thread ----------------------------------------------------------------------
     def _run(self) -> None:
         """Take batches off the queue, commit each message, then confirm."""
-        while not self._stop.is_set() or not self.queue.empty():
+        while not self._stop.is_set():
             try:
                 first = self.queue.get(timeout=0.2)
             except queue.Empty:
@@ -320,13 +333,16 @@ class Ingestor:
             st: Status = _decode(Status, payload, 1024)
             if st.state == "online":
                 watch.heard(s, self.cfg, node, now)
+            elif st.reason == "planned":
+                watch.planned_stop(s, node, now)
             else:
-                alerts.node_status(s, node, st.state, self._policy(s, node.pond_id), now)
+                watch.lost(s, node, watch.LOST, now)
             node.version = st.version
-            return Outcome(new_alert=st.state == "offline")
+            return Outcome(new_alert=st.state == "offline" and st.reason is None)
         if topic.kind == "health":
             h: Health = _decode(Health, payload, MAX_HEALTH_BYTES)
             node.health, node.health_at = h.model_dump(mode="json"), now
+            health_history.record(s, node.id, h, now, self.cfg.health_history_days)
             watch.heard(s, self.cfg, node, now, h.interval_s)
             if h.version:
                 node.version = h.version

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
-from types import TracebackType
+from types import FrameType, TracebackType
 
 import uvicorn
 
@@ -27,7 +28,7 @@ class Server:
         self.app, self.services = build(cfg, clock, send)
         self._uv = uvicorn.Server(uvicorn.Config(
             self.app, host=cfg.bind_host, port=cfg.bind_port, log_level="warning",
-            access_log=False, lifespan="off"))
+            access_log=False, lifespan="off", timeout_graceful_shutdown=2))
         self._thread: threading.Thread | None = None
 
     @property
@@ -49,16 +50,36 @@ class Server:
         log.info("PondWatch server at %s", self.url)
         return self
 
-    def serve_forever(self) -> None:
-        """Start services and serve HTTP in this thread until interrupted."""
-        self.services.start()
+    def serve_forever(self) -> int:
+        """Serve until SIGTERM or SIGINT, then stop cleanly (0), or 1 if HTTP failed.
+
+        uvicorn runs in a thread so it installs no signal handlers of its own (it would
+        re-raise the signal after its shutdown and kill the process before ours)."""
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("%s received: stopping", signal.Signals(signum).name)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        self.start()
+        code = 0
         try:
-            self._uv.run()
+            while not stop.wait(0.5):
+                if self._thread is None or not self._thread.is_alive():
+                    log.error("the HTTP listener stopped; shutting down")
+                    code = 1
+                    break
         finally:
-            self.services.stop()
+            began = time.monotonic()
+            self.stop()
+            log.info("stopped in %.1f s", time.monotonic() - began)
+        return code
 
     def stop(self) -> None:
         """Stop HTTP and services; safe twice."""
+        self.app.state.live.close()  # live streams end, so HTTP can finish at once
         self._uv.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -15,7 +15,7 @@ from server import auth, registry
 from server.auth import Sessions
 from server.clock import Clock, SystemClock
 from server.config import ServerConfig
-from server.db import Grid, Snapshot, make_engine, make_sessions
+from server.db import Grid, Node, Snapshot, make_engine, make_sessions
 from server.escalation import Escalator
 from server.ingest import Ingestor
 from server.links import AckLinks
@@ -94,18 +94,23 @@ class Services:
                     db.database != ":memory:":
                 data_dir = Path(db.database).resolve().parent / "mosquitto"
             self.supervisor = BrokerSupervisor(data_dir, self.metrics,
-                                               port=self.cfg.mqtt.private_port)
+                                               port=self.cfg.mqtt.private_port,
+                                               prefix=self.cfg.mqtt.topic_prefix)
         return self.supervisor.url
 
     def start(self, mqtt: bool = True, escalate: bool = True) -> None:
         """Prepare, start the private broker if needed, ingest, escalation and housekeeping."""
         self.prepare()
+        login = None
         if mqtt:
             url = self.broker_url
             if self.supervisor is not None:
-                self.supervisor.start()
+                with self.sessions() as s:
+                    self.supervisor.start(s.scalars(select(Node.id)))
+                login = self.supervisor.server_login
             self.ingest = Ingestor(self.cfg, self.sessions, self.clock, self.metrics, url,
-                                   on_alert=self.escalator.wake)
+                                   on_alert=self.escalator.wake, login=login)
+            self.pager.owner = self.ingest.client_id
             self.ingest.start()
             self.watch.start()
         if escalate:
@@ -141,7 +146,7 @@ class Services:
             self.ingest = None
         self.watch.stop()
         self.escalator.stop()
-        self.pager.stop()
+        self.pager.stop(timeout=4.0)
         if self.supervisor is not None:
             self.supervisor.stop()
             self.supervisor = None

@@ -17,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocol import Topics
 from scripts.demo import DemoStack
+from server.supervisor import SERVER_USER
 
 T = Topics()
 
@@ -32,6 +33,9 @@ def run(scenes_dir: Path, model_path: Path, tmp_path_factory: pytest.TempPathFac
         srv = stack.start_server()
         port = int(srv.services.broker_url.rsplit(":", 1)[1])
         tap = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        sup = srv.services.supervisor
+        assert sup is not None  # the private broker is locked: the tap logs in as the server
+        tap.username_pw_set(SERVER_USER, sup.credentials.password(SERVER_USER))
         subscribed = threading.Event()
         tap.on_subscribe = lambda *a: subscribed.set()
         tap.on_message = lambda _c, _u, m: events.append(json.loads(m.payload))
@@ -66,7 +70,10 @@ def test_acknowledge_by_link_shows_in_dashboard(run: dict[str, Any]) -> None:
     r = httpx.post(link, data={"action": "ack"}, follow_redirects=False)
     assert r.status_code == 303
     with httpx.Client(base_url=srv.url) as web:
-        login = web.post("/login", data={"username": "admin", "password": stack.admin_password})
+        token = re.search(r'name="csrf_token" value="(\w+)"', web.get("/login").text)
+        assert token, "login form without CSRF token"
+        login = web.post("/login", data={"username": "admin", "password": stack.admin_password,
+                                         "csrf_token": token.group(1)})
         assert login.status_code in (200, 303)
         dash = web.get("/")
     assert dash.status_code == 200

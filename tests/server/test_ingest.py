@@ -189,7 +189,7 @@ def test_private_broker_is_started_and_restarted(tmp_path: Path, receiver: PageR
         sup.broker.kill()
         wait_for(lambda: sup.broker.alive, 10, "broker restart")
         wait_for(lambda: srv.services.ingest.connected.is_set(), 20, "reconnect")
-        n = FakeNode(sup.broker)
+        n = FakeNode(sup.broker, password=sup.credentials.password("heyuan-01"))
         try:
             ev = n.event("child_near_water")
             n.wait_acked({ev.id})

@@ -2,23 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from server.api import ack, api, report, web
-from server.api.deps import LoginRequired
+from server.api.deps import ApiUser, LoginRequired, PageUser
+from server.api.security import SecurityMiddleware
 from server.clock import Clock
 from server.config import ServerConfig
 from server.paging import Sender, apprise_send
 from server.services import Services
 
+OPENAPI_URL = "/api/openapi.json"
+
+
+def _docs(app: FastAPI) -> None:
+    """API docs and schema for logged-in users only (none in production)."""
+    if app.state.services.cfg.environment != "dev":
+        return
+
+    @app.get(OPENAPI_URL, include_in_schema=False)
+    def openapi(_user: ApiUser) -> dict[str, Any]:
+        """The OpenAPI schema."""
+        return app.openapi()
+
+    @app.get("/api/docs", include_in_schema=False, response_class=HTMLResponse)
+    def docs(_user: PageUser) -> HTMLResponse:
+        """Swagger UI over the schema."""
+        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title="PondWatch API")
+
 
 def create_app(services: Services) -> FastAPI:
     """The web app for already built services."""
-    app = FastAPI(title="PondWatch", docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(title="PondWatch", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
+    app.add_middleware(SecurityMiddleware, public_url=services.cfg.http.public_url)
     for r in (ack.router, web.router, api.router, report.router):
         app.include_router(r)
+    _docs(app)
 
     @app.exception_handler(LoginRequired)
     def _to_login(_request: Request, _exc: LoginRequired) -> Response:

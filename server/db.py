@@ -298,6 +298,17 @@ class EventFrame(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class WebSession(Base):
+    """One login: the cookie names it, logout or a password change deletes it."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's id
+    username: Mapped[str] = mapped_column(ForeignKey("users.username", ondelete="CASCADE"),
+                                          index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL, sane durability and foreign keys on every SQLite connection."""
     cur = dbapi_conn.cursor()

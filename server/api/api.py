@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from protocol.topics import Topics
 from server import commands
 from server.api.ack import AckAction, apply_action
-from server.api.deps import ApiUser, Db, Svc, require_role
+from server.api.deps import ApiScope, Db, Svc, alert_in_scope, node_in_scope, require
 from server.api.views import alert_dict, event_dicts, list_alerts, timeline_dicts
 from server.api.web import add_silence, pond_rows
-from server.db import Alert, CommandRow, Node, Pond
+from server.db import Alert, CommandRow, Pond
 
 router = APIRouter()
 
@@ -62,30 +62,40 @@ def metrics(request: Request, svc: Svc, s: Db) -> Response:
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+@router.get("/api/me")
+def api_me(request: Request, scope: ApiScope) -> dict[str, Any]:
+    """Who is logged in, what they may do, and the CSRF token for X-CSRF-Token."""
+    return {"username": scope.username, "role": scope.role, "person_id": scope.person_id,
+            "everything": scope.everything, "grids": sorted(scope.grid_ids),
+            "ponds": sorted(scope.pond_ids), "snapshots": scope.snapshots,
+            "may_act_on_alerts": scope.may_act_on_alerts,
+            "may_command_nodes": scope.may_command_nodes,
+            "may_edit_registry": scope.may_edit_registry,
+            "csrf_token": getattr(request.state, "csrf_token", None)}
+
+
 @router.get("/api/alerts")
-def api_alerts(user: ApiUser, s: Db, state: str | None = None, limit: int = 200
+def api_alerts(scope: ApiScope, s: Db, state: str | None = None, limit: int = 200
                ) -> list[dict[str, Any]]:
-    """Alerts, newest first; state=active for everything not resolved."""
-    return list_alerts(s, state, max(1, min(limit, 1000)))
+    """Alerts in scope, newest first; state=active for everything not resolved."""
+    return list_alerts(s, state, max(1, min(limit, 1000)), scope=scope)
 
 
 @router.get("/api/alerts/{alert_id}")
-def api_alert(alert_id: int, user: ApiUser, s: Db) -> dict[str, Any]:
-    """One alert with its timeline."""
-    alert = s.get(Alert, alert_id)
-    if alert is None:
-        raise HTTPException(404, "alert not found")
+def api_alert(alert_id: int, scope: ApiScope, s: Db) -> dict[str, Any]:
+    """One alert with its timeline (404 outside scope)."""
+    alert = alert_in_scope(s, scope, alert_id)
     return dict(alert_dict(alert, s.get(Pond, alert.pond_id)), timeline=timeline_dicts(s, alert_id),
                 events=event_dicts(s, alert_id))
 
 
 @router.post("/api/alerts/{alert_id}/actions")
-def api_action(alert_id: int, body: AckAction, user: ApiUser, svc: Svc, s: Db) -> dict[str, Any]:
-    """Acknowledge, report on scene, or resolve with an outcome."""
-    alert = s.get(Alert, alert_id)
-    if alert is None:
-        raise HTTPException(404, "alert not found")
-    changed = apply_action(svc, s, alert, body, user.username)
+def api_action(alert_id: int, body: AckAction, scope: ApiScope, svc: Svc,
+               s: Db) -> dict[str, Any]:
+    """Acknowledge, report on scene, or resolve with an outcome (paged roles and admins)."""
+    alert = alert_in_scope(s, scope, alert_id)
+    require(scope.may_act_on_alerts)
+    changed = apply_action(svc, s, alert, body, scope.username)
     return {"changed": changed, "alert": alert_dict(alert, s.get(Pond, alert.pond_id))}
 
 
@@ -99,15 +109,15 @@ class CommandIn(BaseModel):
 
 
 @router.post("/api/nodes/{node_id}/commands", status_code=201)
-def api_command(node_id: str, body: CommandIn, user: ApiUser, svc: Svc, s: Db) -> dict[str, Any]:
-    """Send a command to a node (technician or admin); the answer appears on GET."""
-    require_role(user, "technician")
-    if s.get(Node, node_id) is None:
-        raise HTTPException(404, "node not found")
+def api_command(node_id: str, body: CommandIn, scope: ApiScope, svc: Svc,
+                s: Db) -> dict[str, Any]:
+    """Send a command to a node in scope (technician or admin); the answer appears on GET."""
+    node_in_scope(s, scope, node_id)
+    require(scope.may_command_nodes)
     client = svc.ingest.client if svc.ingest else None
     try:
         row = commands.send(s, client, svc.ingest.topics if svc.ingest else Topics(),
-                            node_id, body.cmd, body.args, body.ttl_s, user.username,
+                            node_id, body.cmd, body.args, body.ttl_s, scope.username,
                             svc.clock.now())
     except commands.CommandError as exc:
         raise HTTPException(503, str(exc)) from exc
@@ -116,8 +126,10 @@ def api_command(node_id: str, body: CommandIn, user: ApiUser, svc: Svc, s: Db) -
 
 
 @router.get("/api/nodes/{node_id}/commands")
-def api_commands(node_id: str, user: ApiUser, s: Db) -> list[dict[str, Any]]:
-    """Recent commands to a node with their answers."""
+def api_commands(node_id: str, scope: ApiScope, s: Db) -> list[dict[str, Any]]:
+    """Recent commands to a node in scope with their answers (technician or admin)."""
+    node_in_scope(s, scope, node_id)
+    require(scope.may_command_nodes)
     rows = s.scalars(select(CommandRow).where(CommandRow.node_id == node_id)
                      .order_by(CommandRow.created_at.desc()).limit(50))
     return [{"id": r.id, "cmd": r.cmd, "args": r.args, "created_at": r.created_at.isoformat(),
@@ -126,18 +138,18 @@ def api_commands(node_id: str, user: ApiUser, s: Db) -> list[dict[str, Any]]:
 
 
 @router.get("/api/ponds")
-def api_ponds(user: ApiUser, s: Db) -> list[dict[str, Any]]:
-    """Per pond: nodes and kit items present / missing (since) / unknown."""
-    return pond_rows(s)
+def api_ponds(scope: ApiScope, s: Db) -> list[dict[str, Any]]:
+    """Per pond in scope: nodes and kit items present / missing (since) / unknown."""
+    return pond_rows(s, scope)
 
 
 @router.post("/api/silences", status_code=201)
-def api_silence(body: SilenceIn, user: ApiUser, svc: Svc, s: Db) -> dict[str, Any]:
-    """Mute a pond or node for a maintenance window (technician or admin)."""
-    require_role(user, "technician")
+def api_silence(body: SilenceIn, scope: ApiScope, svc: Svc, s: Db) -> dict[str, Any]:
+    """Mute a pond or node in scope for a maintenance window (technician or admin)."""
+    require(scope.may_command_nodes)
     if body.starts is not None and body.starts.tzinfo is None:
         raise HTTPException(422, "starts needs a timezone")
-    row = add_silence(svc, s, user.username, body.pond_id, body.node_id, body.minutes,
+    row = add_silence(svc, s, scope, body.pond_id, body.node_id, body.minutes,
                       body.reason, body.starts)
     s.commit()
     return {"id": row.id, "starts": row.starts.isoformat(), "ends": row.ends.isoformat()}

@@ -9,8 +9,9 @@ from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
 from server import report
-from server.api.deps import Db, PageUser, Svc, templates
+from server.api.deps import Db, PageScope, PageUser, Svc, scope_context, templates
 from server.api.views import local
+from server.scope import Scope
 
 router = APIRouter()
 
@@ -37,34 +38,41 @@ def _period(svc: Svc, start: str | None, end: str | None) -> tuple[datetime, dat
     return s, e
 
 
+def total_name(scope: Scope) -> str:
+    """The label of the total row: the county for admins, else the user's own grids."""
+    return "全县" if scope.everything else "合计（本人范围）"
+
+
 @router.get("/report", response_class=HTMLResponse)
-def report_page(request: Request, user: PageUser, svc: Svc, s: Db, start: str | None = None,
-                end: str | None = None) -> Response:
-    """Shares within 1/3/5 minutes per grid and county, chart and per-alert table."""
+def report_page(request: Request, user: PageUser, scope: PageScope, svc: Svc, s: Db,
+                start: str | None = None, end: str | None = None) -> Response:
+    """Shares within 1/3/5 minutes per grid in scope and in total, chart and per-alert table."""
     a, b = _period(svc, start, end)
-    rows = report.timings(s, a, b)
-    county, grids = report.shares(rows)
+    rows = report.timings(s, a, b, scope=scope)
+    county, grids = report.shares(rows, total_name(scope))
     return templates.TemplateResponse(request, "report.html", {
-        "user": user, "rows": rows, "county": county, "grids": grids,
-        "chart": Markup(report.chart_svg([*grids, county])),  # noqa: S704 (built from numbers)
+        "user": user, "rows": rows, "county": county, "grids": grids, **scope_context(scope),
+        # chart_svg escapes every name it puts into the markup
+        "chart": Markup(report.chart_svg([*grids, county])),  # noqa: S704
         "start": local(a), "end": local(b), "q": request.url.query})
 
 
 @router.get("/report.csv")
-def report_csv(user: PageUser, svc: Svc, s: Db, start: str | None = None,
+def report_csv(scope: PageScope, svc: Svc, s: Db, start: str | None = None,
                end: str | None = None) -> Response:
-    """Per-alert timings as CSV."""
+    """Per-alert timings in scope as CSV."""
     a, b = _period(svc, start, end)
-    return Response(report.to_csv(report.timings(s, a, b)), media_type="text/csv; charset=utf-8",
+    return Response(report.to_csv(report.timings(s, a, b, scope=scope)),
+                    media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="pondwatch-135.csv"'})
 
 
 @router.get("/report-summary.csv")
-def report_summary_csv(user: PageUser, svc: Svc, s: Db, start: str | None = None,
+def report_summary_csv(scope: PageScope, svc: Svc, s: Db, start: str | None = None,
                        end: str | None = None) -> Response:
-    """Per-grid and county shares as CSV."""
+    """Per-grid and total shares in scope as CSV."""
     a, b = _period(svc, start, end)
-    county, grids = report.shares(report.timings(s, a, b))
+    county, grids = report.shares(report.timings(s, a, b, scope=scope), total_name(scope))
     return Response(report.summary_csv(county, grids), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition":
                              'attachment; filename="pondwatch-135-summary.csv"'})

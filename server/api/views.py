@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from server import alerts
 from server.db import Alert, EventRow, Person, Pond, TimelineEntry
 from server.paging import BEIJING, map_link
+from server.scope import Scope, pond_filter
 
 
 def local(ts: datetime | None) -> str:
@@ -67,9 +68,11 @@ def event_dicts(s: Session, alert_id: int, limit: int = 200) -> list[dict[str, A
             for e in rows]
 
 
-def list_alerts(s: Session, state: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """Newest alerts first, optionally one state or 'active' (not resolved)."""
-    q = select(Alert, Pond).join(Pond, Pond.id == Alert.pond_id, isouter=True)
+def list_alerts(s: Session, state: str | None = None, limit: int = 200, *,
+                scope: Scope) -> list[dict[str, Any]]:
+    """Newest alerts in scope first, optionally one state or 'active' (not resolved)."""
+    q = (select(Alert, Pond).join(Pond, Pond.id == Alert.pond_id, isouter=True)
+         .where(pond_filter(scope, Alert.pond_id)))
     if state == "active":
         q = q.where(Alert.state != "resolved")
     elif state:

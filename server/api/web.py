@@ -1,77 +1,108 @@
-"""Dashboard pages for logged-in users: login, alerts, alert detail, ponds, silences."""
+"""Dashboard pages for logged-in users, scoped to their grids: login, alerts, ponds, silences."""
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from server import alerts, auth
-from server.api.deps import Db, MaybeUser, PageUser, Svc, require_role, templates
+from server.api.deps import (
+    Db,
+    MaybeUser,
+    PageScope,
+    PageUser,
+    Svc,
+    alert_in_scope,
+    client_ip,
+    not_found,
+    page_scope,
+    require,
+    scope_context,
+    templates,
+)
+from server.api.security import LOGIN_NONCE_COOKIE, cookies_secure
 from server.api.views import alert_dict, event_dicts, list_alerts, local, timeline_dicts
 from server.db import Alert, EquipmentState, Node, Pond, Silence, Snapshot
+from server.scope import Scope, node_filter, pond_filter
 
 router = APIRouter()
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, error: str | None = None) -> Response:
-    """The login form."""
-    return templates.TemplateResponse(request, "login.html", {"error": error})
+def login_page(request: Request, svc: Svc, error: str | None = None) -> Response:
+    """The login form, with a CSRF token bound to a fresh per-browser nonce cookie."""
+    nonce = request.cookies.get(LOGIN_NONCE_COOKIE) or secrets.token_urlsafe(16)
+    request.state.csrf_token = svc.web_sessions.csrf_token("login:" + nonce)
+    resp = templates.TemplateResponse(request, "login.html", {"error": error})
+    resp.set_cookie(LOGIN_NONCE_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict",
+                    secure=cookies_secure(svc.cfg))
+    return resp
 
 
 @router.post("/login")
-def login(svc: Svc, s: Db, username: Annotated[str, Form()],
-          password: Annotated[str, Form()]) -> Response:
-    """Check the password and set the signed session cookie."""
-    user = auth.login(s, svc.throttle, username, password, svc.clock.now())
+def login(request: Request, svc: Svc, s: Db, username: Annotated[str, Form()],
+          password: Annotated[str, Form()],
+          csrf_token: Annotated[str, Form()] = "") -> Response:
+    """Check the CSRF token and the password, then store a session and set its cookie."""
+    nonce = request.cookies.get(LOGIN_NONCE_COOKIE)
+    if not nonce or not svc.web_sessions.csrf_ok("login:" + nonce, csrf_token):
+        return RedirectResponse("/login?error=csrf", status_code=303)
+    now = svc.clock.now()
+    user = auth.login(s, svc.throttle, username, password, now, client_ip(request))
     if user is None:
         return RedirectResponse("/login?error=1", status_code=303)
+    cookie = svc.web_sessions.issue(s, user, now)
+    s.commit()
     resp = RedirectResponse("/", status_code=303)
-    resp.set_cookie(auth.Sessions.COOKIE, svc.web_sessions.issue(user, svc.clock.now()),
-                    max_age=svc.cfg.session_ttl_s, httponly=True, samesite="lax",
-                    secure=svc.cfg.http.secure_cookies)
+    resp.set_cookie(auth.Sessions.COOKIE, cookie, max_age=svc.cfg.session_ttl_s, httponly=True,
+                    samesite="lax", secure=cookies_secure(svc.cfg))
+    resp.delete_cookie(LOGIN_NONCE_COOKIE)
     return resp
 
 
 @router.post("/logout")
-def logout() -> Response:
-    """Forget the session cookie."""
+def logout(svc: Svc, s: Db, user: MaybeUser) -> Response:
+    """End the session on the server (the old cookie stops working) and forget the cookie."""
+    if user is not None and user.sid is not None:
+        svc.web_sessions.revoke(s, user.sid)
+        s.commit()
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(auth.Sessions.COOKIE)
     return resp
 
 
 @router.get("/", response_class=HTMLResponse)
-def dashboard(request: Request, user: PageUser, s: Db, state: str | None = None) -> Response:
-    """Alerts, newest first, with their state."""
+def dashboard(request: Request, user: PageUser, scope: PageScope, s: Db,
+              state: str | None = None) -> Response:
+    """Alerts in scope, newest first, with their state."""
     return templates.TemplateResponse(request, "dashboard.html", {
-        "user": user, "alerts": list_alerts(s, state), "filter": state or ""})
+        "user": user, "alerts": list_alerts(s, state, scope=scope), "filter": state or "",
+        **scope_context(scope)})
 
 
 @router.get("/alerts/{alert_id}", response_class=HTMLResponse)
-def alert_page(request: Request, alert_id: int, user: PageUser, s: Db) -> Response:
-    """One alert with its timeline."""
-    alert = s.get(Alert, alert_id)
-    if alert is None:
-        raise HTTPException(404, "告警不存在")
-    may_see = user.role == "admin" or user.role in request.app.state.services.cfg.snapshot_roles
+def alert_page(request: Request, alert_id: int, user: PageUser, scope: PageScope,
+               s: Db) -> Response:
+    """One alert with its timeline (404 outside scope)."""
+    alert = alert_in_scope(s, scope, alert_id)
     return templates.TemplateResponse(request, "alert.html", {
         "user": user, "a": alert_dict(alert, s.get(Pond, alert.pond_id)),
         "timeline": timeline_dicts(s, alert_id), "events": event_dicts(s, alert_id),
-        "may_see": may_see})
+        "may_see": scope.snapshots, **scope_context(scope)})
 
 
 @router.post("/alerts/{alert_id}")
-def alert_action(alert_id: int, user: PageUser, svc: Svc, s: Db, action: Annotated[str, Form()],
+def alert_action(alert_id: int, user: PageUser, scope: PageScope, svc: Svc, s: Db,
+                 action: Annotated[str, Form()],
                  outcome: Annotated[str | None, Form()] = None) -> Response:
-    """Dashboard buttons: acknowledge, on scene, resolve."""
-    alert = s.get(Alert, alert_id)
-    if alert is None:
-        raise HTTPException(404, "告警不存在")
+    """Dashboard buttons: acknowledge, on scene, resolve (paged roles and admins)."""
+    alert = alert_in_scope(s, scope, alert_id)
+    require(scope.may_act_on_alerts)
     try:
         alerts.act(s, alert, action, user.username, svc.clock.now(), outcome or None)
     except alerts.AlertError as exc:
@@ -82,32 +113,35 @@ def alert_action(alert_id: int, user: PageUser, svc: Svc, s: Db, action: Annotat
 
 @router.get("/alerts/{alert_id}/snapshot.jpg")
 def alert_snapshot(alert_id: int, user: MaybeUser, svc: Svc, s: Db) -> Response:
-    """The snapshot, only for logged-in roles allowed to see minors."""
+    """The snapshot, only in scope and for logged-in roles allowed to see minors."""
     if user is None:
         raise HTTPException(401, "login required")
-    require_role(user, *svc.cfg.snapshot_roles)
-    alert = s.get(Alert, alert_id)
-    snap = s.get(Snapshot, alert.snapshot_event_id) if alert and alert.snapshot_event_id else None
+    scope = page_scope(svc, s, user)
+    alert = alert_in_scope(s, scope, alert_id)
+    require(scope.snapshots, "你的角色不能查看现场照片 (snapshots are not for your role)")
+    snap = s.get(Snapshot, alert.snapshot_event_id) if alert.snapshot_event_id else None
     if snap is None:
-        raise HTTPException(404, "暂无现场照片")
+        raise not_found()
     return Response(snap.data, media_type="image/jpeg",
                     headers={"Cache-Control": "private, no-store"})
 
 
-def pond_rows(s: Db) -> list[dict[str, Any]]:
-    """Per pond: nodes with their state and each kit item present/missing/unknown."""
+def pond_rows(s: Db, scope: Scope) -> list[dict[str, Any]]:
+    """Per pond in scope: nodes with their state and each kit item present/missing/unknown."""
     out: list[dict[str, Any]] = []
     equipment: dict[str, list[EquipmentState]] = {}
-    for e in s.scalars(select(EquipmentState).order_by(EquipmentState.item)):
+    for e in s.scalars(select(EquipmentState).where(pond_filter(scope, EquipmentState.pond_id))
+                       .order_by(EquipmentState.item)):
         equipment.setdefault(e.pond_id, []).append(e)
     nodes: dict[str, list[Node]] = {}
-    for n in s.scalars(select(Node).order_by(Node.id)):
+    for n in s.scalars(select(Node).where(pond_filter(scope, Node.pond_id)).order_by(Node.id)):
         nodes.setdefault(n.pond_id, []).append(n)
     blind: dict[str, list[str]] = {}
     for a in s.scalars(select(Alert).where(Alert.state != "resolved",
-                                           Alert.kind.in_(("camera_fault", "node_offline")))):
+                                           Alert.kind.in_(("camera_fault", "node_offline")),
+                                           pond_filter(scope, Alert.pond_id))):
         blind.setdefault(a.pond_id, []).append(alerts.KIND_ZH.get(a.kind, a.kind))
-    for p in s.scalars(select(Pond).order_by(Pond.id)):
+    for p in s.scalars(select(Pond).where(pond_filter(scope, Pond.id)).order_by(Pond.id)):
         out.append({
             "watched": p.id not in blind and bool(nodes.get(p.id)),
             "faults": blind.get(p.id, []),
@@ -127,47 +161,62 @@ def pond_rows(s: Db) -> list[dict[str, Any]]:
 
 
 @router.get("/ponds", response_class=HTMLResponse)
-def ponds_page(request: Request, user: PageUser, s: Db) -> Response:
-    """Every pond with its nodes and its kit."""
-    return templates.TemplateResponse(request, "ponds.html", {"user": user, "ponds": pond_rows(s)})
+def ponds_page(request: Request, user: PageUser, scope: PageScope, s: Db) -> Response:
+    """Every pond in scope with its nodes and its kit."""
+    return templates.TemplateResponse(request, "ponds.html", {
+        "user": user, "ponds": pond_rows(s, scope), **scope_context(scope)})
+
+
+def silences_in_scope(s: Db, scope: Scope, now: datetime) -> list[Silence]:
+    """Current and future silences on ponds or nodes in scope."""
+    return list(s.scalars(select(Silence).where(
+        Silence.ends > now, or_(pond_filter(scope, Silence.pond_id),
+                                node_filter(scope, Silence.node_id)))
+        .order_by(Silence.starts)))
 
 
 @router.get("/silences", response_class=HTMLResponse)
-def silences_page(request: Request, user: PageUser, svc: Svc, s: Db) -> Response:
-    """Current and future maintenance windows, and a form for a new one."""
-    now = svc.clock.now()
-    rows = s.scalars(select(Silence).where(Silence.ends > now).order_by(Silence.starts))
+def silences_page(request: Request, user: PageUser, scope: PageScope, svc: Svc,
+                  s: Db) -> Response:
+    """Current and future maintenance windows in scope, and a form for a new one."""
+    rows = silences_in_scope(s, scope, svc.clock.now())
     return templates.TemplateResponse(request, "silences.html", {
-        "user": user, "silences": [{"id": r.id, "pond_id": r.pond_id, "node_id": r.node_id,
-                                    "starts": local(r.starts), "ends": local(r.ends),
-                                    "reason": r.reason, "by": r.created_by} for r in rows]})
+        "user": user, **scope_context(scope),
+        "silences": [{"id": r.id, "pond_id": r.pond_id, "node_id": r.node_id,
+                      "starts": local(r.starts), "ends": local(r.ends),
+                      "reason": r.reason, "by": r.created_by} for r in rows]})
 
 
-def add_silence(svc: Svc, s: Db, by: str, pond_id: str | None, node_id: str | None,
+def add_silence(svc: Svc, s: Db, scope: Scope, pond_id: str | None, node_id: str | None,
                 minutes: float, reason: str, starts: datetime | None = None) -> Silence:
-    """Create a silence (caller commits); 422 on bad input."""
+    """Create a silence (caller commits): technicians and admins, ponds/nodes in scope.
+
+    403 for other roles; 422 on bad input, with ponds and nodes outside scope reported
+    exactly like unknown ones.
+    """
+    require(scope.may_command_nodes)
     if not pond_id and not node_id:
         raise HTTPException(422, "需要指定池塘或设备 (pond_id or node_id required)")
-    if pond_id and s.get(Pond, pond_id) is None:
+    if pond_id and (not scope.sees_pond(pond_id) or s.get(Pond, pond_id) is None):
         raise HTTPException(422, f"unknown pond {pond_id!r}")
-    if node_id and s.get(Node, node_id) is None:
+    if node_id and (not scope.sees_node(node_id) or s.get(Node, node_id) is None):
         raise HTTPException(422, f"unknown node {node_id!r}")
     if not 0 < minutes <= 14 * 24 * 60:
         raise HTTPException(422, "minutes must be between 0 and 20160")
     start = starts or svc.clock.now()
     row = Silence(pond_id=pond_id or None, node_id=node_id or None, starts=start,
-                  ends=start + timedelta(minutes=minutes), reason=reason[:500], created_by=by)
+                  ends=start + timedelta(minutes=minutes), reason=reason[:500],
+                  created_by=scope.username)
     s.add(row)
     return row
 
 
 @router.post("/silences")
-def silence_form(user: PageUser, svc: Svc, s: Db, minutes: Annotated[float, Form()],
+def silence_form(scope: PageScope, svc: Svc, s: Db, minutes: Annotated[float, Form()],
                  pond_id: Annotated[str | None, Form()] = None,
                  node_id: Annotated[str | None, Form()] = None,
                  reason: Annotated[str, Form()] = "") -> Response:
-    """Technicians and admins mute a pond or node for a maintenance window."""
-    require_role(user, "technician")
-    add_silence(svc, s, user.username, pond_id, node_id, minutes, reason)
+    """Technicians and admins mute a pond or node in scope for a maintenance window."""
+    add_silence(svc, s, scope, pond_id, node_id, minutes, reason)
     s.commit()
     return RedirectResponse("/silences", status_code=303)

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from protocol.payloads import CommandResult, encode
 from server import auth
+from server.db import Person
 from server.runner import Server
 from tests.server.conftest import FakeNode, PageReceiver, wait_for
 
@@ -29,8 +30,9 @@ def test_command_round_trip(config, receiver: PageReceiver, node: FakeNode) -> N
     with Server(config) as srv:
         assert srv.services.ingest.connected.wait(10)
         with srv.services.sessions() as s, s.begin():
-            auth.set_user(s, "tech", "tech-pass-12", "technician")
-            auth.set_user(s, "viewer", "viewer-pass-1", "viewer")
+            s.get(Person, "tech-wang").stations = ["quanjiang"]
+            auth.set_user(s, "tech", "tech-pass-12", "technician", "tech-wang")
+            auth.set_user(s, "viewer", "viewer-pass-1", "viewer", "guo-yong")
         api = httpx.Client(base_url=srv.url, auth=("tech", "tech-pass-12"))
         assert api.post("/api/nodes/heyuan-01/commands", json={"cmd": "snapshot"},
                         auth=("viewer", "viewer-pass-1")).status_code == 403
@@ -64,7 +66,8 @@ def test_command_without_broker_is_503(config, receiver: PageReceiver) -> None:
     app, svc = build(config)
     svc.prepare()
     with svc.sessions() as s, s.begin():
-        auth.set_user(s, "tech", "tech-pass-12", "technician")
+        s.get(Person, "tech-wang").stations = ["quanjiang"]
+        auth.set_user(s, "tech", "tech-pass-12", "technician", "tech-wang")
     with TestClient(app) as c:
         r = c.post("/api/nodes/heyuan-01/commands", json={"cmd": "x"},
                    auth=("tech", "tech-pass-12"))

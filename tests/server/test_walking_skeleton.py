@@ -47,8 +47,10 @@ def test_child_event_pages_constable_and_ack_link_acknowledges(config, receiver:
 
         with httpx.Client(base_url=srv.url) as web:
             assert web.get("/").status_code in (200, 303)
-            r = web.post("/login", data={"username": "admin", "password": "admin-pass-123"},
-                         follow_redirects=True)
+            token = re.search(r'name="csrf_token" value="(\w+)"', web.get("/login").text)
+            assert token, "login form without CSRF token"
+            r = web.post("/login", data={"username": "admin", "password": "admin-pass-123",
+                                         "csrf_token": token.group(1)}, follow_redirects=True)
             assert r.status_code == 200
             row = re.search(r'data-alert-id="(\d+)" data-state="(\w+)"', r.text)
             assert row and row.group(2) == "acknowledged"

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from server import auth
 from server.app import create_app
 from server.cli import main
-from server.db import Alert, Snapshot
+from server.db import Alert, Person, Snapshot
 from server.ingest import Inbound
 from tests.server.conftest import PageReceiver
 from tests.server.test_escalation import JPEG, Harness, P
@@ -25,18 +25,36 @@ from tests.server.test_escalation import JPEG, Harness, P
 def web(tmp_path: Path, receiver: PageReceiver):
     h = Harness(tmp_path, receiver)
     with h.svc.sessions() as s, s.begin():
+        s.get(Person, "tech-wang").stations = ["quanjiang"]
         auth.set_user(s, "admin", "admin-pass-1", "admin")
-        auth.set_user(s, "viewer", "viewer-pass-1", "viewer")
-        auth.set_user(s, "tech", "tech-pass-12", "technician")
+        auth.set_user(s, "viewer", "viewer-pass-1", "viewer", "guo-yong")
+        auth.set_user(s, "tech", "tech-pass-12", "technician", "tech-wang")
     client = TestClient(create_app(h.svc), follow_redirects=False)
     yield h, client
     client.close()
     h.close()
 
 
-def _login(client: TestClient, user: str, pw: str) -> None:
-    r = client.post("/login", data={"username": user, "password": pw})
+def csrf_of(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    m = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+def login_form(client: TestClient, user: str, pw: str):
+    """Post the login form the way a browser does: with the token from the login page."""
+    token = csrf_of(client.get("/login").text)
+    return client.post("/login", data={"username": user, "password": pw, "csrf_token": token})
+
+
+def _login(client: TestClient, user: str, pw: str) -> str:
+    """Log in; the CSRF token of the new session."""
+    r = login_form(client, user, pw)
     assert r.status_code == 303 and r.headers["location"] == "/"
+    token = client.get("/api/me").json()["csrf_token"]
+    assert token
+    return token
 
 
 def _alert_with_link(h: Harness, snapshot: bool = True) -> tuple[int, str]:
@@ -91,21 +109,23 @@ def test_login_roles_and_snapshot_privacy(web) -> None:
     aid, _ = _alert_with_link(h)
     assert c.get("/").status_code == 303
     assert c.get(f"/alerts/{aid}/snapshot.jpg").status_code == 401
-    r = c.post("/login", data={"username": "admin", "password": "wrong-password"})
+    r = login_form(c, "admin", "wrong-password")
     assert r.headers["location"] == "/login?error=1"
     c.cookies.set(auth.Sessions.COOKIE, "forged.cookie")
     assert c.get("/").status_code == 303
+    c.cookies.clear()
     _login(c, "viewer", "viewer-pass-1")
     assert c.get("/").status_code == 200
     assert c.get(f"/alerts/{aid}/snapshot.jpg").status_code == 403
     assert "snapshot.jpg" not in c.get(f"/alerts/{aid}").text
-    _login(c, "admin", "admin-pass-1")
+    token = _login(c, "admin", "admin-pass-1")
     assert c.get(f"/alerts/{aid}/snapshot.jpg").content == JPEG
     page = c.get(f"/alerts/{aid}").text
     assert "guo-yong" in page or "郭勇" in page
-    r = c.post(f"/alerts/{aid}", data={"action": "ack"})
+    r = c.post(f"/alerts/{aid}", data={"action": "ack", "csrf_token": token})
     assert r.status_code == 303 and h.alert(aid).acked_by == "admin"
-    assert c.post(f"/alerts/{aid}", data={"action": "resolve"}).status_code == 422
+    assert c.post(f"/alerts/{aid}", data={"action": "resolve", "csrf_token": token}
+                  ).status_code == 422
     h.clock.advance(h.cfg.session_ttl_s + 1)
     assert c.get("/").status_code == 303  # session expired
 
@@ -150,8 +170,9 @@ def test_silences_need_technician_and_valid_target(web) -> None:
                   auth=("tech", "tech-pass-12")).status_code == 422
     assert c.post("/api/silences", json={"pond_id": "xiatang", "minutes": 0},
                   auth=("tech", "tech-pass-12")).status_code == 422
-    _login(c, "tech", "tech-pass-12")
-    assert c.post("/silences", data={"node_id": "xiatang-01", "minutes": "30"}).status_code == 303
+    token = _login(c, "tech", "tech-pass-12")
+    assert c.post("/silences", data={"node_id": "xiatang-01", "minutes": "30",
+                                     "csrf_token": token}).status_code == 303
     assert "xiatang-01" in c.get("/silences").text
     h.event()
     h.tick()
@@ -231,7 +252,9 @@ def test_cli_adduser(tmp_path: Path, monkeypatch, capsys) -> None:
     cfg.write_text(f"environment: dev\nsecret_key: test-secret-key-0123456789\n"
                    f"database: sqlite:///{tmp_path / 'u.db'}\n", encoding="utf-8")
     monkeypatch.setenv("PONDWATCH_PASSWORD", "s3cret-pass")
-    assert main(["adduser", str(cfg), "wang", "--role", "technician"]) == 0
+    assert main(["adduser", str(cfg), "wang", "--role", "technician"]) == 2
+    assert "needs --person" in capsys.readouterr().err
+    assert main(["adduser", str(cfg), "root"]) == 0
     monkeypatch.setenv("PONDWATCH_PASSWORD", "short")
     assert main(["adduser", str(cfg), "li"]) == 2
     monkeypatch.setenv("PONDWATCH_PASSWORD", "s3cret-pass")
@@ -281,9 +304,8 @@ def test_ponds_say_when_a_pond_is_not_watched(web) -> None:
 def test_too_many_wrong_passwords_lock_the_name_for_a_while(web) -> None:
     h, c = web
     for _ in range(5):
-        assert c.post("/login", data={"username": "admin", "password": "guess-guess"}
-                      ).headers["location"] == "/login?error=1"
-    r = c.post("/login", data={"username": "admin", "password": "admin-pass-1"})
+        assert login_form(c, "admin", "guess-guess").headers["location"] == "/login?error=1"
+    r = login_form(c, "admin", "admin-pass-1")
     assert r.headers["location"] == "/login?error=1"  # right password, still locked
     assert c.get("/api/alerts", auth=("admin", "admin-pass-1")).status_code == 401
     assert c.get("/api/alerts", auth=("tech", "tech-pass-12")).status_code == 200

@@ -145,6 +145,10 @@ class CommandHandler:
             result = str(result)
         return CommandResult(id=cmd.id, ok=ok, result=result, ts=utc_now())
 
+    def handle_selftest(self, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """The selftest action, for the service's own use (after a model switch)."""
+        return self._selftest(args)
+
     # ---- built-in actions ------------------------------------------------------------
 
     def _selftest(self, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:

@@ -220,6 +220,17 @@ class SmsConfig(_Section):
         return self
 
 
+class DeployConfig(_Section):
+    """Models pushed by the server (the model_update command)."""
+
+    server_url: str | None = Field(
+        None, pattern=r"^https?://", description="Base URL of the PondWatch server; only "
+        "model downloads under it are accepted, and only it gets the node's credentials. "
+        "Unset: model_update is refused.")
+    ca_file: str | None = Field(None, description="CA bundle for an https server_url.")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Connect/read timeout.")
+
+
 class NodeConfig(_Section):
     """Everything one pond node needs."""
 
@@ -237,6 +248,7 @@ class NodeConfig(_Section):
     warning: WarningConfig = Field(default_factory=WarningConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     sms: SmsConfig = Field(default_factory=SmsConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
 
     @model_validator(mode="after")
     def _unique_items(self) -> NodeConfig:

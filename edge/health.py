@@ -50,12 +50,18 @@ class HealthCollector:
         self._cfg = cfg
         self._config_path = config_path
         self._model_name = model_name
+        self._model_format: str | None = None
+        self._model_sha256: str | None = None
         self._root = Path(sys_root)
         self._vcgencmd = shutil.which(vcgencmd) if vcgencmd else None
         self._clock = clock
         self._started = clock()
         self._cpu_last: tuple[int, int] | None = None
         self._cpu_pct: float | None = None
+
+    def set_model(self, name: str, fmt: str | None, sha256: str | None) -> None:
+        """What the heartbeat says about the model (after start or a model switch)."""
+        self._model_name, self._model_format, self._model_sha256 = name, fmt, sha256
 
     def collect(self, stats: dict[str, Any]) -> Health:
         """A heartbeat: the service's stats (fps, inference_ms, camera, outbox_depth, equipment)
@@ -77,6 +83,8 @@ class HealthCollector:
             "memory_percent": self.memory_percent(),
             "disk_free_mb": self.disk_free_mb(),
             "model": self._model_name,
+            "model_format": self._model_format,
+            "model_sha256": self._model_sha256,
             "config_hash": self._config_hash(),
             **extra,
         }

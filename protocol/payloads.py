@@ -151,7 +151,11 @@ class Health(BaseModel):
     disk_free_mb: float | None = None
     camera: str | None = None
     outbox_depth: int | None = None
-    model: str | None = None
+    model: str | None = Field(None, description="Manifest name of the model, else its file.")
+    model_format: str | None = Field(None, max_length=16,
+                                     description="pytorch, onnx, openvino or ncnn.")
+    model_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                                     description="sha256 of the model file (export folder).")
     config_hash: str | None = None
     equipment: dict[str, str] | None = None
     interval_s: float | None = Field(

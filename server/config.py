@@ -112,6 +112,50 @@ class EscalationSettings(_Section):
         return self
 
 
+class GateSet(_Section):
+    """A validation set a model must pass before it may be assigned to nodes."""
+
+    name: str = Field(min_length=1, max_length=64,
+                      description="Set name as recorded by `pondwatch-edge model train/eval`.")
+    kind: Literal["water", "land"] = Field(description="People in water, or people on land.")
+    floor: float = Field(ge=0, le=1, description="Lowest recall accepted.")
+
+
+def _default_gate() -> list[GateSet]:
+    """Real in-water people and the generated bank scenes (people on land)."""
+    return [GateSet(name="water-people-valid", kind="water", floor=0.5),
+            GateSet(name="scenes-land", kind="land", floor=0.85)]
+
+
+class ModelSettings(_Section):
+    """Detector models the server hands out to nodes."""
+
+    dir: Path = Field(Path("pondwatch-models"), description="Folder holding uploaded models.")
+    gate: list[GateSet] = Field(default_factory=_default_gate,
+                                description="Recall floors every assigned model must reach.")
+    pond_floors: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Pond id -> set name -> a stricter (or looser) floor "
+        "for that pond.")
+    node_password_file: Path | None = Field(
+        None, description="Mosquitto password file: nodes download models with their MQTT "
+        "user and password, checked against it. Unset: nodes cannot download.")
+    download_ttl_s: int = Field(3600, ge=60, le=86400,
+                                description="How long a model_update command may wait.")
+
+    @model_validator(mode="after")
+    def _both_kinds(self) -> ModelSettings:
+        """At least one water set and one land set; pond floors name known sets."""
+        kinds = {g.kind for g in self.gate}
+        if kinds != {"water", "land"}:
+            raise ValueError("gate needs at least one 'water' and one 'land' set")
+        names = {g.name for g in self.gate}
+        for pond, floors in self.pond_floors.items():
+            unknown = set(floors) - names
+            if unknown:
+                raise ValueError(f"pond_floors.{pond}: unknown set(s) {sorted(unknown)}")
+        return self
+
+
 class ServerConfig(_Section):
     """The whole server.yaml."""
 
@@ -153,6 +197,8 @@ class ServerConfig(_Section):
         None, repr=False, description="Bearer token /metrics requires when set; prefer env "
         "PONDWATCH_METRICS_TOKEN or metrics_token_file. Unset: /metrics is open.")
     metrics_token_file: Path | None = Field(None, description="File holding the metrics token.")
+    models: ModelSettings = Field(default_factory=lambda: ModelSettings.model_validate({}),
+                                  description="Models for the nodes: storage, gate, downloads.")
 
     def resolved_secret(self) -> bytes:
         """The signing key: env, file, or config; a random one only in dev."""

@@ -1,0 +1,157 @@
+"""Model routes: upload and assign (admins), fleet model status, and node downloads."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from protocol.topics import Topics
+from server import commands, models
+from server.api.deps import ApiUser, Db, Svc, WebUser
+from server.db import ModelAssignment, Node, ServerModel
+from server.services import Services
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class AssignIn(BaseModel):
+    """Assign a model to one pond, or to all ponds (pond_id null)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pond_id: str | None = Field(None, max_length=64, description="Pond id; null for all ponds.")
+
+
+def _admin(user: WebUser) -> None:
+    """403 unless the user may edit the registry (admins)."""
+    if user.role != "admin":
+        raise HTTPException(403, "仅管理员 / admins only")
+
+
+def _row(m: ServerModel, targets: list[str]) -> dict[str, Any]:
+    """A stored model as JSON."""
+    return {"name": m.name, "sha256": m.sha256, "size": m.size, "labels": m.labels,
+            "eval": m.eval, "uploaded_by": m.uploaded_by,
+            "uploaded_at": m.uploaded_at.isoformat(), "assigned_to": targets}
+
+
+@router.get("/api/models")
+def api_models(user: ApiUser, s: Db) -> list[dict[str, Any]]:
+    """Stored models with their figures and where they are assigned (admins, technicians)."""
+    if user.role not in ("admin", "technician"):
+        raise HTTPException(403, "not allowed for your role")
+    targets: dict[str, list[str]] = {}
+    for a in s.scalars(select(ModelAssignment)):
+        targets.setdefault(a.model, []).append(a.target)
+    return [_row(m, sorted(targets.get(m.name, [])))
+            for m in s.scalars(select(ServerModel).order_by(ServerModel.name))]
+
+
+@router.post("/api/models", status_code=201)
+def api_upload(user: ApiUser, svc: Svc, s: Db, file: Annotated[UploadFile, File()],
+               name: Annotated[str, Form(pattern=NAME_PATTERN)],
+               entry: Annotated[str, Form(description="The model's manifest entry as JSON "
+                                                      "(labels, eval, sha256).")]
+               ) -> dict[str, Any]:
+    """Upload a model file with its manifest entry (admins)."""
+    _admin(user)
+    try:
+        meta = json.loads(entry)
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, f"entry is not JSON: {exc}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict):
+        raise HTTPException(422, "entry must be an object with labels (a manifest entry)")
+    evals = meta.get("eval")
+    if evals is not None and not isinstance(evals, dict):
+        raise HTTPException(422, "entry.eval must be an object: set name -> figures")
+    try:
+        row = models.store(s, svc.cfg.models, name, file.file, meta["labels"], evals,
+                           user.username, svc.clock.now(), expected_sha256=meta.get("sha256"))
+    except models.ModelError as exc:
+        raise HTTPException(409, str(exc)) from exc
+    s.commit()
+    return _row(row, [])
+
+
+@router.post("/api/models/{name}/assign")
+def api_assign(name: str, body: AssignIn, user: ApiUser, svc: Svc, s: Db) -> dict[str, Any]:
+    """Assign a model to a pond or all ponds after the gate; tell the nodes (admins)."""
+    _admin(user)
+    now = svc.clock.now()
+    try:
+        row, verdict = models.assign(s, svc.cfg.models, name, body.pond_id, user.username, now)
+    except models.ModelError as exc:
+        raise HTTPException(409 if "gate" in str(exc) else 404, str(exc)) from exc
+    s.flush()
+    model = s.get(ServerModel, name)
+    assert model is not None
+    sent, unsent = [], []
+    client = svc.ingest.client if svc.ingest else None
+    topics = svc.ingest.topics if svc.ingest else Topics(svc.cfg.mqtt.topic_prefix)
+    for node in models.affected_nodes(s, body.pond_id):
+        try:
+            commands.send(s, client, topics, node.id, "model_update", update_args(svc, model),
+                          svc.cfg.models.download_ttl_s, user.username, now)
+            sent.append(node.id)
+        except commands.CommandError as exc:
+            log.warning("model_update to %s not sent: %s", node.id, exc)
+            unsent.append(node.id)
+    s.commit()
+    return {"target": row.target, "model": name, "figures": verdict.figures,
+            "sent_to": sent, "not_sent": unsent}
+
+
+def update_args(svc: Services, model: ServerModel) -> dict[str, Any]:
+    """The model_update command's arguments: what to fetch and check."""
+    base = svc.cfg.http.public_url.rstrip("/")
+    return {"name": model.name, "sha256": model.sha256, "size": model.size,
+            "labels": model.labels, "url": f"{base}/node-api/models/{model.sha256}"}
+
+
+@router.get("/api/fleet/models")
+def api_fleet_models(user: ApiUser, s: Db) -> list[dict[str, Any]]:
+    """Per node: the model it reports (name, format, sha256), its pond's assigned model, and
+    model_mismatch when they differ (admins, technicians)."""
+    if user.role not in ("admin", "technician"):
+        raise HTTPException(403, "not allowed for your role")
+    return [models.node_status(s, n) for n in s.scalars(select(Node).order_by(Node.id))]
+
+
+def _node_auth(request: Request, svc: Services, s: Session) -> Node:
+    """The node proving itself with its MQTT user and password (HTTP Basic), else 401."""
+    header = request.headers.get("authorization", "")
+    user = pw = ""
+    if header.lower().startswith("basic "):
+        try:
+            user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            user = ""
+    node = s.get(Node, user) if user else None
+    if node is None or not models.check_node_password(svc.cfg.models.node_password_file,
+                                                      user, pw):
+        raise HTTPException(401, "node credentials required",
+                            headers={"WWW-Authenticate": 'Basic realm="pondwatch-node"'})
+    return node
+
+
+@router.get("/node-api/models/{sha256}")
+def node_download(sha256: str, request: Request, svc: Svc, s: Db) -> FileResponse:
+    """A node downloads the model assigned to its pond (its own credentials; nothing else)."""
+    node = _node_auth(request, svc, s)
+    want = models.assigned_model(s, node.pond_id)
+    if want is None or want.sha256 != sha256:
+        raise HTTPException(404, "no such model assigned to this node's pond")
+    path = models.file_path(svc.cfg.models, sha256)
+    if not path.is_file():
+        raise HTTPException(410, "model file missing on the server")
+    return FileResponse(path, media_type="application/octet-stream",
+                        filename=f"{want.name}.pt")

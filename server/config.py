@@ -8,7 +8,14 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from protocol.topics import DEFAULT_PREFIX
 from protocol.validation import field_errors, read_yaml
@@ -38,7 +45,8 @@ class MqttSettings(_Section):
     client_id: str = Field("pondwatch-server", min_length=1, max_length=64,
                            description="Stable client id so the broker keeps the session.")
     session_expiry_s: int = Field(7 * 86400, ge=0, le=2**32 - 1,
-                                  description="How long the broker queues for us while away.")
+                                  description="How long the broker queues for us while away "
+                                  "(a replica in a shared_group defaults to 0).")
     receive_maximum: int = Field(100, ge=1, le=65535,
                                  description="Unacknowledged QoS 1 messages in flight to us.")
     username: str | None = Field(None, description="Broker account; password from "
@@ -130,7 +138,8 @@ def _default_gate() -> list[GateSet]:
 class ModelSettings(_Section):
     """Detector models the server hands out to nodes."""
 
-    dir: Path = Field(Path("pondwatch-models"), description="Folder holding uploaded models.")
+    dir: Path | None = Field(None, description="Folder holding uploaded models (default: "
+                             "models/ beside an SQLite database, else /var/lib/pondwatch/models).")
     gate: list[GateSet] = Field(default_factory=_default_gate,
                                 description="Recall floors every assigned model must reach.")
     pond_floors: dict[str, dict[str, float]] = Field(
@@ -138,7 +147,8 @@ class ModelSettings(_Section):
         "for that pond.")
     node_password_file: Path | None = Field(
         None, description="Mosquitto password file: nodes download models with their MQTT "
-        "user and password, checked against it. Unset: nodes cannot download.")
+        "user and password, checked against it. Unset: the private broker's password "
+        "file when the server runs one, else nodes cannot download.")
     download_ttl_s: int = Field(3600, ge=60, le=86400,
                                 description="How long a model_update command may wait.")
 
@@ -199,6 +209,20 @@ class ServerConfig(_Section):
     metrics_token_file: Path | None = Field(None, description="File holding the metrics token.")
     models: ModelSettings = Field(default_factory=lambda: ModelSettings.model_validate({}),
                                   description="Models for the nodes: storage, gate, downloads.")
+    health_history_days: float = Field(
+        7, gt=0, le=366, description="Heartbeat samples kept for the fleet page's history.")
+    map_tile_url: str | None = Field(
+        None, pattern=r"^(https?://|/)[^\s\"'<>]*\{z\}[^\s\"'<>]*$",
+        description="Map tiles for the pond map, e.g. http://tiles.local/{z}/{x}/{y}.png "
+        "(must contain {z}, {x} and {y}); unset: a plain plot of the pond coordinates.")
+
+    @field_validator("map_tile_url")
+    @classmethod
+    def _tile_placeholders(cls, v: str | None) -> str | None:
+        """A tile URL names the zoom and both tile coordinates."""
+        if v is not None and not all(p in v for p in ("{z}", "{x}", "{y}")):
+            raise ValueError("must contain {z}, {x} and {y}")
+        return v
 
     def resolved_secret(self) -> bytes:
         """The signing key: env, file, or config; a random one only in dev."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -18,6 +19,7 @@ from server.metrics import Metrics
 from server.paging import Pager
 
 log = logging.getLogger(__name__)
+SWEEP_EVERY_S = 2.0
 
 
 def on_duty(s: Session, grid: Grid, role: str, now: datetime) -> str | None:
@@ -103,10 +105,14 @@ class Escalator:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        """Tick when woken, at least every half second."""
+        """Tick when woken, at least every half second; sweep for orphaned pages every 2 s."""
+        next_sweep = time.monotonic() + SWEEP_EVERY_S
         while not self._stop.is_set():
             try:
                 self.tick()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_EVERY_S
+                    self.pager.sweep()
             except Exception:
                 log.exception("escalation tick failed")
             self._wake.wait(0.5)

@@ -39,6 +39,7 @@ from server.db import Alert, EventRow, Node, Snapshot
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
+TOPIC_LOG_MAX = 200  # topics are logged with %r and cut here (no log injection)
 _SUBSCRIBE_KINDS = ("event", "status", "health", "snapshot/+", "cmd/result")
 
 
@@ -179,12 +180,21 @@ class Ingestor:
         self._worker.start()
         u = urlparse(self.broker_url)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.cfg.mqtt.session_expiry_s
+        props.SessionExpiryInterval = self.session_expiry_s()
         props.ReceiveMaximum = self.cfg.mqtt.receive_maximum
         port = u.port or (8883 if u.scheme == "mqtts" else 1883)
         self.client.connect_async(u.hostname or "127.0.0.1", port, keepalive=30,
                                   clean_start=False, properties=props)
         self.client.loop_start()
+
+    def session_expiry_s(self) -> int:
+        """The configured session expiry; 0 by default for a replica in a shared group,
+        since a dead replica's session would keep its share of the messages (nodes re-send
+        what no server confirmed)."""
+        mq = self.cfg.mqtt
+        if mq.shared_group and "session_expiry_s" not in mq.model_fields_set:
+            return 0
+        return mq.session_expiry_s
 
     def stop(self) -> None:
         """Commit and confirm the batch being written, then disconnect keeping the broker
@@ -261,7 +271,7 @@ class Ingestor:
     def _count_rejected(self, item: Inbound, exc: Rejected) -> None:
         """Log and count one rejected message."""
         self.metrics.rejected.labels(exc.reason).inc()
-        log.warning("rejected message on %s: %s", item.topic[:200], exc)
+        log.warning("rejected message on %r: %.300r", item.topic[:TOPIC_LOG_MAX], str(exc))
 
     def _process_retrying(self, item: Inbound) -> Outcome | None:
         """Process; retry while the database is unreachable; None if stopping meanwhile."""
@@ -278,7 +288,8 @@ class Ingestor:
                     return None
                 delay = min(delay * 2, 5.0)
             except Exception:
-                log.exception("unexpected error ingesting %s; message dropped", item.topic[:200])
+                log.exception("unexpected error ingesting %r; message dropped",
+                              item.topic[:TOPIC_LOG_MAX])
                 self.metrics.rejected.labels("internal").inc()
                 return Outcome()
 
@@ -371,7 +382,7 @@ class Ingestor:
             self.metrics.duplicates.inc()
             return Outcome(node_id=node.id, event_id=ev.id)
         if ev.pond_id != node.pond_id:
-            log.warning("node %s reports pond %s but the registry says %s; using the registry",
+            log.warning("node %s reports pond %.80r but the registry says %s; using the registry",
                         node.id, ev.pond_id, node.pond_id)
         row = EventRow(id=ev.id, node_id=node.id, pond_id=node.pond_id, type=ev.type.value,
                        severity=ev.severity.value, ts=ev.ts, received_at=now,

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import apprise
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import alerts
@@ -26,6 +28,8 @@ from server.metrics import Metrics
 log = logging.getLogger(__name__)
 BEIJING = timezone(timedelta(hours=8))
 Sender = Callable[[str, str, str, Path | None], bool]
+LEASE_S = 120.0  # a delivery 'sending' longer than this by a replica that is gone is re-sent
+SWEEP_AGE_S = 2.0  # pending this long and in nobody's queue: a replica died before sending
 
 
 def apprise_send(url: str, title: str, body: str, attachment: Path | None) -> bool:
@@ -80,7 +84,12 @@ class Pager:
         self.sessions, self.clock, self.metrics, self.links = sessions, clock, metrics, links
         self.send = send
         self.on_person_failed = on_person_failed
+        # Who holds a delivery while sending: the replica's MQTT client id (set by Services).
+        self.owner = f"pondwatch-server-{os.getpid()}"
+        self.lease_s = LEASE_S
+        self._pg = sessions.kw["bind"].dialect.name == "postgresql"
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pager")
+        self._futures: dict[int, Future[None]] = {}
         self._inflight: set[int] = set()
         self._lock = threading.Lock()
         self._tmp = tempfile.TemporaryDirectory(prefix="pondwatch-pages-")
@@ -98,7 +107,10 @@ class Pager:
                 if did in self._inflight:
                     continue
                 self._inflight.add(did)
-            self._pool.submit(self._guarded, did)
+                try:
+                    self._futures[did] = self._pool.submit(self._guarded, did)
+                except RuntimeError:  # stopping: leave it pending for the next owner
+                    self._inflight.discard(did)
 
     def idle(self, timeout: float = 10.0) -> bool:
         """Poll until no delivery is in flight (for tests and shutdown); False on timeout."""
@@ -110,28 +122,68 @@ class Pager:
             time.sleep(0.01)
         return False
 
+    def _hand_back(self, s: Session, *cond: Any) -> int:
+        """Put 'sending' deliveries matching cond back to pending; returns how many."""
+        res = s.execute(update(Delivery).where(Delivery.status == "sending", *cond)
+                        .values(status="pending", claimed_by=None, lease_until=None)
+                        .execution_options(synchronize_session=False))
+        return int(getattr(res, "rowcount", 0) or 0)
+
     def resume(self) -> int:
-        """Queue deliveries a previous run left pending or was sending when it died."""
+        """Queue what is pending, what this replica held when it died, and expired leases.
+
+        Deliveries another live replica holds (its lease not expired) are left alone."""
+        now = self.clock.now()
         with self.sessions() as s, s.begin():
-            s.execute(update(Delivery).where(Delivery.status == "sending")
-                      .values(status="pending"))
+            self._hand_back(s, or_(Delivery.claimed_by == self.owner,
+                                   Delivery.claimed_by.is_(None), Delivery.lease_until.is_(None),
+                                   Delivery.lease_until < now))
         with self.sessions() as s:
             ids = list(s.scalars(select(Delivery.id).where(Delivery.status == "pending")))
         self.submit(ids)
         return len(ids)
 
-    def stop(self) -> None:
-        """Finish what is in flight, record it, then stop; safe twice."""
-        self._pool.shutdown(wait=True, cancel_futures=False)
+    def sweep(self) -> int:
+        """Take over deliveries of a replica that died: expired leases, and pending ones
+        nobody sent for SWEEP_AGE_S; returns how many were queued."""
+        now = self.clock.now()
+        with self.sessions() as s, s.begin():
+            expired = self._hand_back(s, Delivery.lease_until < now)
+        if expired:
+            log.warning("took over %d deliveries whose lease expired", expired)
+        with self.sessions() as s:
+            ids = list(s.scalars(select(Delivery.id).where(
+                Delivery.status == "pending",
+                Delivery.created_at <= now - timedelta(seconds=SWEEP_AGE_S)).limit(1000)))
+        with self._lock:
+            ids = [i for i in ids if i not in self._inflight]
+        self.submit(ids)
+        return len(ids)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish in-flight sends for up to timeout s and record them; queued ones stay
+        pending for the next owner; safe twice."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            for did, fut in list(self._futures.items()):
+                if fut.cancelled():
+                    self._inflight.discard(did)
+                    del self._futures[did]
+        if not self.idle(timeout):
+            with self._lock:
+                left = sorted(self._inflight)
+            log.warning("stopping with %d page(s) still being sent: %s (they are re-sent "
+                        "after this replica restarts or their lease expires)", len(left), left)
         if self._recorder.is_alive():
             self._results.put(None)
-            self._recorder.join(timeout=10)
+            self._recorder.join(timeout=2)
         self._tmp.cleanup()
 
     def _done(self, did: int) -> None:
         """No longer in flight."""
         with self._lock:
             self._inflight.discard(did)
+            self._futures.pop(did, None)
 
     def _guarded(self, did: int) -> None:
         """Send, then hand the results to the recorder; never kill a worker silently."""
@@ -188,10 +240,12 @@ class Pager:
         snap = s.get(Snapshot, alert.snapshot_event_id)
         if snap is None:
             return None
-        path = Path(self._tmp.name) / f"snapshot-{snap.event_id}.jpg"
-        if not path.exists():
-            path.write_bytes(snap.data)
-        return path
+        # One file per delivery, removed as soon as it is sent (images of minors).
+        fd, name = tempfile.mkstemp(prefix=f"snapshot-{snap.event_id[:40]}-", suffix=".jpg",
+                                    dir=self._tmp.name)
+        with os.fdopen(fd, "wb") as f:
+            f.write(snap.data)
+        return Path(name)
 
     def deliver(self, did: int) -> bool:
         """Send one delivery now and record it (synchronously); True if someone was reached."""
@@ -200,12 +254,8 @@ class Pager:
 
     def _send(self, did: int) -> list[tuple[str, bool]] | None:
         """Send one delivery on each of the person's channels; None when nothing to send."""
-        with self.sessions() as s, s.begin():  # claim it: two replicas never send the same page
-            res = s.execute(update(Delivery).where(Delivery.id == did,
-                                                   Delivery.status == "pending")
-                            .values(status="sending"))
-            if getattr(res, "rowcount", 0) != 1:
-                return None
+        if not self._claim(did):
+            return None
         with self.sessions() as s:
             d = s.get(Delivery, did)
             if d is None:
@@ -226,16 +276,37 @@ class Pager:
             title, body = compose(alert, pond, link, d.step)
             attachment = self._attachment(s, alert)
         results: list[tuple[str, bool]] = []
-        for url in person.notify:
-            channel = url.split("://", 1)[0].lower()[:32]
-            try:
-                ok = self.send(url, title, body, attachment)
-            except Exception as exc:  # a broken plugin must not stop the other channels
-                log.warning("channel %s raised: %s", channel, exc)
-                ok = False
-            results.append((channel, ok))
-            self.metrics.pages.labels(channel, "ok" if ok else "failed").inc()
+        try:
+            for url in person.notify:
+                channel = url.split("://", 1)[0].lower()[:32]
+                try:
+                    ok = self.send(url, title, body, attachment)
+                except Exception as exc:  # a broken plugin must not stop the other channels
+                    log.warning("channel %s raised: %s", channel, exc)
+                    ok = False
+                results.append((channel, ok))
+                self.metrics.pages.labels(channel, "ok" if ok else "failed").inc()
+        finally:
+            if attachment is not None:
+                attachment.unlink(missing_ok=True)
         return results
+
+    def _claim(self, did: int) -> bool:
+        """Take a pending delivery under this replica's lease, so each page goes out once:
+        a row lock skipped by the others on PostgreSQL, a conditional update on SQLite."""
+        lease = self.clock.now() + timedelta(seconds=self.lease_s)
+        with self.sessions() as s, s.begin():
+            if self._pg:
+                row = s.scalars(select(Delivery.id).where(
+                    Delivery.id == did, Delivery.status == "pending")
+                    .with_for_update(skip_locked=True)).first()
+                if row is None:
+                    return False
+            res = s.execute(update(Delivery).where(Delivery.id == did,
+                                                   Delivery.status == "pending")
+                            .values(status="sending", claimed_by=self.owner, lease_until=lease)
+                            .execution_options(synchronize_session=False))
+            return getattr(res, "rowcount", 0) == 1
 
     def _record(self, did: int, results: list[tuple[str, bool]]) -> bool:
         """Record one delivery in its own transaction; True if someone was reached."""
@@ -259,7 +330,7 @@ class Pager:
         if not results:
             alerts.timeline(s, alert, now, "delivery", f"step {d.step}: no channels",
                             person_id=d.person_id, result="failed")
-        d.status, d.sent_at = ("sent" if reached else "failed"), now
+        d.status, d.sent_at, d.lease_until = ("sent" if reached else "failed"), now, None
         if reached:
             if alert.state == "open":
                 self.metrics.page_latency.observe((now - alert.opened_at).total_seconds())

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 
-from server.api import ack, api, report, web
+from server import live
+from server.api import ack, admin, alert_pages, api, fleet, ponds, report, web
 from server.api.deps import ApiUser, LoginRequired, PageUser
 from server.api.security import SecurityMiddleware
 from server.clock import Clock
@@ -17,6 +20,7 @@ from server.paging import Sender, apprise_send
 from server.services import Services
 
 OPENAPI_URL = "/api/openapi.json"
+STATIC = Path(__file__).parent / "static"
 
 
 def _docs(app: FastAPI) -> None:
@@ -40,7 +44,11 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="PondWatch", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.add_middleware(SecurityMiddleware, public_url=services.cfg.http.public_url)
-    for r in (ack.router, web.router, api.router, report.router):
+    app.state.live = live.Hub()
+    live.attach(services.sessions, app.state.live)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    pages = (alert_pages.router, ponds.router, fleet.router, admin.router)  # before web's
+    for r in (ack.router, *pages, web.router, api.router, report.router):
         app.include_router(r)
     _docs(app)
 

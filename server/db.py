@@ -255,6 +255,22 @@ class CommandRow(Base):
     result_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class HealthSample(Base):
+    """One heartbeat's figures, kept for the fleet page's history (bounded retention)."""
+
+    __tablename__ = "health_samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    fps: Mapped[float | None] = mapped_column(Float, nullable=True)
+    temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cpu_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    throttled: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    outbox_depth: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (Index("ix_health_samples_node_at", "node_id", "at"),)
+
+
 class User(Base):
     """A web user with a hashed password."""
 

@@ -1,0 +1,124 @@
+"""Fleet pages for technicians: node health, its history, and remote commands with their answers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse, Response
+from markupsafe import Markup
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from protocol.topics import Topics
+from server import commands, health_history
+from server.api.deps import CurrentScope, Db, Svc, node_in_scope, require
+from server.api.pages import render
+from server.api.views import local
+from server.db import CommandRow, Node, Pond
+from server.scope import node_filter
+
+router = APIRouter()
+# What the buttons send, and how long each command may wait for the node.
+BUTTONS: dict[str, int] = {"snapshot": 300, "selftest": 300, "horn_test": 120, "enrol": 600,
+                           "restart": 120}
+SERIES = (("fps", "#0b57a4", "fps"), ("temperature_c", "#b00020", "temp"),
+          ("outbox_depth", "#a65e00", "outbox"))
+
+
+def node_row(n: Node, pond: Pond | None, now: datetime) -> dict[str, Any]:
+    """What the fleet table shows about one node."""
+    h = n.health or {}
+    seen = max((t for t in (n.health_at, n.state_at) if t is not None), default=None)
+    return {"id": n.id, "pond_id": n.pond_id, "pond": pond.name if pond else n.pond_id,
+            "state": n.state, "last_seen": local(seen),
+            "ago_s": (now - seen).total_seconds() if seen else None,
+            "fps": h.get("fps"), "temperature_c": h.get("temperature_c"),
+            "throttled": h.get("throttled"), "outbox_depth": h.get("outbox_depth"),
+            "model": h.get("model"), "version": n.version or h.get("version"),
+            "camera": h.get("camera"), "cpu_percent": h.get("cpu_percent")}
+
+
+def command_rows(s: Session, node_id: str, now: datetime, limit: int = 20) -> list[dict[str, Any]]:
+    """Recent commands to a node with the node's answer, newest first."""
+    rows = s.scalars(select(CommandRow).where(CommandRow.node_id == node_id)
+                     .order_by(CommandRow.created_at.desc()).limit(limit))
+    out = []
+    for r in rows:
+        checks = r.result.get("checks") if isinstance(r.result, dict) else None
+        out.append({"id": r.id, "cmd": r.cmd, "by": r.created_by, "sent": local(r.created_at),
+                    "answered": r.result_at is not None, "ok": r.ok,
+                    "expired": r.result_at is None and r.expires_at < now,
+                    "at": local(r.result_at),
+                    "checks": checks if isinstance(checks, list) else None,
+                    "result": r.result})
+    return out
+
+
+def _scoped_nodes(s: Session, scope: Any) -> list[tuple[Node, Pond | None]]:
+    """Nodes in scope with their pond, by id."""
+    q = (select(Node, Pond).join(Pond, Pond.id == Node.pond_id, isouter=True)
+         .where(node_filter(scope, Node.id)).order_by(Node.id))
+    return [(n, p) for n, p in s.execute(q)]
+
+
+@router.get("/fleet")
+def fleet_page(request: Request, scope: CurrentScope, svc: Svc, s: Db) -> Response:
+    """Every node in scope with its latest heartbeat (technicians and admins)."""
+    require(scope.may_command_nodes)
+    now = svc.clock.now()
+    return render(request, "fleet.html", scope,
+                  nodes=[node_row(n, p, now) for n, p in _scoped_nodes(s, scope)])
+
+
+@router.get("/fleet/{node_id}")
+def node_page(request: Request, node_id: str, scope: CurrentScope, svc: Svc, s: Db,
+              hours: float = 24) -> Response:
+    """One node: health now and over time, command buttons and the node's answers."""
+    require(scope.may_command_nodes)
+    node = node_in_scope(s, scope, node_id)
+    now = svc.clock.now()
+    hours = min(max(hours, 1), 24 * svc.cfg.health_history_days)
+    start = now - timedelta(hours=hours)
+    points = health_history.samples(s, node.id, start)
+    chart = Markup(health_history.chart_svg(points, SERIES, start, now))  # noqa: S704 numbers only
+    return render(request, "fleet_node.html", scope, n=node_row(node, s.get(Pond, node.pond_id),
+                                                                 now),
+                  chart=chart, points=len(points), hours=hours, series=SERIES,
+                  buttons=list(BUTTONS), commands=command_rows(s, node.id, now))
+
+
+@router.get("/fleet/{node_id}/commands")
+def node_commands(request: Request, node_id: str, scope: CurrentScope, svc: Svc,
+                  s: Db) -> Response:
+    """The command list alone (the page reloads it while an answer is awaited)."""
+    require(scope.may_command_nodes)
+    node = node_in_scope(s, scope, node_id)
+    return render(request, "_commands.html", scope, n={"id": node.id},
+                  commands=command_rows(s, node.id, svc.clock.now()))
+
+
+def send_command(svc: Svc, s: Session, node_id: str, cmd: str, by: str) -> CommandRow:
+    """Send one of the button commands to a node (caller checked scope; commits)."""
+    if cmd not in BUTTONS:
+        raise HTTPException(422, f"unknown command {cmd!r}; one of {', '.join(BUTTONS)}")
+    client = svc.ingest.client if svc.ingest else None
+    topics = svc.ingest.topics if svc.ingest else Topics(svc.cfg.mqtt.topic_prefix)
+    try:
+        row = commands.send(s, client, topics, node_id, cmd, {}, BUTTONS[cmd], by,
+                            svc.clock.now())
+    except commands.CommandError as exc:
+        raise HTTPException(503, f"指令未发出 (command not sent): {exc}") from exc
+    s.commit()
+    return row
+
+
+@router.post("/fleet/{node_id}/commands")
+def node_command(node_id: str, scope: CurrentScope, svc: Svc, s: Db,
+                 cmd: Annotated[str, Form()]) -> Response:
+    """A button: snapshot, self-test, horn test, re-enrol or restart (technicians, admins)."""
+    node = node_in_scope(s, scope, node_id)
+    require(scope.may_command_nodes)
+    row = send_command(svc, s, node.id, cmd, scope.username)
+    return RedirectResponse(f"/fleet/{node.id}#cmd-{row.id}", status_code=303)

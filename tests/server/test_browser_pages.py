@@ -1,4 +1,4 @@
-"""Headless Chromium on the real server, broker and SQLite: live alerts, scope, roles, fleet, map."""
+"""Headless Chromium on a real server, broker and SQLite: live alerts, scope, roles, fleet, map."""
 
 from __future__ import annotations
 

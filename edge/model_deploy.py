@@ -27,7 +27,8 @@ Result = tuple[bool, dict[str, Any]]
 
 class ModelDeployer:
     """Runs model_update: fetch with the node's credentials, verify, switch atomically, then
-    selftest; a model that fails to load or a failed selftest leaves the old model running."""
+    selftest; a model that fails to load, or a selftest check that passed before the switch
+    and fails after it, puts the old model back."""
 
     def __init__(self, cfg: NodeConfig, *, load: Callable[[str], Detector],
                  swap: Callable[[Detector], Detector], selftest: Callable[[], Result],
@@ -78,6 +79,7 @@ class ModelDeployer:
             return False, {"error": str(exc), "kept": _ident(old)}
         finally:
             part.unlink(missing_ok=True)
+        before = _passed(self._selftest()[1])
         undo = _switch(active, fresh)
         try:
             detector = self._load(str(active))
@@ -88,12 +90,12 @@ class ModelDeployer:
             return False, {"error": f"the new model does not load: {exc}; rolled back",
                            "kept": _ident(old)}
         previous = self._swap(detector)
-        ok, report = self._selftest()
-        if not ok:
+        _ok, report = self._selftest()
+        failed = sorted(before - _passed(report))  # checks the switch broke
+        if failed:
             undo()
             self._swap(previous)
             fresh.unlink(missing_ok=True)
-            failed = [c.get("name") for c in report.get("checks", []) if not c.get("ok")]
             log.error("model_update %s: selftest failed after the switch (%s); rolled back",
                       name, failed)
             why = ", ".join(map(str, failed))
@@ -114,6 +116,11 @@ class ModelDeployer:
             context = ssl.create_default_context(cafile=self.cfg.deploy.ca_file)
         modelstore.download(url, out, self.cfg.deploy.timeout_s,
                             headers={"Authorization": f"Basic {token}"}, context=context)
+
+
+def _passed(report: dict[str, Any]) -> set[str]:
+    """Names of the selftest checks that passed."""
+    return {str(c.get("name")) for c in report.get("checks", []) if c.get("ok")}
 
 
 def _ident(i: ModelIdentity) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server.config import ModelSettings
+from server.config import ModelSettings, ServerConfig
 from server.db import ModelAssignment, Node, Pond, ServerModel
 
 log = logging.getLogger(__name__)
@@ -37,21 +37,31 @@ class GateResult:
     figures: dict[str, float | None]
 
 
-def file_path(settings: ModelSettings, sha256: str) -> Path:
+def models_dir(cfg: ServerConfig) -> Path:
+    """models.dir, else a models folder beside an SQLite database (else /var/lib/pondwatch)."""
+    if cfg.models.dir is not None:
+        return cfg.models.dir
+    if cfg.database.startswith("sqlite:///"):
+        return Path(cfg.database.removeprefix("sqlite:///")).resolve().parent / "models"
+    return Path("/var/lib/pondwatch/models")
+
+
+def file_path(cfg: ServerConfig, sha256: str) -> Path:
     """Where the server keeps the model file with this digest."""
-    return settings.dir / f"{sha256}.pt"
+    return models_dir(cfg) / f"{sha256}.pt"
 
 
-def store(s: Session, settings: ModelSettings, name: str, src: IO[bytes],
+def store(s: Session, cfg: ServerConfig, name: str, src: IO[bytes],
           labels: dict[str, list[str]], evals: dict[str, Any] | None, by: str,
           now: datetime, expected_sha256: str | None = None) -> ServerModel:
     """Write an uploaded model file (atomically) and record it; refuse a name or digest in use."""
     if s.get(ServerModel, name) is not None:
         raise ModelError(f"model {name!r} already exists")
-    settings.dir.mkdir(parents=True, exist_ok=True)
+    folder = models_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     size = 0
-    fd, tmp = tempfile.mkstemp(dir=settings.dir, prefix=".upload-", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
             for chunk in iter(lambda: src.read(1 << 20), b""):
@@ -65,7 +75,7 @@ def store(s: Session, settings: ModelSettings, name: str, src: IO[bytes],
             raise ModelError(f"sha256 of the upload is {sha}, the form says {expected_sha256}")
         if s.scalar(select(ServerModel).where(ServerModel.sha256 == sha)) is not None:
             raise ModelError(f"a model with sha256 {sha} is already stored")
-        os.replace(tmp, file_path(settings, sha))
+        os.replace(tmp, file_path(cfg, sha))
     finally:
         Path(tmp).unlink(missing_ok=True)
     row = ServerModel(name=name, sha256=sha, size=size, labels=labels, eval=evals,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
@@ -15,8 +16,9 @@ from sqlalchemy.orm import Session
 
 from protocol.topics import Topics
 from server import commands, models
-from server.api.deps import ApiUser, Db, Svc, WebUser
+from server.api.deps import ApiScope, Db, Svc, require
 from server.db import ModelAssignment, Node, ServerModel
+from server.scope import node_filter
 from server.services import Services
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,7 @@ class AssignIn(BaseModel):
     pond_id: str | None = Field(None, max_length=64, description="Pond id; null for all ponds.")
 
 
-def _admin(user: WebUser) -> None:
-    """403 unless the user may edit the registry (admins)."""
-    if user.role != "admin":
-        raise HTTPException(403, "仅管理员 / admins only")
+ADMINS_ONLY = "仅管理员 (admins only)"
 
 
 def _row(m: ServerModel, targets: list[str]) -> dict[str, Any]:
@@ -45,10 +44,9 @@ def _row(m: ServerModel, targets: list[str]) -> dict[str, Any]:
 
 
 @router.get("/api/models")
-def api_models(user: ApiUser, s: Db) -> list[dict[str, Any]]:
+def api_models(scope: ApiScope, s: Db) -> list[dict[str, Any]]:
     """Stored models with their figures and where they are assigned (admins, technicians)."""
-    if user.role not in ("admin", "technician"):
-        raise HTTPException(403, "not allowed for your role")
+    require(scope.may_edit_registry or scope.may_command_nodes)
     targets: dict[str, list[str]] = {}
     for a in s.scalars(select(ModelAssignment)):
         targets.setdefault(a.model, []).append(a.target)
@@ -57,13 +55,13 @@ def api_models(user: ApiUser, s: Db) -> list[dict[str, Any]]:
 
 
 @router.post("/api/models", status_code=201)
-def api_upload(user: ApiUser, svc: Svc, s: Db, file: Annotated[UploadFile, File()],
+def api_upload(scope: ApiScope, svc: Svc, s: Db, file: Annotated[UploadFile, File()],
                name: Annotated[str, Form(pattern=NAME_PATTERN)],
                entry: Annotated[str, Form(description="The model's manifest entry as JSON "
                                                       "(labels, eval, sha256).")]
                ) -> dict[str, Any]:
     """Upload a model file with its manifest entry (admins)."""
-    _admin(user)
+    require(scope.may_edit_registry, ADMINS_ONLY)
     try:
         meta = json.loads(entry)
     except json.JSONDecodeError as exc:
@@ -74,8 +72,8 @@ def api_upload(user: ApiUser, svc: Svc, s: Db, file: Annotated[UploadFile, File(
     if evals is not None and not isinstance(evals, dict):
         raise HTTPException(422, "entry.eval must be an object: set name -> figures")
     try:
-        row = models.store(s, svc.cfg.models, name, file.file, meta["labels"], evals,
-                           user.username, svc.clock.now(), expected_sha256=meta.get("sha256"))
+        row = models.store(s, svc.cfg, name, file.file, meta["labels"], evals,
+                           scope.username, svc.clock.now(), expected_sha256=meta.get("sha256"))
     except models.ModelError as exc:
         raise HTTPException(409, str(exc)) from exc
     s.commit()
@@ -83,12 +81,12 @@ def api_upload(user: ApiUser, svc: Svc, s: Db, file: Annotated[UploadFile, File(
 
 
 @router.post("/api/models/{name}/assign")
-def api_assign(name: str, body: AssignIn, user: ApiUser, svc: Svc, s: Db) -> dict[str, Any]:
+def api_assign(name: str, body: AssignIn, scope: ApiScope, svc: Svc, s: Db) -> dict[str, Any]:
     """Assign a model to a pond or all ponds after the gate; tell the nodes (admins)."""
-    _admin(user)
+    require(scope.may_edit_registry, ADMINS_ONLY)
     now = svc.clock.now()
     try:
-        row, verdict = models.assign(s, svc.cfg.models, name, body.pond_id, user.username, now)
+        row, verdict = models.assign(s, svc.cfg.models, name, body.pond_id, scope.username, now)
     except models.ModelError as exc:
         raise HTTPException(409 if "gate" in str(exc) else 404, str(exc)) from exc
     s.flush()
@@ -100,7 +98,7 @@ def api_assign(name: str, body: AssignIn, user: ApiUser, svc: Svc, s: Db) -> dic
     for node in models.affected_nodes(s, body.pond_id):
         try:
             commands.send(s, client, topics, node.id, "model_update", update_args(svc, model),
-                          svc.cfg.models.download_ttl_s, user.username, now)
+                          svc.cfg.models.download_ttl_s, scope.username, now)
             sent.append(node.id)
         except commands.CommandError as exc:
             log.warning("model_update to %s not sent: %s", node.id, exc)
@@ -118,12 +116,20 @@ def update_args(svc: Services, model: ServerModel) -> dict[str, Any]:
 
 
 @router.get("/api/fleet/models")
-def api_fleet_models(user: ApiUser, s: Db) -> list[dict[str, Any]]:
-    """Per node: the model it reports (name, format, sha256), its pond's assigned model, and
-    model_mismatch when they differ (admins, technicians)."""
-    if user.role not in ("admin", "technician"):
-        raise HTTPException(403, "not allowed for your role")
-    return [models.node_status(s, n) for n in s.scalars(select(Node).order_by(Node.id))]
+def api_fleet_models(scope: ApiScope, s: Db) -> list[dict[str, Any]]:
+    """Per node in scope: the model it reports (name, format, sha256), its pond's assigned
+    model, and model_mismatch when they differ (technicians, admins)."""
+    require(scope.may_command_nodes)
+    q = select(Node).where(node_filter(scope, Node.id)).order_by(Node.id)
+    return [models.node_status(s, n) for n in s.scalars(q)]
+
+
+def node_password_file(svc: Services) -> Path | None:
+    """models.node_password_file, else the password file of the server's private broker."""
+    if svc.cfg.models.node_password_file is not None:
+        return svc.cfg.models.node_password_file
+    sup = svc.supervisor
+    return sup.credentials.dir / "mosquitto.passwd" if sup is not None else None
 
 
 def _node_auth(request: Request, svc: Services, s: Session) -> Node:
@@ -136,8 +142,7 @@ def _node_auth(request: Request, svc: Services, s: Session) -> Node:
         except (ValueError, UnicodeDecodeError):
             user = ""
     node = s.get(Node, user) if user else None
-    if node is None or not models.check_node_password(svc.cfg.models.node_password_file,
-                                                      user, pw):
+    if node is None or not models.check_node_password(node_password_file(svc), user, pw):
         raise HTTPException(401, "node credentials required",
                             headers={"WWW-Authenticate": 'Basic realm="pondwatch-node"'})
     return node
@@ -150,7 +155,7 @@ def node_download(sha256: str, request: Request, svc: Svc, s: Db) -> FileRespons
     want = models.assigned_model(s, node.pond_id)
     if want is None or want.sha256 != sha256:
         raise HTTPException(404, "no such model assigned to this node's pond")
-    path = models.file_path(svc.cfg.models, sha256)
+    path = models.file_path(svc.cfg, sha256)
     if not path.is_file():
         raise HTTPException(410, "model file missing on the server")
     return FileResponse(path, media_type="application/octet-stream",

@@ -17,6 +17,7 @@ from edge.modelstore import MANIFEST, MODELS_DIR, ModelStoreError
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("onnx", "openvino", "ncnn")
+VALIDATION = MODELS_DIR / "validation.yaml"
 # Python packages each export needs; Ultralytics would try to pip-install them at run time.
 EXPORT_NEEDS = {"onnx": ("onnx",), "openvino": ("openvino",), "ncnn": ("ncnn", "pnnx")}
 
@@ -84,6 +85,15 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="target format")
     e.add_argument("--imgsz", type=int, default=640, help="input size (multiple of 32)")
 
+    v = ms.add_parser("eval", help="measure a model on the validation sets (the gate's figures)")
+    v.add_argument("name", help="model name from the manifest")
+    v.add_argument("--config", required=True, help="node config whose detection path is scored")
+    v.add_argument("--sets", default=str(VALIDATION), help="validation sets file")
+    v.add_argument("--set", action="append", default=[], metavar="NAME",
+                   help="only these sets (repeatable; default: all)")
+    v.add_argument("--record", action="store_true",
+                   help="write the figures into the model's manifest entry")
+
     t = ms.add_parser("train", help="fine-tune a model with the domain recipe")
     from edge.train import add_train_args
     add_train_args(t)
@@ -102,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             return _verify(manifest, Path(args.dir))
         if cmd == "export":
             return _export(args, manifest)
+        if cmd == "eval":
+            return _eval(args, manifest)
         if cmd == "train":
             from edge.train import run_train
             return run_train(args, manifest)
@@ -156,6 +168,48 @@ def _verify(manifest: modelstore.Manifest, folder: Path) -> int:
         print(f"no model of the manifest is installed in {folder}", file=sys.stderr)
         return 1
     return 1 if bad else 0
+
+
+def validation_sets(path: str | Path, only: list[str] | None = None) -> dict[str, Path]:
+    """Set name -> folder from the validation sets file (folders relative to it)."""
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        sets = {str(k): (p.parent / str(v["dir"])).resolve() for k, v in raw["sets"].items()}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelStoreError(f"{p}: cannot read validation sets ({exc})") from exc
+    unknown = sorted(set(only or []) - set(sets))
+    if unknown:
+        raise ModelStoreError(f"unknown set(s) {unknown}; {p} has {sorted(sets)}")
+    chosen = {k: v for k, v in sets.items() if not only or k in only}
+    missing = [f"{k} ({v})" for k, v in chosen.items() if not v.is_dir()]
+    if missing:
+        raise ModelStoreError(f"validation folder(s) missing: {', '.join(missing)}")
+    return chosen
+
+
+def _num(v: Any) -> str:
+    """A figure with three decimals, or n/a."""
+    return f"{v:.3f}" if isinstance(v, int | float) else "n/a"
+
+
+def _eval(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:
+    """Score a model on the validation sets; optionally record the figures in the manifest."""
+    from edge.train import measure
+
+    model = modelstore.resolve(args.name, args.dir, manifest)
+    sets = validation_sets(args.sets, args.set)
+    figures = measure(model.path, model.labels, args.config, sets)
+    for name, f in figures.items():
+        sizes = " ".join(f"{k} {_num(v)}" for k, v in f["by_size"].items())
+        print(f"{name}: recall {_num(f['recall'])} precision {_num(f['precision'])} "
+              f"false/image {_num(f['false_per_image'])} (recall by size: {sizes})")
+    if args.record:
+        modelstore.record_eval(args.manifest, args.name, figures)
+        print(f"figures recorded in {args.manifest} under {args.name}.eval")
+    return 0
 
 
 def _export(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:

@@ -410,3 +410,26 @@ def add_entry(manifest_path: str | Path, name: str, entry: ModelEntry) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def record_eval(manifest_path: str | Path, name: str, figures: dict[str, dict[str, Any]]) -> None:
+    """Merge measured figures into a model's eval in the manifest (the file's header kept)."""
+    import yaml
+
+    path = Path(manifest_path)
+    text = path.read_text()
+    raw = yaml.safe_load(text)
+    if name not in (raw.get("models") or {}):
+        raise ModelStoreError(f"unknown model {name!r} in {path}")
+    entry = raw["models"][name]
+    entry["eval"] = {**(entry.get("eval") or {}), **figures}
+    lines = text.splitlines()
+    lead = next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+    header = "".join(line + "\n" for line in lines[:lead])
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(header + yaml.safe_dump(raw, sort_keys=False, allow_unicode=True, width=100))
+    try:
+        load_manifest(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

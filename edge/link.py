@@ -40,6 +40,8 @@ from protocol.payloads import utc_now
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 24 * 3600
+RECONNECT_MAX_S = 30.0  # backoff cap while the outbox holds nothing critical
+CRITICAL_RECONNECT_S = 1.0  # retry this often while a critical event waits (issue: <= 2 s)
 NOT_AUTHORIZED = 0x87
 NO_MATCHING_SUBSCRIBERS = 0x10
 
@@ -54,6 +56,20 @@ def mqtt_password(cfg: NodeConfig) -> str | None:
     if cred_dir and (Path(cred_dir) / "mqtt-password").exists():
         return (Path(cred_dir) / "mqtt-password").read_text(encoding="utf-8").strip()
     return os.environ.get(cfg.mqtt.password_env)
+
+
+class _Client(mqtt.Client):
+    """paho's client with the reconnect wait decided by the link, so a critical event
+    raised during a long backoff cuts it short."""
+
+    wait_hook: Callable[[Callable[[], bool]], None] | None = None
+
+    def _reconnect_wait(self) -> None:
+        """Wait as the link says, stopping early when the loop is asked to end."""
+        if self.wait_hook is None:
+            super()._reconnect_wait()
+            return
+        self.wait_hook(lambda: bool(self._thread_terminate))
 
 
 class NodeLink:
@@ -79,12 +95,14 @@ class NodeLink:
         self._pending: dict[int, str] = {}
         self._pending_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._backoff = 0.0  # seconds of the last reconnect wait; 0 after a connect
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
         """The paho client: TLS, credentials, Last Will, backoff and callbacks."""
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pondwatch-node-{self.node}",
-                        protocol=mqtt.MQTTv5)
+        c = _Client(CallbackAPIVersion.VERSION2, client_id=f"pondwatch-node-{self.node}",
+                    protocol=mqtt.MQTTv5)
+        c.wait_hook = self._reconnect_wait
         c.enable_logger(logging.getLogger("edge.link.paho"))
         url = urlparse(self.cfg.mqtt.url)
         if url.scheme == "mqtts":
@@ -97,7 +115,6 @@ class NodeLink:
                 log.warning("mqtt.url %s is not TLS: the password and events travel in clear; "
                             "use mqtts:// in production", self.cfg.mqtt.url)
         c.will_set(self.topics.status(self.node), self._status("offline"), qos=1, retain=True)
-        c.reconnect_delay_set(min_delay=1, max_delay=30)
         c.max_inflight_messages_set(20)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -107,9 +124,9 @@ class NodeLink:
         c.message_callback_add(self.topics.cmd(self.node), self._on_cmd)
         return c
 
-    def _status(self, state: str) -> bytes:
-        """A status payload for state."""
-        return encode(Status(state=state, ts=utc_now(), version=__version__))
+    def _status(self, state: str, reason: str | None = None) -> bytes:
+        """A status payload for state (reason 'planned' on a clean stop)."""
+        return encode(Status(state=state, ts=utc_now(), version=__version__, reason=reason))
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -129,14 +146,14 @@ class NodeLink:
             self._threads.append(t)
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Publish offline, disconnect cleanly and join threads; safe to call twice."""
+        """Publish offline (reason planned), disconnect cleanly and join threads; safe twice."""
         if self._stop.is_set():
             return
         self._stop.set()
         self._wake.set()
         if self.connected.is_set():
-            info = self.client.publish(self.topics.status(self.node), self._status("offline"),
-                                       qos=1, retain=True)
+            info = self.client.publish(self.topics.status(self.node),
+                                       self._status("offline", "planned"), qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
             self.client.disconnect()
@@ -147,6 +164,25 @@ class NodeLink:
     def wake(self) -> None:
         """A new event is in the outbox: send it now."""
         self._wake.set()
+
+    def reconnect_delay(self) -> float:
+        """The next wait before retrying the broker: doubling up to RECONNECT_MAX_S, but
+        CRITICAL_RECONNECT_S while a critical event waits in the outbox."""
+        if self.outbox.has_critical():
+            return CRITICAL_RECONNECT_S
+        return min(RECONNECT_MAX_S, max(1.0, self._backoff * 2))
+
+    def _reconnect_wait(self, ending: Callable[[], bool]) -> None:
+        """paho's network thread between attempts: sleep in slices, and cut a long wait
+        short once a critical event is waiting."""
+        self._backoff = delay = self.reconnect_delay()
+        began = time.monotonic()
+        while not ending() and not self._stop.is_set():
+            waited = time.monotonic() - began
+            if waited >= delay or (waited >= CRITICAL_RECONNECT_S and delay > CRITICAL_RECONNECT_S
+                                   and self.outbox.has_critical()):
+                return
+            time.sleep(min(0.2, delay - waited))
 
     # --- paho callbacks: only hand off -----------------------------------------------------
 
@@ -160,6 +196,7 @@ class NodeLink:
         client.subscribe([(self.topics.ack(self.node), 1), (self.topics.cmd(self.node), 1)])
         client.publish(self.topics.status(self.node), self._status("online"), qos=1, retain=True)
         self.last_error = None
+        self._backoff = 0.0
         self.connected.set()
         self.outbox.retry_now()
         self._wake.set()

@@ -138,6 +138,12 @@ class Outbox:
         """Number of stored events (caller holds the lock)."""
         return int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
 
+    def has_critical(self) -> bool:
+        """Whether a critical event waits for the server's confirmation."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM outbox WHERE rank = ? LIMIT 1",
+                                    (SEVERITY_RANK[Severity.CRITICAL],)).fetchone() is not None
+
     def depth(self) -> int:
         """Number of events not yet confirmed."""
         with self._lock:

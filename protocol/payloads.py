@@ -127,11 +127,14 @@ class Event(BaseModel):
 
 
 class Status(_Payload):
-    """Retained node status; the Last Will says offline."""
+    """Retained node status; the Last Will says offline (with no reason: unplanned)."""
 
     state: Literal["online", "offline"]
     ts: datetime
     version: str = Field(max_length=40)
+    reason: Literal["planned"] | None = Field(
+        None, description="On offline: 'planned' when the node stopped cleanly (systemctl "
+        "stop, a remote restart); absent when it was lost (the Last Will).")
 
 
 class Health(BaseModel):

@@ -13,9 +13,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from server import alerts
 from server.clock import Clock
 from server.config import ServerConfig
-from server.db import Grid, Node, Pond
+from server.db import Alert, Grid, Node, Pond
 
 log = logging.getLogger(__name__)
+# Node.state_reason while offline: said so on a clean stop; the Last Will (the broker saw
+# the connection die); or heartbeats stopped.
+PLANNED, LOST, SILENT = "planned", "lost", "missed_heartbeats"
 
 
 def window_s(cfg: ServerConfig, node: Node) -> float:
@@ -31,6 +34,26 @@ def heard(s: Session, cfg: ServerConfig, node: Node, now: datetime,
     node.watch_deadline = now + timedelta(seconds=window_s(cfg, node))
     if node.state != "online":
         alerts.node_status(s, node, "online", policy_of(s, node.pond_id), now)
+        node.state_reason = None
+
+
+def planned_stop(s: Session, node: Node, now: datetime) -> None:
+    """The node said it stops on purpose: offline with reason planned, nobody paged."""
+    if node.state == "offline" and node.state_reason != PLANNED:
+        return  # already lost (its alert stays open until the node is heard again)
+    node.state, node.state_at, node.state_reason = "offline", now, PLANNED
+    node.watch_deadline = None
+    log.info("node %s stopped as planned", node.id)
+
+
+def lost(s: Session, node: Node, reason: str, now: datetime) -> Alert | None:
+    """The node went away without saying so: offline, and a technician task opens."""
+    if node.state == "offline" and node.state_reason == PLANNED:
+        return None  # the Last Will after a clean stop (or a retained copy): still planned
+    alert = alerts.node_status(s, node, "offline", policy_of(s, node.pond_id), now)
+    if alert is not None:
+        node.state_reason = reason
+    return alert
 
 
 def policy_of(s: Session, pond_id: str) -> str:
@@ -90,7 +113,7 @@ class NodeWatch:
             if node is None:
                 return False
             silent = (now - node.health_at).total_seconds() if node.health_at else None
-            alert = alerts.node_status(s, node, "offline", policy_of(s, node.pond_id), now)
+            alert = lost(s, node, SILENT, now)
             if alert is not None:
                 alerts.timeline(s, alert, now, "note",
                                 f"no heartbeat for {window_s(self.cfg, node):.0f} s "

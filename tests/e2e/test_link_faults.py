@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,10 @@ import yaml
 from sqlalchemy import create_engine, func, select, text
 
 from edge.config import NodeConfig
-from edge.link import NodeLink
+from edge.link import CRITICAL_RECONNECT_S, NodeLink
 from edge.outbox import Outbox
 from protocol import Event
+from scripts.page_receiver import PageReceiver
 from server.broker import Mosquitto, free_port
 from server.config import parse_config
 from server.db import Alert, EventRow
@@ -33,7 +36,7 @@ OUTAGE_S = float(os.environ.get("PONDWATCH_TEST_OUTAGE_S", "60"))
 
 
 
-def write_registry(d: Path) -> Path:
+def write_registry(d: Path, notify: Sequence[str] = ()) -> Path:
     reg = d / "registry.yaml"
     reg.write_text(yaml.safe_dump({
         "stations": [{"id": "quanjiang", "name": "泉江派出所"}],
@@ -42,17 +45,18 @@ def write_registry(d: Path) -> Path:
         "ponds": [{"id": POND, "name": "禾源山塘", "village": "禾源村", "grid": "gongyu",
                    "lat": 26.33, "lon": 114.52}],
         "nodes": [{"id": NODE, "pond": POND}],
-        "people": [{"id": "guo-yong", "name": "郭勇", "role": "constable", "notify": []}],
+        "people": [{"id": "guo-yong", "name": "郭勇", "role": "constable",
+                    "notify": list(notify)}],
     }, allow_unicode=True))
     return reg
 
 
-def server_dict(d: Path, broker_url: str) -> dict[str, object]:
+def server_dict(d: Path, broker_url: str, notify: Sequence[str] = ()) -> dict[str, object]:
     port = free_port()
     return {"environment": "dev", "secret_key": "test-secret-key-0123456789",
             "database": f"sqlite:///{d / 'server.db'}", "mqtt": {"url": broker_url},
             "http": {"bind": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
-            "registry": str(write_registry(d))}
+            "registry": str(write_registry(d, notify))}
 
 
 def node_cfg(d: Path, port: int) -> NodeConfig:
@@ -227,3 +231,88 @@ def test_connection_cut_in_the_middle_loses_nothing(tmp_path: Path, broker: Mosq
         finally:
             link.stop()
             proxy.close()
+
+
+class ConnectCounter:
+    """A TCP listener that notes each connection attempt and hangs up (a broker that is
+    not there yet, as the node sees it)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.times: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.times.append(time.monotonic())
+            conn.close()
+
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.times, self.times[1:], strict=False)]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_node_retries_the_broker_at_least_every_2_s_while_a_critical_event_waits(
+        tmp_path: Path) -> None:
+    counter = ConnectCounter()
+    cfg = node_cfg(tmp_path, counter.port)
+    box = Outbox(cfg.outbox)
+    link = NodeLink(cfg, box)
+    link.start()
+    try:
+        wait_for(lambda: len(counter.times) >= 5, 30, "five attempts without a critical event")
+        calm = counter.gaps()
+        assert calm[-1] > 3.0, f"backoff grows while nothing critical waits: {calm}"
+        raise_events(box, link, 1, "crit", kind="person_submerged")
+        raised = time.monotonic()
+        wait_for(lambda: len([t for t in counter.times if t > raised]) >= 4, 15,
+                 "attempts after the critical event")
+        after = [t for t in counter.times if t > raised]
+        first = after[0] - raised
+        gaps = [b - a for a, b in zip(after, after[1:], strict=False)]
+        assert first <= 2.0, f"the long wait was cut short: first retry after {first:.2f} s"
+        assert max(gaps) <= 2.0, f"retry gaps with a critical event waiting: {gaps}"
+        print(f"gaps before: {[round(g, 2) for g in calm]}, first retry after the critical "
+              f"event {first:.2f} s, then {[round(g, 2) for g in gaps]} "
+              f"(CRITICAL_RECONNECT_S={CRITICAL_RECONNECT_S})")
+    finally:
+        link.stop()
+        counter.close()
+
+
+def test_page_reaches_the_constable_within_5_s_after_the_broker_returns(
+        tmp_path: Path, broker: Mosquitto) -> None:
+    receiver = PageReceiver()
+    outage = float(os.environ.get("PONDWATCH_TEST_RECOVERY_OUTAGE_S", "20"))
+    srv = Server(parse_config(server_dict(tmp_path, broker.url, [receiver.url("guo-yong")])))
+    srv.start()
+    cfg = node_cfg(tmp_path, broker.port)
+    box = Outbox(cfg.outbox)
+    link = NodeLink(cfg, box)
+    link.start()
+    try:
+        assert srv.services.ingest is not None and srv.services.ingest.connected.wait(10)
+        assert link.connected.wait(10)
+        broker.stop()
+        wait_for(lambda: not link.connected.is_set(), 10, "node to notice the broker is gone")
+        raise_events(box, link, 1, "drown", kind="person_submerged")
+        time.sleep(outage)  # the outage itself: long enough for an ordinary backoff to grow
+        broker.start()
+        back = time.monotonic()
+        receiver.wait(1, timeout=30)
+        took = receiver.times[0] - back
+        print(f"broker back → page at the constable: {took:.2f} s (outage {outage:.0f} s)")
+        assert took < 5.0, f"page {took:.2f} s after the broker returned"
+        assert receiver.paths == ["/guo-yong"]
+    finally:
+        link.stop()
+        srv.stop()
+        receiver.close()

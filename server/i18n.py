@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from server import alerts
+from server.paging import BEIJING
 
 LANGS = ("zh", "en")
 COOKIE = "pw_lang"
@@ -120,7 +122,27 @@ STRINGS: dict[str, tuple[str, str]] = {
     "report.title": ("1-3-5 快速响应报表", "1-3-5 minute report"),
     "report.weekly": ("每周各池塘告警数", "Alerts per pond per week"),
     "report.missing": ("缺失器材", "Missing kit"), "report.week": ("周", "Week"),
+    "report.period": ("时段", "Period"), "report.start": ("开始", "From"),
+    "report.end": ("结束", "To"), "report.show": ("查询", "Show"),
+    "report.csv": ("下载明细 CSV", "Details CSV"), "report.summary_csv": ("下载汇总 CSV",
+                                                                        "Summary CSV"),
+    "report.weekly_csv": ("下载每周 CSV", "Weekly CSV"),
+    "report.rule": ("1 分钟内确认、3 分钟内到场（核心区）、5 分钟内到场；不含静默和测试告警。",
+                    "Acknowledged within 1 min, on scene within 3 min (core area) and 5 min; "
+                    "silenced and test alerts left out."),
+    "report.group": ("范围", "Group"), "report.alerts": ("告警数", "Alerts"),
+    "report.ack1": ("1分钟确认", "Ack ≤ 1 min"), "report.scene3": ("3分钟到场", "On scene ≤ 3 min"),
+    "report.scene5": ("5分钟到场", "On scene ≤ 5 min"), "report.details": ("明细", "Details"),
+    "report.ack_time": ("确认用时", "To acknowledge"),
+    "report.scene_time": ("到场用时", "To scene"),
+    "report.total": ("合计", "Total"), "report.no_missing": ("没有缺失的器材", "No kit missing"),
+    "report.no_alerts": ("此时段没有告警", "No alerts in this period"),
+    "seconds": ("秒", "s"),
     "silences.title": ("静默（维护窗口）", "Silences (maintenance windows)"),
+    "silences.new": ("新建静默", "New silence"), "silences.pond": ("池塘", "Pond"),
+    "silences.node": ("或单个设备", "or one node"), "silences.minutes": ("时长（分钟）", "Minutes"),
+    "silences.reason": ("原因", "Reason"), "silences.submit": ("静默", "Silence"),
+    "silences.by": ("创建人", "By"), "silences.any": ("（不选）", "(none)"),
     "silences.note": ("事件照常记录和显示，但不通知任何人。",
                       "Events are recorded and shown; nobody is paged."),
     "admin.title": ("登记信息管理", "Registry"), "admin.save": ("保存", "Save"),
@@ -134,6 +156,11 @@ STRINGS: dict[str, tuple[str, str]] = {
                           "is imported."),
     "none": ("无", "none"), "unknown": ("未知", "unknown"),
 }
+
+
+def beijing(ts: datetime | None) -> str:
+    """A time as Beijing wall-clock text for pages."""
+    return ts.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
 
 
 def lang_of(request: Request) -> str:
@@ -176,7 +203,7 @@ def context(request: Request) -> dict[str, Any]:
     """Template globals: lang, t(), w() and the link to the other language."""
     lang = lang_of(request)
     other = "en" if lang == "zh" else "zh"
-    return {"lang": lang, "t": translator(lang), "w": worder(lang),
+    return {"lang": lang, "t": translator(lang), "w": worder(lang), "local": beijing,
             "other_lang_url": str(request.url.include_query_params(lang=other))}
 
 

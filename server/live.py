@@ -109,9 +109,10 @@ class Hub:
 
 def attach(sessions: sessionmaker[Session], hub: Hub) -> None:
     """Publish every alert a session flushes, once its transaction commits."""
+    key = f"{_KEY}:{id(hub)}"  # each hub attached to the same sessions keeps its own list
     def after_flush(session: Session, _ctx: Any) -> None:
         """Collect alerts written or given a timeline row in this flush."""
-        got: dict[int, str | None] = session.info.setdefault(_KEY, {})
+        got: dict[int, str | None] = session.info.setdefault(key, {})
         for obj in (*session.new, *session.dirty):
             if isinstance(obj, Alert) and obj.id is not None:
                 got[obj.id] = obj.pond_id
@@ -120,7 +121,7 @@ def attach(sessions: sessionmaker[Session], hub: Hub) -> None:
 
     def after_commit(session: Session) -> None:
         """Hand the committed alerts to the hub."""
-        got: dict[int, str | None] = session.info.pop(_KEY, {})
+        got: dict[int, str | None] = session.info.pop(key, {})
         if not got:
             return
         missing = [i for i, p in got.items() if p is None]
@@ -132,7 +133,7 @@ def attach(sessions: sessionmaker[Session], hub: Hub) -> None:
 
     def after_rollback(session: Session) -> None:
         """Nothing was committed."""
-        session.info.pop(_KEY, None)
+        session.info.pop(key, None)
 
     event.listen(sessions, "after_flush", after_flush)
     event.listen(sessions, "after_commit", after_commit)

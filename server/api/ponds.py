@@ -14,7 +14,7 @@ from server.api.deps import CurrentScope, Db, Svc, pond_in_scope, require
 from server.api.fleet import send_command
 from server.api.pages import render
 from server.api.views import local
-from server.api.web import pond_rows
+from server.api.web import pond_rows, silences_in_scope
 from server.db import Alert, EventRow, Node, Pond
 from server.scope import Scope, pond_filter
 
@@ -139,3 +139,19 @@ def graticule(zoom: int, left: float, top: float) -> list[dict[str, Any]]:
 def map_page(request: Request, scope: CurrentScope, svc: Svc, s: Db) -> Response:
     """The ponds in scope on a map: tiles when configured, else a plain coordinate plot."""
     return render(request, "map.html", scope, m=map_data(s, scope, svc.cfg.map_tile_url))
+
+
+@router.get("/silences")
+def silences_page(request: Request, scope: CurrentScope, svc: Svc, s: Db) -> Response:
+    """Maintenance windows in scope with pond and node names, and the form for a new one."""
+    ponds = {p.id: p for p in s.scalars(select(Pond).where(pond_filter(scope, Pond.id))
+                                        .order_by(Pond.name))}
+    nodes = list(s.scalars(select(Node).where(pond_filter(scope, Node.pond_id)).order_by(Node.id)))
+    rows = [{"pond": ponds[r.pond_id].name if r.pond_id in ponds else r.pond_id,
+             "node": r.node_id, "starts": local(r.starts), "ends": local(r.ends),
+             "reason": r.reason, "by": r.created_by}
+            for r in silences_in_scope(s, scope, svc.clock.now())]
+    return render(request, "silences.html", scope, silences=rows, ponds=list(ponds.values()),
+                  nodes=[{"id": n.id, "pond": ponds[n.pond_id].name if n.pond_id in ponds
+                          else n.pond_id} for n in nodes],
+                  may_command=scope.may_command_nodes)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
-from server import report
+from server import report, weekly
 from server.api.deps import Db, PageScope, PageUser, Svc, scope_context, templates
 from server.api.views import local
 from server.scope import Scope
@@ -54,7 +54,20 @@ def report_page(request: Request, user: PageUser, scope: PageScope, svc: Svc, s:
         "user": user, "rows": rows, "county": county, "grids": grids, **scope_context(scope),
         # chart_svg escapes every name it puts into the markup
         "chart": Markup(report.chart_svg([*grids, county])),  # noqa: S704
-        "start": local(a), "end": local(b), "q": request.url.query})
+        "start": local(a), "end": local(b), "q": request.url.query,
+        "weekly": weekly.weekly(s, a, b, scope=scope),
+        "missing": weekly.missing_kit(s, scope=scope)})
+
+
+@router.get("/report-weekly.csv")
+def report_weekly_csv(scope: PageScope, svc: Svc, s: Db, start: str | None = None,
+                      end: str | None = None) -> Response:
+    """Urgent alerts per pond in scope per week as CSV."""
+    a, b = _period(svc, start, end)
+    return Response(weekly.weekly_csv(*weekly.weekly(s, a, b, scope=scope)),
+                    media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition":
+                             'attachment; filename="pondwatch-weekly.csv"'})
 
 
 @router.get("/report.csv")

@@ -128,10 +128,14 @@ class LoginThrottle:
     def failed(self, username: str, ip: str, now: datetime) -> None:
         """Count one wrong password."""
         with self._lock:
-            for key, cap in ((("n", f"{ip}\n{username}"), self.max), (("ip", ip), self.ip_max)):
-                times = self._fails.pop(key, [])
-                self._fails[key] = [*times[-(cap - 1):], now] if cap > 1 else [now]
+            self._push(("n", f"{ip}\n{username}"), self.max, now)
+            self._push(("ip", ip), self.ip_max, now)
             self._evict(now)
+
+    def _push(self, key: tuple[str, str], cap: int, now: datetime) -> None:
+        """Append a failure to key, keeping its newest cap entries and moving it to the end."""
+        times = self._fails.pop(key, [])
+        self._fails[key] = [*times[-(cap - 1):], now] if cap > 1 else [now]
 
     def _evict(self, now: datetime) -> None:
         """Drop expired keys, then the oldest ones, down to max_keys."""
@@ -141,6 +145,12 @@ class LoginThrottle:
             del self._fails[key]
         while len(self._fails) > self.max_keys:
             self._fails.popitem(last=False)
+
+    def refused(self, ip: str, now: datetime) -> None:
+        """Count an attempt made while blocked against the address (not the name)."""
+        with self._lock:
+            self._push(("ip", ip), self.ip_max, now)
+            self._evict(now)
 
     def succeeded(self, username: str, ip: str) -> None:
         """Forget the failures of a name that just logged in from this IP."""
@@ -152,6 +162,7 @@ def login(session: Session, throttle: LoginThrottle, username: str, password: st
           now: datetime, ip: str = "unknown") -> User | None:
     """authenticate() behind the throttle; None when wrong or throttled."""
     if throttle.blocked(username, ip, now):
+        throttle.refused(ip, now)
         log.warning("login for %r from %s refused: too many failures", username[:64], ip[:64])
         return None
     user = authenticate(session, username, password)

@@ -19,6 +19,7 @@ from pydantic import (
 
 from protocol.topics import DEFAULT_PREFIX
 from protocol.validation import field_errors, read_yaml
+from server import secret_strength
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,9 @@ class ServerConfig(_Section):
     link_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 86400,
                             description="How long an acknowledge link stays valid.")
     session_ttl_s: int = Field(12 * 3600, ge=60, le=30 * 86400, description="Login lifetime.")
+    link_snapshot_grace_s: int = Field(
+        900, ge=0, le=7 * 86400, description="How long an acknowledge link still shows the "
+        "snapshot after its alert was resolved (images of minors).")
     snapshot_roles: list[str] = Field(
         default_factory=lambda: ["admin", "constable", "area_officer", "duty_desk"],
         description="Logged-in roles allowed to see snapshots (they may show minors).")
@@ -232,11 +236,16 @@ class ServerConfig(_Section):
                 value = self.secret_key_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(f"secret_key_file: cannot read: {exc}") from exc
-        if value and value.lower() not in PLACEHOLDER_SECRETS and len(value) >= 16:
+        weak = secret_strength.weakness(value) if value else "not set"
+        if value and weak is None:
             return value.encode()
         if self.environment != "dev":
-            raise ConfigError("secret_key: set PONDWATCH_SECRET_KEY (>= 16 characters, not a "
-                              "placeholder) or secret_key_file outside environment: dev")
+            raise ConfigError(f"secret_key: {weak}; set PONDWATCH_SECRET_KEY or secret_key_file "
+                              "to a random key outside environment: dev (e.g. python3 -c "
+                              "'import secrets; print(secrets.token_urlsafe(32))')")
+        if value and value.lower() not in PLACEHOLDER_SECRETS and len(value) >= 16:
+            log.warning("secret key is weak (%s); refused outside environment: dev", weak)
+            return value.encode()
         log.warning("no usable secret key; generated a random one (links die with this process)")
         return secrets.token_bytes(32)
 

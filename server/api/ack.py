@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -53,6 +54,14 @@ def apply_action(svc: Svc, s: Db, alert: Alert, body: AckAction, by: str) -> boo
     return changed
 
 
+def snapshot_shown(svc: Svc, alert: Alert) -> bool:
+    """A link shows the snapshot while its alert is open and for a short grace after."""
+    if alert.resolved_at is None:
+        return True
+    grace = timedelta(seconds=svc.cfg.link_snapshot_grace_s)
+    return svc.clock.now() <= alert.resolved_at + grace
+
+
 @router.get("/a/{token}", response_class=HTMLResponse)
 def ack_page(request: Request, token: str, svc: Svc, s: Db, done: str | None = None,
              lang: str = "zh") -> Response:
@@ -66,8 +75,10 @@ def ack_page(request: Request, token: str, svc: Svc, s: Db, done: str | None = N
     alert = _alert(s, claims)
     pond = s.get(Pond, alert.pond_id)
     person = s.get(Person, claims.person_id)
+    a = alert_dict(alert, pond)
+    a["has_snapshot"] = a["has_snapshot"] and snapshot_shown(svc, alert)
     return templates.TemplateResponse(request, "ack.html", {
-        "a": alert_dict(alert, pond), "token": token, "person": person,
+        "a": a, "token": token, "person": person,
         "done": {"ack": "ack", "on_scene": "scene", "resolve": "resolved"}.get(done or ""),
         "lang": "en" if lang == "en" else "zh",
     })
@@ -99,10 +110,10 @@ def ack_json(token: str, body: AckAction, svc: Svc, s: Db) -> dict[str, object]:
 
 @router.get("/a/{token}/snapshot.jpg")
 def ack_snapshot(token: str, svc: Svc, s: Db) -> Response:
-    """The alert's snapshot, for whoever holds a valid link."""
+    """The alert's snapshot, for a valid link while the alert is open (plus the grace)."""
     alert = _alert(s, _claims(svc, token))
     snap = s.get(Snapshot, alert.snapshot_event_id) if alert.snapshot_event_id else None
-    if snap is None:
+    if snap is None or not snapshot_shown(svc, alert):
         raise HTTPException(404, "暂无现场照片 (no snapshot)")
     return Response(snap.data, media_type="image/jpeg",
                     headers={"Cache-Control": "private, no-store"})

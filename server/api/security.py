@@ -12,6 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.config import ServerConfig
+from server.services import _loopback
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,11 @@ HEADERS = {
 
 
 def cookies_secure(cfg: ServerConfig) -> bool:
-    """Cookies are Secure outside dev, behind an https public_url, or when configured."""
-    return (cfg.http.secure_cookies or cfg.environment != "dev"
-            or cfg.http.public_url.lower().startswith("https://"))
+    """Cookies are Secure behind an https public_url, when configured, and outside dev
+    unless the site is only served on this machine (http://127.0.0.1, localhost)."""
+    if cfg.http.secure_cookies or cfg.http.public_url.lower().startswith("https://"):
+        return True
+    return cfg.environment != "dev" and not _loopback(urlsplit(cfg.http.public_url).hostname or "")
 
 
 async def posted_csrf(request: Request) -> str | None:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from protocol.payloads import Health
 from server.db import HealthSample
+from server.paging import BEIJING
 
 MAX_POINTS = 2000  # what one chart draws at most
 
@@ -63,5 +64,8 @@ def chart_svg(points: list[dict[str, Any]], series: tuple[tuple[str, str, str], 
                      f'points="{" ".join(coords)}"/>')
         parts.append(f'<text x="2" y="{top + 10 + 12 * series.index((field, colour, css))}" '
                      f'font-size="10" fill="{colour}">{hi:.0f}</text>')
+    for x, t, anchor in ((left, start, "start"), (width - right, end, "end")):
+        parts.append(f'<text x="{x}" y="{height - 6}" font-size="10" fill="#6b7378" '
+                     f'text-anchor="{anchor}">{t.astimezone(BEIJING):%m-%d %H:%M}</text>')
     parts.append("</svg>")
     return "".join(parts)

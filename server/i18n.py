@@ -105,6 +105,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "ponds.kit": ("器材", "Kit"), "ponds.last_event": ("最近事件", "Last event"),
     "ponds.ok": ("正常", "Watched"), "ponds.blind": ("无法看护", "Not watched"),
     "ponds.no_node": ("无设备", "No node"), "ponds.snapshot": ("立即拍照", "Snapshot now"),
+    "ponds.latest_snapshot": ("最新拍照", "Latest snapshot"),
     "ponds.since": ("自", "since"), "ponds.sent": ("已发送拍照指令", "Snapshot requested"),
     "map.title": ("池塘地图", "Pond map"), "map.no_coords": ("无坐标", "No coordinates"),
     "map.plain": ("无底图：按经纬度绘制", "No tiles: plotted by coordinates"),

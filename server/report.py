@@ -135,7 +135,8 @@ def chart_svg(groups: list[Share]) -> str:
     row_h, width, left = 54, 640, 130
     height = 30 + row_h * max(1, len(groups))
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" id="chart" width="{width}" '
-             f'height="{height}" role="img" aria-label="1-3-5 分钟达标率">']
+             f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="1-3-5 分钟达标率">']
     for i, label in enumerate(("1分钟确认", "3分钟到场", "5分钟到场")):
         parts.append(f'<rect x="{left + i * 150}" y="4" width="12" height="12" '
                      f'fill="{colours[i]}"/><text x="{left + i * 150 + 16}" y="15" '

@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from protocol.topics import Topics
 from server import commands, health_history
-from server.api.deps import CurrentScope, Db, Svc, node_in_scope, require
+from server.api.deps import CurrentScope, Db, Svc, node_in_scope, not_found, require
 from server.api.pages import render
 from server.api.views import local
-from server.db import CommandRow, Node, Pond
+from server.db import CommandRow, Node, Pond, Snapshot
 from server.scope import node_filter
 
 router = APIRouter()
@@ -47,11 +47,13 @@ def command_rows(s: Session, node_id: str, now: datetime, limit: int = 20) -> li
     out = []
     for r in rows:
         checks = r.result.get("checks") if isinstance(r.result, dict) else None
+        snap = r.result.get("snapshot_id") if isinstance(r.result, dict) and r.ok else None
         out.append({"id": r.id, "cmd": r.cmd, "by": r.created_by, "sent": local(r.created_at),
                     "answered": r.result_at is not None, "ok": r.ok,
                     "expired": r.result_at is None and r.expires_at < now,
                     "at": local(r.result_at),
                     "checks": checks if isinstance(checks, list) else None,
+                    "snapshot_id": snap if isinstance(snap, str) else None,
                     "result": r.result})
     return out
 
@@ -112,6 +114,18 @@ def send_command(svc: Svc, s: Session, node_id: str, cmd: str, by: str) -> Comma
         raise HTTPException(503, f"指令未发出 (command not sent): {exc}") from exc
     s.commit()
     return row
+
+
+@router.get("/snapshots/{node_id}/{snapshot_id}.jpg")
+def requested_snapshot(node_id: str, snapshot_id: str, scope: CurrentScope, s: Db) -> Response:
+    """A snapshot a node took on request, for roles that may see minors, in scope."""
+    node = node_in_scope(s, scope, node_id)
+    snap = s.get(Snapshot, snapshot_id)
+    if snap is None or snap.node_id != node.id:
+        raise not_found()
+    require(scope.snapshots, "您的角色不能查看现场照片 (your role may not see snapshots)")
+    return Response(snap.data, media_type="image/jpeg",
+                    headers={"Cache-Control": "private, no-store"})
 
 
 @router.post("/fleet/{node_id}/commands")

@@ -15,7 +15,7 @@ from server.api.fleet import send_command
 from server.api.pages import render
 from server.api.views import local
 from server.api.web import pond_rows, silences_in_scope
-from server.db import Alert, EventRow, Node, Pond
+from server.db import Alert, EventRow, Node, Pond, Snapshot
 from server.scope import Scope, pond_filter
 
 router = APIRouter()
@@ -34,13 +34,27 @@ def last_events(s: Session, scope: Scope) -> dict[str, dict[str, Any]]:
             for e in s.scalars(q)}
 
 
+def requested_snapshots(s: Session, scope: Scope) -> dict[str, dict[str, Any]]:
+    """Per pond in scope, the newest snapshot a node took on request (ids 'snap-…')."""
+    q = (select(Snapshot.event_id, Snapshot.node_id, Snapshot.received_at, Node.pond_id)
+         .join(Node, Node.id == Snapshot.node_id)
+         .where(Snapshot.event_id.like("snap-%"), pond_filter(scope, Node.pond_id))
+         .order_by(Snapshot.received_at.desc()).limit(500))
+    out: dict[str, dict[str, Any]] = {}
+    for event_id, node_id, at, pond_id in s.execute(q):
+        out.setdefault(pond_id, {"url": f"/snapshots/{node_id}/{event_id}.jpg", "at": local(at)})
+    return out
+
+
 @router.get("/ponds")
 def ponds_page(request: Request, scope: CurrentScope, s: Db, sent: int | None = None) -> Response:
     """Every pond in scope: is it watched, its nodes, its kit, its last event."""
     rows = pond_rows(s, scope)
     last = last_events(s, scope)
+    snaps = requested_snapshots(s, scope) if scope.snapshots else {}
     for r in rows:
         r["last_event"] = last.get(r["id"])
+        r["snapshot"] = snaps.get(r["id"])
     return render(request, "ponds.html", scope, ponds=rows, sent=sent,
                   may_command=scope.may_command_nodes)
 
@@ -119,18 +133,20 @@ def graticule(zoom: int, left: float, top: float) -> list[dict[str, Any]]:
     lon1 = ((left + MAP_W) / scale) * 360 - 180
     step = next(st for st in (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10,
                               20, 45) if (lon1 - lon0) / st <= 8)
+    digits = max(0, -math.floor(math.log10(step) + 1e-9))
+    fmt = f"{{:.{digits}f}}"
     lines: list[dict[str, Any]] = []
     v = math.ceil(lon0 / step) * step
     while v <= lon1:
         x, _ = mercator(0, v, zoom)
-        lines.append({"axis": "x", "pos": round(x - left, 1), "label": f"{v:.4g}°E"})
+        lines.append({"axis": "x", "pos": round(x - left, 1), "label": fmt.format(v) + "°E"})
         v += step
     lat_top = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * top / scale))))
     lat_bot = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * (top + MAP_H) / scale))))
     v = math.ceil(lat_bot / step) * step
     while v <= lat_top:
         _, y = mercator(v, 0, zoom)
-        lines.append({"axis": "y", "pos": round(y - top, 1), "label": f"{v:.4g}°N"})
+        lines.append({"axis": "y", "pos": round(y - top, 1), "label": fmt.format(v) + "°N"})
         v += step
     return lines
 

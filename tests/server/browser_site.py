@@ -59,10 +59,17 @@ class NodeAnswerer:
             "mqtt": {"url": broker.url}, "outbox": str(tmp / "node" / "outbox.db")})
         self.node = node
         self.handler = CommandHandler(cfg, str(tmp / "node.yaml"),
-                                      actions={"snapshot": lambda a: "snapshot queued"})
+                                      actions={"snapshot": self._snapshot})
         self.seen: list[str] = []
         node.client.message_callback_add(node.topics.cmd(node.node_id), self._on_cmd)
         node.client.subscribe(node.topics.cmd(node.node_id), qos=1)
+
+    def _snapshot(self, _args: dict[str, Any]) -> dict[str, Any]:
+        """What the node service does: the current view as a JPEG on the snapshot topic."""
+        snap_id = f"snap-{len(self.seen)}-{int(datetime.now(UTC).timestamp())}"
+        self.node.client.publish(self.node.topics.snapshot(self.node.node_id, snap_id), JPEG,
+                                 qos=1).wait_for_publish(5)
+        return {"snapshot_id": snap_id, "bytes": len(JPEG)}
 
     def _on_cmd(self, _c: Any, _u: Any, msg: Any) -> None:
         """Hand the command to a worker (the handler blocks while it runs)."""

@@ -183,9 +183,21 @@ def test_technician_asks_a_pond_for_a_snapshot(browser, site: Site, tmp_path: Pa
     page.locator("#pond-heyuan-shantang").get_by_role("button", name="立即拍照").tap()
     expect(page.locator("#sent")).to_contain_text("1")
     wait_for(lambda: answerer.seen == ["snapshot"], 10, "snapshot command at the node")
+    page.goto(site.url + "/fleet/heyuan-01")  # technicians do not see minors by default
+    answer = page.locator("#commands article[data-cmd='snapshot']").first
+    expect(answer).to_have_attribute("data-answered", "true", timeout=10_000)
+    expect(answer).to_contain_text("您的角色不能查看现场照片")
+    expect(answer.locator("img")).to_have_count(0)
     constable = page_for(browser, site, "guo")
     constable.goto(site.url + "/ponds")
     expect(constable.get_by_role("button", name="立即拍照")).to_have_count(0)
+    constable.locator("#pond-heyuan-shantang a.requested-snapshot").click()
+    assert constable.evaluate("document.images[0].naturalWidth") > 0
+    constable.goto(site.url + "/ponds")
+    url = site.url + constable.locator("a.requested-snapshot").get_attribute("href")
+    viewer = page_for(browser, site, "viewer")
+    assert viewer.request.get(url).status == 403
+    assert page_for(browser, site, "zhao").request.get(url).status == 404
     r = constable.request.post(site.url + "/ponds/heyuan-shantang/snapshot",
                                form={"csrf_token": csrf(constable)})
     assert r.status == 403

@@ -221,7 +221,7 @@ class SmsConfig(_Section):
 
 
 class DeployConfig(_Section):
-    """Models pushed by the server (the model_update command)."""
+    """Models pushed by the server (model_update), and frames sent back for training."""
 
     server_url: str | None = Field(
         None, pattern=r"^https?://", description="Base URL of the PondWatch server; only "
@@ -229,6 +229,9 @@ class DeployConfig(_Section):
         "Unset: model_update is refused.")
     ca_file: str | None = Field(None, description="CA bundle for an https server_url.")
     timeout_s: float = Field(30.0, gt=0, le=600, description="Connect/read timeout.")
+    learning_frames: bool = Field(
+        True, description="Send each critical event's person boxes and unannotated frame, so "
+        "the constables' verdicts can train the next model (kept like snapshots).")
 
 
 class NodeConfig(_Section):

@@ -14,8 +14,8 @@ from edge.detector import Detection, Detector
 from edge.geometry import stature_model
 from edge.motion import MotionGate
 from edge.rules import PERSON_MEANINGS, IdFactory, RuleEngine, _default_ids
-from edge.snapshot import Mark, snapshot
-from protocol.payloads import Event, EventType
+from edge.snapshot import Mark, encode_jpeg, snapshot
+from protocol.payloads import Event, EventType, Severity
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class Emission:
 
     event: Event
     snapshot: bytes | None
+    frame: bytes | None = None  # critical events: the unannotated frame (learning loop)
 
 
 @dataclass
@@ -149,7 +150,21 @@ class Pipeline:
         except (ValueError, OSError) as exc:  # never lose the event over its picture
             log.error("snapshot for %s failed: %s", event.id, exc)
             return Emission(event, None)
-        return Emission(event.model_copy(update={"snapshot": True}), jpeg)
+        event, raw = self._learning(event, frame)
+        return Emission(event.model_copy(update={"snapshot": True}), jpeg, raw)
+
+    def _learning(self, event: Event, frame: np.ndarray) -> tuple[Event, bytes | None]:
+        """Critical events carry the person boxes and the unannotated frame (learning loop)."""
+        if event.severity != Severity.CRITICAL or not self.cfg.deploy.learning_frames:
+            return event, None
+        boxes = [tuple(round(v, 4) for v in d.box) for d in self.last_detections
+                 if d.meaning in PERSON_MEANINGS][:50]
+        try:
+            raw = encode_jpeg(frame)
+        except ValueError as exc:
+            log.error("frame for %s not encoded: %s", event.id, exc)
+            return event.model_copy(update={"boxes": boxes}), None
+        return event.model_copy(update={"boxes": boxes, "frame": True}), raw
 
     def reset(self) -> None:
         """A new video or a reconnected camera: tracker ids restart."""

@@ -110,6 +110,11 @@ class Event(BaseModel):
     ref: str | None = Field(None, max_length=64, description="Id of the event this one ends.")
     snapshot: bool = Field(False, description="A JPEG follows on the snapshot topic.")
     texted: bool = Field(False, description="The node already sent an SMS for this event.")
+    boxes: list[tuple[float, float, float, float]] | None = Field(
+        None, max_length=50, description="Critical events: every person box in the frame, "
+        "normalised (x1, y1, x2, y2), for the learning loop.")
+    frame: bool = Field(False, description="The unannotated frame follows as a JPEG on "
+                        "node/{node}/snapshot/{id}-frame (learning loop).")
 
     _check_ts = field_validator("ts")(classmethod(lambda cls, v: _aware(v)))
 

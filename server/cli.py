@@ -31,6 +31,19 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--role", default="admin",
                      help="admin, constable, area_officer, duty_desk, technician, viewer")
     add.add_argument("--person", help="the registry person this user is")
+    ds = sub.add_parser("dataset", help="training data from the constables' verdicts")
+    dss = ds.add_subparsers(dest="dataset_command", required=True)
+    exp = dss.add_parser("export", help="an Ultralytics dataset from resolved alerts (admins)")
+    exp.add_argument("out", help="new folder to write")
+    exp.add_argument("--since", required=True, help="alerts resolved from this date (ISO 8601)")
+    exp.add_argument("--config", help="server.yaml naming the database")
+    exp.add_argument("--database", help="database URL (instead of --config)")
+    exp.add_argument("--user", required=True, help="an admin user (password from "
+                     "PONDWATCH_PASSWORD or a prompt)")
+    exp.add_argument("--names", default="person",
+                     help="class names, comma-separated; labels use class 0 (the base model's "
+                     "person class, e.g. Normal,Fall for person-offline)")
+    exp.add_argument("--val-share", type=float, default=0.2, help="share of images for val")
     return p
 
 
@@ -87,6 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             svc.engine.dispose()
             print(f"user {args.username} ({args.role}) saved")
             return 0
+        if args.command == "dataset":
+            from server.dataset import run_export
+            return run_export(args, _db_config(args))
     except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,11 +31,11 @@ from protocol.payloads import (
     decode,
     encode,
 )
-from protocol.topics import Topic, TopicError, Topics
+from protocol.topics import Topic, TopicError, Topics, frame_of
 from server import alerts, commands, health_history, watch
 from server.clock import Clock
 from server.config import ServerConfig
-from server.db import Alert, EventRow, Node, Snapshot
+from server.db import Alert, EventFrame, EventRow, Node, Snapshot
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -408,6 +408,12 @@ class Ingestor:
         if not payload.startswith(b"\xff\xd8"):
             raise Rejected("not_jpeg", "snapshot is not a JPEG")
         assert topic.event_id is not None
+        raw_of = frame_of(topic.event_id)
+        if raw_of is not None:  # the unannotated frame of a critical event (learning loop)
+            if s.get(EventFrame, raw_of) is None:
+                s.add(EventFrame(event_id=raw_of, node_id=topic.node_id, received_at=now,
+                                 data=payload))
+            return Outcome()
         if s.get(Snapshot, topic.event_id) is None:
             s.add(Snapshot(event_id=topic.event_id, node_id=topic.node_id, received_at=now,
                            data=payload))

@@ -1,17 +1,34 @@
-// The alert list follows /live/alerts (Server-Sent Events): changed rows are fetched and put in place.
+// Live pages over /live/alerts (Server-Sent Events): the alert list puts changed rows in place;
+// an alert's own page refreshes its content when that alert changes.
 (function () {
   "use strict";
+  if (!window.EventSource) { return; }
   var table = document.getElementById("alerts");
-  if (!table || !window.EventSource) { return; }
-  var body = table.tBodies[0];
+  var detail = document.querySelector("[data-alert-page]");
+  if (!table && !detail) { return; }
   var status = document.getElementById("live-status");
-  var filter = table.getAttribute("data-filter") || "";
 
   function setStatus(ok) {
     if (!status) { return; }
     status.textContent = status.getAttribute(ok ? "data-ok" : "data-down");
     status.className = ok ? "muted" : "down";
   }
+
+  function parse(html) {
+    var tpl = document.createElement("template");
+    tpl.innerHTML = html.trim();
+    return tpl.content;
+  }
+
+  function get(url, then) {
+    fetch(url, {credentials: "same-origin"})
+      .then(function (resp) { return resp.ok ? resp.text() : null; })
+      .then(function (html) { if (html) { then(parse(html)); } });
+  }
+
+  // --- the list -------------------------------------------------------------------------
+  var body = table ? table.tBodies[0] : null;
+  var filter = table ? (table.getAttribute("data-filter") || "") : "";
 
   function wanted(row) {
     var state = row.getAttribute("data-state");
@@ -39,22 +56,41 @@
     if (none) { none.hidden = true; }
   }
 
-  function refresh(id) {
-    fetch("/alerts/" + encodeURIComponent(id) + "/row", {credentials: "same-origin"})
-      .then(function (resp) { return resp.ok ? resp.text() : null; })
-      .then(function (html) {
-        if (!html) { return; }
-        var tpl = document.createElement("template");
-        tpl.innerHTML = html.trim();
-        var row = tpl.content.querySelector("tr");
-        if (row) { place(row); }
-      });
+  function resync() {  // after a lost connection: the whole list again
+    get(window.location.href, function (doc) {
+      var fresh = doc.querySelector("#alerts tbody");
+      if (fresh) { body.replaceWith(fresh); body = fresh; }
+    });
   }
 
-  var source = new EventSource(table.getAttribute("data-live"));
-  source.onopen = function () { setStatus(true); };
-  source.onerror = function () { setStatus(false); };
+  // --- one alert ------------------------------------------------------------------------
+  var alertId = detail ? detail.getAttribute("data-alert-page") : null;
+
+  function refreshDetail() {
+    get(window.location.pathname + window.location.search, function (doc) {
+      var fresh = doc.querySelector("[data-alert-page]");
+      if (fresh) { detail.replaceWith(fresh); detail = fresh; }
+    });
+  }
+
+  var lost = false;
+  var source = new EventSource("/live/alerts");
+  source.onopen = function () {
+    setStatus(true);
+    if (lost) { if (body) { resync(); } else { refreshDetail(); } }
+    lost = false;
+  };
+  source.onerror = function () { setStatus(false); lost = true; };
   source.addEventListener("alert", function (ev) {
-    try { refresh(JSON.parse(ev.data).id); } catch (e) { /* a malformed frame is skipped */ }
+    var id;
+    try { id = String(JSON.parse(ev.data).id); } catch (e) { return; }
+    if (body) {
+      get("/alerts/" + encodeURIComponent(id) + "/row", function (doc) {
+        var row = doc.querySelector("tr");
+        if (row) { place(row); }
+      });
+    } else if (id === alertId) {
+      refreshDetail();
+    }
   });
 })();

@@ -14,6 +14,7 @@ from tests.server.browser_site import (
     CHROMIUM,
     DESKTOP,
     JPEG,
+    PASSWORDS,
     PHONE,
     NodeAnswerer,
     Site,
@@ -253,3 +254,19 @@ def test_screenshots_of_the_main_pages(browser, site: Site) -> None:
         page.goto(site.url + "/ponds")  # the choice is kept in a cookie
         expect(page.locator("main h1")).to_contain_text("Ponds and rescue kit")
         shot(page, f"ponds-en-{'phone' if phone else 'desktop'}")
+
+
+def test_open_alert_page_follows_changes_made_elsewhere(browser, site: Site) -> None:
+    import httpx
+    from playwright.sync_api import expect
+    aid = raise_alert(site)
+    page = page_for(browser, site, "guo")
+    page.goto(site.url + f"/alerts/{aid}")
+    expect(page.get_by_role("button", name="已收到")).to_be_visible()
+    page.evaluate("window.__notReloaded = true")
+    r = httpx.post(site.url + f"/api/alerts/{aid}/actions", json={"action": "on_scene"},
+                   auth=("admin", PASSWORDS["admin"]))
+    assert r.status_code == 200, r.text
+    expect(page.locator("#state")).to_have_text("已到场", timeout=LIVE_MS)
+    expect(page.get_by_role("button", name="已收到")).to_have_count(0)
+    assert page.evaluate("window.__notReloaded") is True

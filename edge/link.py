@@ -270,13 +270,17 @@ class NodeLink:
             if not self.connected.is_set():
                 continue
             for item in self.outbox.due(self.clock(), limit=20):
-                if not self._publish_item(item.id, item.event, item.snapshot):
+                if not self._publish_item(item.id, item.event, item.snapshot, item.frame):
                     break
 
-    def _publish_item(self, event_id: str, event: dict[str, Any], snapshot: bytes | None) -> bool:
-        """Publish one event (and its snapshot first); False when the client cannot send now."""
+    def _publish_item(self, event_id: str, event: dict[str, Any], snapshot: bytes | None,
+                      frame: bytes | None = None) -> bool:
+        """Publish one event (its snapshot and unannotated frame first); False when the client
+        cannot send now."""
         if snapshot:
             self.client.publish(self.topics.snapshot(self.node, event_id), snapshot, qos=1)
+        if frame:
+            self.client.publish(self.topics.frame(self.node, event_id), frame, qos=1)
         info = self.client.publish(self.topics.event(self.node),
                                    json.dumps(event, ensure_ascii=False).encode(), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:

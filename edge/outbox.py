@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_try  REAL NOT NULL DEFAULT 0,
     last_sent REAL,
     texted    INTEGER NOT NULL DEFAULT 0,
-    texted_to TEXT NOT NULL DEFAULT '[]'
+    texted_to TEXT NOT NULL DEFAULT '[]',
+    frame     BLOB
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (next_try, rank, created);
 CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (rank DESC, created);
@@ -46,6 +47,7 @@ class OutboxItem:
     created: float
     attempts: int
     texted: bool
+    frame: bytes | None = None  # the unannotated frame of a critical event (learning loop)
 
 
 class Outbox:
@@ -67,10 +69,12 @@ class Outbox:
         cols = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
         if "texted_to" not in cols:  # an outbox written by an older version
             self._db.execute("ALTER TABLE outbox ADD COLUMN texted_to TEXT NOT NULL DEFAULT '[]'")
+        if "frame" not in cols:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN frame BLOB")
         self.evicted = 0
 
     def put(self, event: Event | dict[str, Any], snapshot: bytes | None = None,
-            now: float | None = None) -> bool:
+            now: float | None = None, frame: bytes | None = None) -> bool:
         """Store an event durably before anything else sees it; False if it was there already."""
         wire = event.to_wire() if isinstance(event, Event) else dict(event)
         severity = Severity(wire["severity"])
@@ -78,9 +82,9 @@ class Outbox:
         with self._lock:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO outbox (id, payload, snapshot, severity, rank, created,"
-                " next_try, texted) VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                " next_try, texted, frame) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
                 (wire["id"], json.dumps(wire, ensure_ascii=False), snapshot, severity.value,
-                 SEVERITY_RANK[severity], now, int(bool(wire.get("texted")))))
+                 SEVERITY_RANK[severity], now, int(bool(wire.get("texted"))), frame))
             added = cur.rowcount == 1
             if added:
                 self._evict_over_limit()
@@ -104,7 +108,8 @@ class Outbox:
         now = time.time() if now is None else now
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, payload, snapshot, severity, created, attempts, texted FROM outbox"
+                "SELECT id, payload, snapshot, severity, created, attempts, texted, frame"
+                " FROM outbox"
                 " WHERE next_try <= ? ORDER BY rank, created LIMIT ?", (now, limit)).fetchall()
         return [_item(r) for r in rows]
 
@@ -155,7 +160,8 @@ class Outbox:
         now = time.time() if now is None else now
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, payload, snapshot, severity, created, attempts, texted FROM outbox"
+                "SELECT id, payload, snapshot, severity, created, attempts, texted, frame"
+                " FROM outbox"
                 " WHERE severity = ? AND created <= ? ORDER BY created",
                 (severity, now - min_age_s)).fetchall()
         return [_item(r) for r in rows]
@@ -199,4 +205,4 @@ class Outbox:
 def _item(row: tuple[Any, ...]) -> OutboxItem:
     """An OutboxItem from a database row."""
     return OutboxItem(id=row[0], event=json.loads(row[1]), snapshot=row[2], severity=row[3],
-                      created=row[4], attempts=row[5], texted=bool(row[6]))
+                      created=row[4], attempts=row[5], texted=bool(row[6]), frame=row[7])

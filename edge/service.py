@@ -64,11 +64,12 @@ class NodeService:
 
     # --- events ----------------------------------------------------------------------------
 
-    def emit(self, event: Event, snapshot: bytes | None = None) -> None:
+    def emit(self, event: Event, snapshot: bytes | None = None,
+             frame: bytes | None = None) -> None:
         """Warn on the spot first, then store durably, then send."""
         self.warning.on_event(event)
         with self._emit_lock:
-            self.outbox.put(event, snapshot)
+            self.outbox.put(event, snapshot, frame=frame)
         self.link.wake()
         log.info("event %s %s track=%s zone=%s", event.type, event.id, event.track_id, event.zone)
 
@@ -128,7 +129,7 @@ class NodeService:
                     frame, t = got
                     self.last_frame_at = time.monotonic()
                     for em in self.pipeline.process(frame, t, wall):
-                        self.emit(em.event, em.snapshot)
+                        self.emit(em.event, em.snapshot, em.frame)
                     for ev in self.site.check(frame, t, wall, self.pipeline.last_detections):
                         self.emit(ev)
                 elif self.capture_done.is_set():

@@ -10,6 +10,17 @@ NODE_ID_PATTERN = r"[a-z0-9][a-z0-9-]{0,63}"
 _NODE_RE = re.compile(rf"^{NODE_ID_PATTERN}$")
 _EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KINDS = ("status", "event", "snapshot", "health", "ack", "cmd", "cmd/result")
+FRAME_SUFFIX = "-frame"  # snapshot/{event_id}-frame: the event's unannotated frame
+
+
+def frame_id(event_id: str) -> str:
+    """The snapshot id under which an event's unannotated frame travels."""
+    return f"{event_id}{FRAME_SUFFIX}"
+
+
+def frame_of(snapshot_id: str) -> str | None:
+    """The event id when a snapshot id names an unannotated frame, else None."""
+    return snapshot_id.removesuffix(FRAME_SUFFIX) if snapshot_id.endswith(FRAME_SUFFIX) else None
 
 
 class TopicError(ValueError):
@@ -55,6 +66,10 @@ class Topics:
         if not _EVENT_ID_RE.match(event_id):
             raise TopicError(f"event id {event_id!r} is not a valid id")
         return f"{self.node(node_id)}/snapshot/{event_id}"
+
+    def frame(self, node_id: str, event_id: str) -> str:
+        """The unannotated JPEG of a critical event (a second snapshot-like message)."""
+        return self.snapshot(node_id, frame_id(event_id))
 
     def health(self, node_id: str) -> str:
         """Heartbeats."""

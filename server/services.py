@@ -15,7 +15,7 @@ from server import auth, registry
 from server.auth import Sessions
 from server.clock import Clock, SystemClock
 from server.config import ServerConfig
-from server.db import Grid, Node, Snapshot, make_engine, make_sessions
+from server.db import EventFrame, Grid, Node, Snapshot, make_engine, make_sessions
 from server.escalation import Escalator
 from server.ingest import Ingestor
 from server.links import AckLinks
@@ -119,11 +119,13 @@ class Services:
         self._janitor.start()
 
     def purge_snapshots(self) -> int:
-        """Delete snapshots older than the retention period; returns how many."""
+        """Delete snapshots and unannotated event frames older than the retention period;
+        returns how many."""
         cutoff = self.clock.now() - timedelta(days=self.cfg.snapshot_retention_days)
         with self.sessions() as s, s.begin():
             res = s.execute(delete(Snapshot).where(Snapshot.received_at < cutoff))
-        n = int(getattr(res, "rowcount", 0) or 0)
+            raw = s.execute(delete(EventFrame).where(EventFrame.received_at < cutoff))
+        n = int(getattr(res, "rowcount", 0) or 0) + int(getattr(raw, "rowcount", 0) or 0)
         if n:
             log.info("deleted %d snapshots older than %s", n, cutoff.isoformat())
         return n

@@ -147,7 +147,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "silences.note": ("事件照常记录和显示，但不通知任何人。",
                       "Events are recorded and shown; nobody is paged."),
     "admin.title": ("登记信息管理", "Registry"), "admin.save": ("保存", "Save"),
-    "admin.add": ("新增", "Add"), "admin.import": ("导入 YAML", "Import YAML"),
+    "admin.add": ("新增", "Add"), "admin.import": ("导入 YAML/CSV", "Import YAML/CSV"),
     "admin.export": ("导出 YAML", "Export YAML"), "admin.saved": ("已保存", "Saved"),
     "admin.imported": ("已导入", "Imported"), "admin.error": ("未保存：", "Not saved: "),
     "admin.edit": ("编辑", "Edit"),

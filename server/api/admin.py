@@ -20,6 +20,12 @@ from server.db import Grid, Node, Person, Pond, RosterEntry, Station
 router = APIRouter()
 MAX_UPLOAD = 2 * 1024 * 1024
 LIST_FIELDS = {"duty_desk", "area_officers", "notify", "stations"}
+# Fields naming another registry row: the form offers those rows, the table shows their names.
+REFS = {"station": "stations", "constable": "people", "backup": "people", "grid": "grids",
+        "pond": "ponds", "person": "people", "duty_desk": "people", "area_officers": "people",
+        "stations": "stations"}
+CHOICES = {("people", "role"): ("constable", "area_officer", "duty_desk", "technician", "admin"),
+           ("rosters", "role"): ("primary", "backup")}
 
 
 def export_rows(s: Session) -> dict[str, list[dict[str, Any]]]:
@@ -55,9 +61,17 @@ def fields(kind: str) -> list[dict[str, Any]]:
     model = registry.MODELS[kind]
     out = []
     for name, f in model.model_fields.items():
+        ref = None if name == "id" else REFS.get(name)
         out.append({"name": name, "required": f.is_required(), "list": name in LIST_FIELDS,
+                    "ref": ref, "choices": CHOICES.get((kind, name)),
                     "description": f.description or ""})
     return out
+
+
+def names(data: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, str]]:
+    """Per kind with ids: id → display name, for references in the form and the tables."""
+    return {k: {str(r["id"]): str(r.get("name", r["id"])) for r in rows}
+            for k, rows in data.items() if k != "rosters"}
 
 
 def _import_text(s: Session, text: str, filename: str, lines: bool) -> dict[str, int]:
@@ -107,7 +121,7 @@ def _page(request: Request, scope: Any, s: Session, **ctx: Any) -> Response:
     """The admin page with every kind, its rows and a form."""
     data = export_rows(s)
     return render(request, "admin.html", scope, kinds=list(registry.KINDS), data=data,
-                  fields={k: fields(k) for k in registry.KINDS}, **ctx)
+                  fields={k: fields(k) for k in registry.KINDS}, names=names(data), **ctx)
 
 
 @router.get("/admin")

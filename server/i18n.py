@@ -150,7 +150,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "admin.add": ("新增", "Add"), "admin.import": ("导入 YAML/CSV", "Import YAML/CSV"),
     "admin.export": ("导出 YAML", "Export YAML"), "admin.saved": ("已保存", "Saved"),
     "admin.imported": ("已导入", "Imported"), "admin.error": ("未保存：", "Not saved: "),
-    "admin.edit": ("编辑", "Edit"),
+    "admin.edit": ("编辑", "Edit"), "admin.delete": ("删除", "Delete"),
     "admin.list_hint": ("多个值用 ; 分隔", "Separate values with ;"),
     "admin.import_hint": ("与命令行导入相同的校验：有一处错误则全部不导入。",
                           "Validated like the command-line import: one bad field and nothing "

@@ -157,6 +157,18 @@ async def admin_save(request: Request, kind: str, scope: CurrentScope, s: Db) ->
                             status_code=303)
 
 
+@router.post("/admin/rosters/{row_id}/delete")
+def admin_roster_delete(row_id: int, scope: CurrentScope, s: Db) -> Response:
+    """Remove one duty range (nothing refers to roster rows, so it simply goes)."""
+    require(scope.may_edit_registry)
+    row = s.get(RosterEntry, row_id)
+    if row is None:
+        raise HTTPException(404, "not found")
+    s.delete(row)
+    s.commit()
+    return RedirectResponse(f"/admin?kind=rosters&saved={row.grid_id}", status_code=303)
+
+
 @router.post("/admin-import")
 async def admin_import(request: Request, scope: CurrentScope, s: Db,
                        file: Annotated[UploadFile, File()]) -> Response:

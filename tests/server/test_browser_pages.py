@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from tests.server.browser_site import (
 from tests.server.conftest import PageReceiver, wait_for
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed")
+log = logging.getLogger(__name__)
 LIVE_MS = 2000  # a new alert must show within 2 s of the node's publish
 
 
@@ -78,9 +81,12 @@ def test_constable_sees_new_alert_live_opens_it_and_acknowledges(browser, site: 
     expect(page.locator("tr[data-alert-id]")).to_have_count(0)
     page.evaluate("window.__notReloaded = true")
     node = site.nodes["heyuan-01"]
+    t0 = time.monotonic()
     ev = node.event("child_near_water", snapshot=True, stature_m=1.1)
     row = page.locator("tr[data-pond='heyuan-shantang']")
     expect(row).to_have_count(1, timeout=LIVE_MS)
+    log.info("new alert on the open page %.0f ms after the node's publish",
+             (time.monotonic() - t0) * 1000)
     assert page.evaluate("window.__notReloaded") is True
     expect(row.locator(".kind")).to_have_text("儿童靠近水边")
     node.publish(node.topics.snapshot("heyuan-01", ev.id), JPEG)

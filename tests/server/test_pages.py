@@ -181,6 +181,14 @@ def test_admin_edits_with_import_validation(site) -> None:
         assert s.query(RosterEntry).filter(RosterEntry.grid_id == "gongyu").count() == 2
     r = c.post("/admin/rosters", data={**roster, "starts": "2026-07-01T08:00:00"})
     assert r.status_code == 422 and "timezone" in r.text
+    with h.svc.sessions() as s:
+        first = s.query(RosterEntry).filter(RosterEntry.person_id == "kang-donghai").one().id
+    assert c.post(f"/admin/rosters/{first}/delete", data={"csrf_token": token}
+                  ).status_code == 303
+    assert c.post(f"/admin/rosters/{first}/delete", data={"csrf_token": token}
+                  ).status_code == 404
+    with h.svc.sessions() as s:
+        assert [r.person_id for r in s.query(RosterEntry)] == ["liu-min"]
 
 
 def test_registry_export_imports_back_and_bad_files_change_nothing(site) -> None:

@@ -290,3 +290,35 @@ def test_registry_editing_is_for_admins_only(site: Site) -> None:
     me = site.client("liu").get("/api/me").json()
     assert (me["may_edit_registry"], me["may_act_on_alerts"], me["may_command_nodes"]) == (
         False, True, False)
+
+
+def test_adduser_ties_accounts_to_registry_people(tmp_path: Path, receiver: PageReceiver,
+                                                  monkeypatch, capsys) -> None:
+    from server.cli import main
+
+    reg = tmp_path / "registry.yaml"
+    reg.write_text(REGISTRY.format(url=receiver.url("")), encoding="utf-8")
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(f"environment: dev\nsecret_key: Kq3-vT9x_LmZ2wR7pY4nB8sD\n"
+                   f"database: sqlite:///{tmp_path / 'u.db'}\nregistry: {reg}\n",
+                   encoding="utf-8")
+    monkeypatch.setenv("PONDWATCH_PASSWORD", PASSWORD)
+    assert main(["adduser", str(cfg), "guo", "--role", "constable", "--person", "guo-yong"]) == 0
+    assert main(["adduser", str(cfg), "li", "--role", "constable"]) == 2
+    assert "role constable needs --person" in capsys.readouterr().err
+    assert main(["adduser", str(cfg), "li", "--role", "viewer", "--person", "nobody"]) == 2
+    assert "person 'nobody' is not in the registry" in capsys.readouterr().err
+    monkeypatch.delenv("PONDWATCH_PASSWORD")
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": "typed-pass-123")  # the prompt
+    assert main(["adduser", str(cfg), "ops", "--role", "admin"]) == 0
+    from server.config import load_config
+    from server.services import Services
+
+    svc = Services(load_config(cfg))
+    with svc.sessions() as s:
+        guo, ops = s.get(User, "guo"), s.get(User, "ops")
+        assert (guo.role, guo.person_id) == ("constable", "guo-yong")
+        assert auth.check_password("typed-pass-123", ops.password_hash)
+        assert s.get(User, "li") is None
+        assert scope_for(s, guo).grid_ids == {"gongyu"}
+    svc.engine.dispose()

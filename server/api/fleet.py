@@ -70,8 +70,9 @@ def fleet_page(request: Request, scope: CurrentScope, svc: Svc, s: Db) -> Respon
     """Every node in scope with its latest heartbeat (technicians and admins)."""
     require(scope.may_command_nodes)
     now = svc.clock.now()
-    return render(request, "fleet.html", scope,
-                  nodes=[node_row(n, p, now) for n, p in _scoped_nodes(s, scope)])
+    rows = [node_row(n, p, now) for n, p in _scoped_nodes(s, scope)]
+    rows.sort(key=lambda r: (r["state"] == "online", not r["throttled"], r["id"]))  # trouble first
+    return render(request, "fleet.html", scope, nodes=rows)
 
 
 @router.get("/fleet/{node_id}")

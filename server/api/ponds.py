@@ -55,6 +55,10 @@ def ponds_page(request: Request, scope: CurrentScope, s: Db, sent: int | None = 
     for r in rows:
         r["last_event"] = last.get(r["id"])
         r["snapshot"] = snaps.get(r["id"])
+        # nodes never heard from (no status, heartbeat or event) watch nothing yet
+        r["silent"] = (bool(r["nodes"]) and r["last_event"] is None
+                       and all(n["state"] == "unknown" for n in r["nodes"]))
+        r["watched"] = r["watched"] and not r["silent"]
     return render(request, "ponds.html", scope, ponds=rows, sent=sent,
                   may_command=scope.may_command_nodes)
 

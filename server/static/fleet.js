@@ -16,5 +16,13 @@
         setTimeout(poll, 1000);
       }, function () { setTimeout(poll, 3000); });
   }
-  document.addEventListener("DOMContentLoaded", function () { setTimeout(poll, 1000); });
+  document.addEventListener("DOMContentLoaded", function () {
+    setTimeout(poll, 1000);
+    // restart and re-enrol interrupt the watch: ask first
+    document.querySelectorAll("button[data-confirm]").forEach(function (b) {
+      b.addEventListener("click", function (ev) {
+        if (!window.confirm(b.getAttribute("data-confirm"))) { ev.preventDefault(); }
+      });
+    });
+  });
 })();

@@ -180,6 +180,15 @@ def test_technician_runs_selftest_and_sees_the_answer(browser, site: Site,
     assert answer.get_attribute("data-ok") == "false"  # no model file on this stand-in node
     assert answerer.seen == ["selftest"]
     shot(page, "fleet-node-selftest-desktop")
+    page.once("dialog", lambda d: d.dismiss())
+    page.get_by_role("button", name="重启").click()  # asks first; dismissed: nothing sent
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="重启").click()
+    answer = page.locator("#commands article[data-cmd='restart']")
+    expect(answer).to_have_count(1)
+    expect(answer).to_have_attribute("data-answered", "true", timeout=10_000)
+    expect(answer).to_contain_text("unknown command")  # this stand-in node cannot restart
+    assert answerer.seen == ["selftest", "restart"]
 
 
 def test_technician_asks_a_pond_for_a_snapshot(browser, site: Site, tmp_path: Path) -> None:

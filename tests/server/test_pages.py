@@ -255,3 +255,14 @@ def test_report_weekly_counts_missing_kit_and_csv(site) -> None:
     heyuan = next(ln for ln in lines if ln.startswith("heyuan-shantang"))
     assert heyuan.endswith(",2") and ",1," in heyuan
     assert "'=HYPERLINK(1)" in csv_text
+
+
+def test_ponds_with_nodes_never_heard_are_not_called_watched(site) -> None:
+    h, c = site
+    as_user(c, "guo")
+    page = c.get("/ponds").text
+    row = page.split('id="pond-beitang"')[1].split("</tr>")[0]
+    assert 'data-watched="false"' in row and "设备从未上线" in row
+    h.event(pond="beitang", node="beitang-01")
+    row = c.get("/ponds").text.split('id="pond-beitang"')[1].split("</tr>")[0]
+    assert 'data-watched="true"' in row and "儿童靠近水边" in row  # the last event

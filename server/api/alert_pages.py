@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from server import alerts, i18n
 from server.api.deps import (
     CurrentScope,
     Db,
+    LoginRequired,
     Svc,
     alert_in_scope,
     current_scope,
@@ -26,6 +28,7 @@ from server.api.views import alert_dict, event_dicts, local
 from server.db import Alert, Person, Pond, TimelineEntry, User
 from server.live import Hub
 from server.scope import Scope, pond_filter
+from server.services import Services
 
 router = APIRouter()
 KEEPALIVE_S = 15.0
@@ -110,8 +113,16 @@ def alert_action(request: Request, alert_id: int, scope: CurrentScope, svc: Svc,
     return RedirectResponse(f"/alerts/{alert_id}?done={action}", status_code=303)
 
 
-async def _stream(hub: Hub, scope: Scope, request: Request) -> AsyncIterator[str]:
-    """SSE frames for alerts in scope until the client leaves or the server stops."""
+def _read_scope(request: Request, svc: Services) -> Scope:
+    """The requester's scope, read with a short session of its own (LoginRequired if none)."""
+    with svc.sessions() as s:
+        return current_scope(request, svc, s, optional_user(request, svc, s, None))
+
+
+async def _stream(hub: Hub, svc: Services, scope: Scope,
+                  request: Request) -> AsyncIterator[str]:
+    """SSE frames for alerts in scope until the client leaves, its session ends or the server
+    stops; the scope is read again at every keepalive (logout and registry edits apply)."""
     sub = hub.subscribe()
     if sub is None:
         yield "retry: 5000\nevent: busy\ndata: {}\n\n"
@@ -124,6 +135,11 @@ async def _stream(hub: Hub, scope: Scope, request: Request) -> AsyncIterator[str
                 return
             if got is False:
                 if await request.is_disconnected():
+                    return
+                try:
+                    scope = await asyncio.to_thread(_read_scope, request, svc)
+                except (LoginRequired, HTTPException):
+                    yield "event: logout\ndata: {}\n\n"
                     return
                 yield ": keepalive\n\n"
                 continue
@@ -139,8 +155,7 @@ def live_alerts(request: Request, svc: Svc) -> Response:
     """Server-Sent Events: the id of every alert in scope that changes, as it commits.
 
     The scope is read with a short session of its own: a stream holds no database connection."""
-    with svc.sessions() as s:
-        scope = current_scope(request, svc, s, optional_user(request, svc, s, None))
+    scope = _read_scope(request, svc)
     hub: Hub = request.app.state.live
-    return StreamingResponse(_stream(hub, scope, request), media_type="text/event-stream",
+    return StreamingResponse(_stream(hub, svc, scope, request), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

@@ -81,6 +81,10 @@
     lost = false;
   };
   source.onerror = function () { setStatus(false); lost = true; };
+  source.addEventListener("logout", function () {  // the session ended elsewhere
+    source.close();
+    window.location.href = "/login";
+  });
   source.addEventListener("alert", function (ev) {
     var id;
     try { id = String(JSON.parse(ev.data).id); } catch (e) { return; }

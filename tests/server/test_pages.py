@@ -266,3 +266,39 @@ def test_ponds_with_nodes_never_heard_are_not_called_watched(site) -> None:
     h.event(pond="beitang", node="beitang-01")
     row = c.get("/ponds").text.split('id="pond-beitang"')[1].split("</tr>")[0]
     assert 'data-watched="true"' in row and "儿童靠近水边" in row  # the last event
+
+
+def test_live_stream_filters_by_scope_and_ends_with_the_session(config, mosquitto,
+                                                               monkeypatch) -> None:
+    import httpx
+
+    from server.api import alert_pages
+    from server.db import Grid, WebSession
+    from server.runner import Server
+    from tests.server.conftest import FakeNode
+    from tests.server.test_web import login_form
+
+    monkeypatch.setattr(alert_pages, "KEEPALIVE_S", 0.3)
+    heyuan, xiatang = FakeNode(mosquitto, "heyuan-01"), FakeNode(mosquitto, "xiatang-01")
+    with Server(config) as srv, httpx.Client(base_url=srv.url) as c:
+        assert srv.services.ingest.connected.wait(10)
+        with srv.services.sessions() as s, s.begin():
+            s.get(Grid, "gongyu").backup_id = None  # kang keeps only his own grid, 东山
+            auth.set_user(s, "kang", "kang-pass-12", "constable", "kang-donghai")
+        assert login_form(c, "kang", "kang-pass-12").status_code == 303
+        try:
+            with c.stream("GET", "/live/alerts", timeout=10) as r:
+                lines = r.iter_lines()
+                assert next(lines).startswith("retry:")
+                heyuan.event()                      # 共裕: not kang's
+                xiatang.event(pond_id="xiatang")    # 东山: kang's, committed after
+                first = next(line for line in lines if line.startswith("data:"))
+                with srv.services.sessions() as s:
+                    mine = s.query(Alert).filter(Alert.pond_id == "xiatang").one().id
+                assert first == f'data: {{"id": {mine}}}'
+                with srv.services.sessions() as s, s.begin():
+                    s.query(WebSession).delete()    # logged out elsewhere
+                assert "event: logout" in list(lines)  # and the stream ends by itself
+        finally:
+            heyuan.close()
+            xiatang.close()

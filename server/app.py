@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from server import live
 from server.api import ack, admin, alert_pages, api, fleet, ponds, report, web
 from server.api.deps import ApiUser, LoginRequired, PageUser
-from server.api.security import SecurityMiddleware
+from server.api.security import SecurityMiddleware, warn_plain_http
 from server.clock import Clock
 from server.config import ServerConfig
 from server.paging import Sender, apprise_send
@@ -44,6 +44,7 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="PondWatch", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.services = services
     app.add_middleware(SecurityMiddleware, public_url=services.cfg.http.public_url)
+    warn_plain_http(services.cfg)
     app.state.live = live.Hub()
     live.attach(services.sessions, app.state.live)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -36,6 +36,14 @@ def cookies_secure(cfg: ServerConfig) -> bool:
     return cfg.environment != "dev" and not _loopback(urlsplit(cfg.http.public_url).hostname or "")
 
 
+def warn_plain_http(cfg: ServerConfig) -> None:
+    """Say so when Secure cookies meet a plain-http public_url (browsers will not log in)."""
+    if cookies_secure(cfg) and cfg.http.public_url.lower().startswith("http://"):
+        log.warning("public_url %s is plain http but session cookies are Secure outside "
+                    "environment: dev: serve it over https (a TLS proxy) and set public_url "
+                    "to the https address, or logins will not stick", cfg.http.public_url)
+
+
 async def posted_csrf(request: Request) -> str | None:
     """The CSRF token a state-changing request carries: X-CSRF-Token header or form field."""
     if request.method in SAFE_METHODS:

@@ -153,8 +153,12 @@ def test_sessions_table_stays_bounded(web: Web) -> None:
       "http": {"bind": "127.0.0.1:8080", "public_url": "http://127.0.0.1:8080"}}, False),
 ])
 def test_cookies_are_secure_outside_dev_and_behind_https(tmp_path: Path, receiver: PageReceiver,
-                                                         extra: dict, secure: bool) -> None:
-    w = Web(tmp_path, receiver, **extra)
+                                                         extra: dict, secure: bool,
+                                                         caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="server.api.security"):
+        w = Web(tmp_path, receiver, **extra)
+    plain = extra.get("http", {}).get("public_url", "http://").startswith("http://")
+    assert ("logins will not stick" in caplog.text) is (secure and plain)
     try:
         c = w.client(base_url=extra.get("http", {}).get("public_url", "http://testserver"))
         page = c.get("/login")

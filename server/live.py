@@ -34,13 +34,16 @@ class Subscription:
         """Bound to the loop that reads it."""
         self._hub, self._loop = hub, loop
         self.queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE_SIZE)
+        self.overflowed = False
 
     def _put(self, item: Change | None) -> None:
-        """On the loop: enqueue, dropping the change when the reader is far behind."""
+        """On the loop: enqueue; a reader far behind is told to fetch everything again."""
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
-            log.warning("live subscriber too slow; an alert update was dropped")
+            if not self.overflowed:
+                log.warning("live subscriber %d changes behind; it will resync", QUEUE_SIZE)
+            self.overflowed = True
 
     def push(self, item: Change | None) -> None:
         """From any thread."""
@@ -50,7 +53,14 @@ class Subscription:
             self._hub.unsubscribe(self)
 
     async def next(self, timeout: float) -> Change | None | bool:
-        """The next change, None when the hub closed, False after timeout seconds of quiet."""
+        """The next change, None when the hub closed, False after timeout seconds of quiet,
+        True when changes were lost (the reader should fetch everything again)."""
+        if self.overflowed:
+            self.overflowed = False
+            while not self.queue.empty():
+                if self.queue.get_nowait() is None:
+                    return None
+            return True
         try:
             return await asyncio.wait_for(self.queue.get(), timeout)
         except TimeoutError:

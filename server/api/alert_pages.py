@@ -143,7 +143,9 @@ async def _stream(hub: Hub, svc: Services, scope: Scope,
                     return
                 yield ": keepalive\n\n"
                 continue
-            assert not isinstance(got, bool)
+            if got is True:
+                yield "event: resync\ndata: {}\n\n"
+                continue
             if scope.sees_pond(got.pond_id):
                 yield f"event: alert\ndata: {json.dumps({'id': got.alert_id})}\n\n"
     finally:

@@ -81,6 +81,9 @@
     lost = false;
   };
   source.onerror = function () { setStatus(false); lost = true; };
+  source.addEventListener("resync", function () {  // too many changes at once: fetch all
+    if (body) { resync(); } else { refreshDetail(); }
+  });
   source.addEventListener("logout", function () {  // the session ended elsewhere
     source.close();
     window.location.href = "/login";

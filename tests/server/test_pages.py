@@ -302,3 +302,19 @@ def test_live_stream_filters_by_scope_and_ends_with_the_session(config, mosquitt
         finally:
             heyuan.close()
             xiatang.close()
+
+
+def test_a_reader_far_behind_is_told_to_resync() -> None:
+    hub = live.Hub()
+
+    async def run() -> list[Any]:
+        sub = hub.subscribe()
+        assert sub is not None
+        hub.publish([live.Change(i, "p") for i in range(live.QUEUE_SIZE + 5)])
+        await asyncio.sleep(0)  # let the loop run the hand-offs
+        got = [await sub.next(1), await sub.next(0.05)]
+        hub.publish([live.Change(999, "p")])
+        got.append(await sub.next(1))
+        return got
+
+    assert asyncio.run(run()) == [True, False, live.Change(999, "p")]

@@ -62,6 +62,10 @@ def chart_svg(points: list[dict[str, Any]], series: tuple[tuple[str, str, str], 
         parts.append(f'<polyline class="{css}" data-field="{field}" data-points="{len(coords)}" '
                      f'fill="none" stroke="{colour}" stroke-width="1.6" '
                      f'points="{" ".join(coords)}"/>')
+        if len(coords) < 3:  # too few for a line to show: mark the points
+            for c in coords:
+                x, y = c.split(",")
+                parts.append(f'<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>')
         parts.append(f'<text x="2" y="{top + 10 + 12 * series.index((field, colour, css))}" '
                      f'font-size="10" fill="{colour}">{hi:.0f}</text>')
     for x, t, anchor in ((left, start, "start"), (width - right, end, "end")):

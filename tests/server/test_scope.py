@@ -19,6 +19,7 @@ from server.ingest import Inbound
 from server.scope import Scope, pond_filter, scope_for
 from tests.server.conftest import PageReceiver
 from tests.server.test_escalation import JPEG, Harness, P
+from tests.server.test_postgres import PG_URL, pg_url  # noqa: F401  (fixture)
 
 PASSWORD = "pass-word-123"
 # Two stations; quanjiang has two grids, beishan one.
@@ -75,10 +76,10 @@ USERS = {
 class Site:
     """A harness with the two-station registry, users for every role and one client each."""
 
-    def __init__(self, tmp_path: Path, receiver: PageReceiver) -> None:
+    def __init__(self, tmp_path: Path, receiver: PageReceiver, **extra: Any) -> None:
         reg = tmp_path / "scope-registry.yaml"
         reg.write_text(REGISTRY.format(url=receiver.url("")), encoding="utf-8")
-        self.h = Harness(tmp_path, receiver, registry=str(reg))
+        self.h = Harness(tmp_path, receiver, registry=str(reg), **extra)
         with self.h.svc.sessions() as s, s.begin():
             for name, (role, person) in USERS.items():
                 auth.set_user(s, name, PASSWORD, role, person)
@@ -363,3 +364,22 @@ def test_every_get_route_hides_other_grids(site: Site) -> None:
                     assert secret not in r.text, (user, route.path, secret)
             checked += 1
     assert checked > 30
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not PG_URL, reason="PONDWATCH_TEST_PG_URL not set")
+def test_scope_and_sessions_on_postgres(tmp_path: Path, receiver: PageReceiver,
+                                        pg_url: str) -> None:  # noqa: F811
+    site = Site(tmp_path, receiver, database=pg_url)
+    try:
+        mine = site.alert("heyuan-01", "heyuan-shantang")
+        theirs = site.alert("xitang-01", "xitang", snapshot=False)
+        guo = site.client("guo")
+        assert [a["id"] for a in guo.get("/api/alerts").json()] == [mine]
+        assert guo.get(f"/api/alerts/{theirs}").status_code == 404
+        assert guo.get(f"/alerts/{mine}/snapshot.jpg").content == JPEG
+        assert site.scope("sun").grid_ids == {"dongshan"}
+        assert guo.post("/logout").status_code == 303
+        assert guo.get("/api/me").status_code == 401
+    finally:
+        site.close()

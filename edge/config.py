@@ -41,16 +41,33 @@ class ModelConfig(_Section):
     path: str = Field("models/person.pt", description="Anything Ultralytics loads.")
     imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, description="Inference size.")
     conf: float = Field(0.35, gt=0, lt=1, description="Minimum detection confidence.")
-    tracker: str = Field("bytetrack.yaml", description="Ultralytics tracker config.")
+    tracker: str = Field("pondwatch.yaml", description="Tracker config: edge/trackers/ "
+                         "(pondwatch.yaml), an Ultralytics one (bytetrack.yaml) or a path.")
     labels: dict[str, list[str]] = Field(
         default_factory=lambda: {"person": ["person"]},
         description="For each meaning (person, child, lifebuoy, …) the model class names.")
+    zones_region: bool = Field(True, description="Detect on the zones' bounding region "
+                               "(cropped, scaled to imgsz) instead of the whole frame.")
+    zoom_windows: int = Field(2, ge=0, le=8, description="Zoom windows per frame around "
+                              "small, unsure detections (0: off).")
+    zoom_imgsz: int = Field(320, ge=64, le=1280, multiple_of=32,
+                            description="Inference size of each zoom window.")
+    zoom_below_px: float = Field(64.0, gt=0, le=1920, description="Zoom on detections "
+                                 "shorter than this many model-input pixels.")
+    zoom_below_conf: float = Field(0.5, gt=0, le=1, description="Zoom on detections "
+                                   "below this confidence.")
+    min_area: float = Field(0.0, ge=0, le=1, description="Smallest box, share of the frame.")
+    max_area: float = Field(0.9, gt=0, le=1, description="Largest box, share of the frame.")
+    min_ratio: float = Field(0.1, gt=0, le=20, description="Smallest box width/height.")
+    max_ratio: float = Field(5.0, gt=0, le=20, description="Largest box width/height.")
 
     @model_validator(mode="after")
     def _needs_person(self) -> ModelConfig:
-        """Refuse a label map that cannot find people."""
+        """Refuse a label map that cannot find people, and crossed filter bounds."""
         if not self.labels.get("person") and not self.labels.get("child"):
             raise ValueError("labels must map 'person' (or 'child') to at least one class name")
+        if self.min_area >= self.max_area or self.min_ratio >= self.max_ratio:
+            raise ValueError("min_area/min_ratio must be below max_area/max_ratio")
         return self
 
 
@@ -260,6 +277,13 @@ class NodeConfig(_Section):
         dupes = sorted({i for i in items if items.count(i) > 1})
         if dupes:
             raise ValueError(f"equipment lists {', '.join(dupes)} more than once")
+        frame_s = 1.0 / self.camera.fps
+        for e in self.equipment:   # checked >= 3 times within missing_after_s (edge/equipment)
+            if 0 < e.missing_after_s < 3 * frame_s:
+                raise ValueError(
+                    f"equipment {e.item}: missing_after_s {e.missing_after_s:g} s is too short "
+                    f"to check it three times at camera.fps {self.camera.fps:g} (needs at "
+                    f"least {3 * frame_s:g} s, or 0 for 'missing at the first absent check')")
         return self
 
     @property

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from edge.config import ModelConfig
+from edge.tracking import new_tracker, track_update
+from edge.views import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,16 @@ class Detection:
 class Detector(Protocol):
     """Finds (and tracks) the objects named in the label map."""
 
-    def detect(self, frame: np.ndarray) -> list[Detection]:
-        """Detections at or above the configured confidence, without track ids."""
+    def predict(self, crops: Sequence[np.ndarray], imgsz: int, floor: float
+                ) -> list[list[Candidate]]:
+        """Candidates per crop (pixel boxes in the crop) of the label map's classes."""
 
-    def track(self, frame: np.ndarray) -> list[Detection]:
-        """Tracked detections (persisting across calls), down to the tracker's floor."""
+    def label(self, c: Candidate, w: int, h: int) -> Detection:
+        """A frame-pixel candidate as a normalised Detection with its meaning."""
+
+    def track(self, frame: np.ndarray, detections: Sequence[Detection] | None = None
+              ) -> list[Detection]:
+        """Tracked detections (persisting across calls) from this frame's detections."""
 
     def reset(self) -> None:
         """Forget all tracks (a new video or a camera that reconnected)."""
@@ -54,15 +62,14 @@ def meaning_map(labels: dict[str, list[str]]) -> dict[str, str]:
 
 
 class UltralyticsDetector:
-    """Any model Ultralytics loads (.pt, ONNX, OpenVINO, NCNN) with ByteTrack/BoT-SORT."""
+    """Any model Ultralytics loads (.pt, ONNX, OpenVINO, NCNN), tracked by ByteTrack/BoT-SORT."""
 
     def __init__(self, model_cfg: ModelConfig) -> None:
         """Load the model and work out which of its classes the label map asks for."""
         os.environ.setdefault("YOLO_OFFLINE", "1")
         self.cfg = model_cfg
-        self._track_model = self._load()
-        self._detect_model: Any = None
-        names: dict[int, str] = dict(self._track_model.names)
+        self._model = self._load()
+        names: dict[int, str] = dict(self._model.names)
         wanted = meaning_map(model_cfg.labels)
         self._meaning = {i: wanted[n.lower()] for i, n in names.items() if n.lower() in wanted}
         self._names = names
@@ -71,8 +78,9 @@ class UltralyticsDetector:
                 f"model {model_cfg.path} has classes {sorted(names.values())}, none of which "
                 f"the label map {model_cfg.labels} names")
         self._classes = sorted(self._meaning)
-        log.info("model %s: classes %s", model_cfg.path,
-                 {names[i]: m for i, m in self._meaning.items()})
+        self._tracker = new_tracker(model_cfg.tracker)
+        log.info("model %s: classes %s; tracker %s", model_cfg.path,
+                 {names[i]: m for i, m in self._meaning.items()}, model_cfg.tracker)
 
     def _load(self) -> Any:
         """A fresh Ultralytics model object."""
@@ -89,47 +97,60 @@ class UltralyticsDetector:
         """The model's own class names."""
         return dict(self._names)
 
-    def _convert(self, result: Any, min_conf: float) -> list[Detection]:
-        """Ultralytics Results → Detections in normalised coordinates."""
-        boxes = result.boxes
-        if boxes is None or len(boxes) == 0:
+    @property
+    def classes(self) -> list[int]:
+        """Indices of the classes the label map names (the predict class filter)."""
+        return list(self._classes)
+
+    def predict(self, crops: Sequence[np.ndarray], imgsz: int, floor: float
+                ) -> list[list[Candidate]]:
+        """Candidates (pixel boxes in each crop) of the label map's classes, >= floor."""
+        if not crops:
             return []
-        xyxyn = boxes.xyxyn.cpu().numpy()
-        confs = boxes.conf.cpu().numpy()
-        clss = boxes.cls.cpu().numpy().astype(int)
-        ids = boxes.id.cpu().numpy().astype(int) if boxes.id is not None else None
-        out = []
-        for k in range(len(clss)):
-            c = int(clss[k])
-            if c not in self._meaning or float(confs[k]) < min_conf:
+        res = self._model.predict(list(crops), imgsz=imgsz, conf=floor, classes=self._classes,
+                                  verbose=False)
+        out: list[list[Candidate]] = []
+        for r in res:
+            boxes = r.boxes
+            if boxes is None or len(boxes) == 0:
+                out.append([])
                 continue
-            x1, y1, x2, y2 = (float(v) for v in np.clip(xyxyn[k], 0.0, 1.0))
-            out.append(Detection(
-                track_id=int(ids[k]) if ids is not None else None, meaning=self._meaning[c],
-                cls_name=self._names[c], conf=float(confs[k]), box=(x1, y1, x2, y2)))
+            xyxy = boxes.xyxy.cpu().numpy()
+            confs = boxes.conf.cpu().numpy()
+            clss = boxes.cls.cpu().numpy().astype(int)
+            out.append([Candidate((float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                                  float(c), int(k))
+                        for b, c, k in zip(xyxy, confs, clss, strict=True)
+                        if int(k) in self._meaning])
         return out
 
-    def detect(self, frame: np.ndarray) -> list[Detection]:
-        """Detections at or above cfg.conf, without track ids."""
-        if self._detect_model is None:
-            self._detect_model = self._load()  # its own predictor: tracking state stays apart
-        res = self._detect_model.predict(frame, imgsz=self.cfg.imgsz, conf=self.cfg.conf,
-                                         classes=self._classes, verbose=False)
-        return self._convert(res[0], self.cfg.conf)
+    def label(self, c: Candidate, w: int, h: int) -> Detection:
+        """A frame-pixel candidate as a Detection with its meaning, normalised to 0..1."""
+        x1, y1, x2, y2 = (float(v) for v in np.clip(
+            np.array(c.box) / np.array([w, h, w, h]), 0.0, 1.0))
+        return Detection(track_id=None, meaning=self._meaning[c.cls],
+                         cls_name=self._names[c.cls], conf=c.conf, box=(x1, y1, x2, y2))
 
-    def track(self, frame: np.ndarray) -> list[Detection]:
-        """Tracked detections; weak ones (>= TRACK_FLOOR) are kept so tracks survive dips."""
-        floor = min(TRACK_FLOOR, self.cfg.conf)
-        res = self._track_model.track(frame, persist=True, tracker=self.cfg.tracker,
-                                      imgsz=self.cfg.imgsz, conf=floor,
-                                      classes=self._classes, verbose=False)
-        return [d for d in self._convert(res[0], floor) if d.track_id is not None]
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """Whole-frame detections at or above cfg.conf, without track ids."""
+        h, w = frame.shape[:2]
+        return [self.label(c, w, h) for c in self.predict([frame], self.cfg.imgsz,
+                                                         self.cfg.conf)[0]]
+
+    def track(self, frame: np.ndarray, detections: Sequence[Detection] | None = None
+              ) -> list[Detection]:
+        """Feed one frame's detections (default: whole-frame ones >= TRACK_FLOOR) to the
+        tracker; returns those that belong to a track, with its id."""
+        if detections is None:
+            h, w = frame.shape[:2]
+            floor = min(TRACK_FLOOR, self.cfg.conf)
+            detections = [self.label(c, w, h)
+                          for c in self.predict([frame], self.cfg.imgsz, floor)[0]]
+        return track_update(self._tracker, frame, detections)
 
     def reset(self) -> None:
         """Forget all tracks and restart track ids."""
-        predictor = getattr(self._track_model, "predictor", None)
-        for tracker in getattr(predictor, "trackers", None) or []:
-            tracker.reset()
+        self._tracker.reset()
 
 
 def load_detector(model_cfg: ModelConfig) -> Detector:

@@ -29,6 +29,15 @@ NCC_WITH_COLOUR = 0.30   # structure agreement needed alongside the colour
 NCC_ALONE = 0.60         # structure agreement that alone says "present" (plain items)
 NCC_STRONG = 0.80        # structure agreement that says "present" even without the colour
 ENROL_FPS = 2.0          # enrol samples at most this many frames per second
+CHECKS_PER_WINDOW = 3    # an item is checked at least this often within missing_after_s
+
+
+def check_interval(spec: Equipment) -> float:
+    """Seconds between checks: check_every_s, shortened so that an item is checked at least
+    CHECKS_PER_WINDOW times within missing_after_s (0: missing on the first absent check)."""
+    if spec.missing_after_s <= 0:
+        return spec.check_every_s
+    return min(spec.check_every_s, spec.missing_after_s / CHECKS_PER_WINDOW)
 
 
 def ring_mask(bgr: np.ndarray) -> np.ndarray:
@@ -74,7 +83,8 @@ class ItemState:
 
 
 class EquipmentWatch:
-    """Checks each equipment item every check_every_s and debounces absence."""
+    """Checks each item at check_interval (at least three times per missing_after_s) and
+    debounces absence."""
 
     def __init__(self, cfg: NodeConfig, clock: Callable[[], float] = time.monotonic, *,
                  config_path: str | Path | None = None) -> None:
@@ -94,6 +104,11 @@ class EquipmentWatch:
                 st.ref = img
                 st.ring_px = int(np.count_nonzero(ring_mask(img)))
             self.items[spec.item] = st
+            if check_interval(spec) < spec.check_every_s:
+                log.info("equipment %s: checked every %.2f s (check_every_s %g s would check it "
+                         "fewer than %d times within missing_after_s %g s)", spec.item,
+                         check_interval(spec), spec.check_every_s, CHECKS_PER_WINDOW,
+                         spec.missing_after_s)
 
     def state(self) -> dict[str, str]:
         """item → present, missing, or unknown:<reason> (for the health heartbeat)."""
@@ -115,7 +130,7 @@ class EquipmentWatch:
         for name, st in self.items.items():
             if st.ref is None or (st.next_check is not None and t < st.next_check):
                 continue
-            st.next_check = t + st.spec.check_every_s
+            st.next_check = t + check_interval(st.spec)
             if blind is None:
                 blind = "" if vouching else "camera_fault"
                 blind = blind or blindness(frame_stats(frame)) or ""

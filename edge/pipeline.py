@@ -9,12 +9,14 @@ from datetime import datetime
 
 import numpy as np
 
+from edge.background import Background
 from edge.config import NodeConfig
 from edge.detector import Detection, Detector
-from edge.geometry import stature_model
+from edge.geometry import foot_point, stature_model, zone_of
 from edge.motion import MotionGate
 from edge.rules import PERSON_MEANINGS, IdFactory, RuleEngine, _default_ids
 from edge.snapshot import Mark, encode_jpeg, snapshot
+from edge.views import detect_people
 from protocol.payloads import Event, EventType, Severity
 
 log = logging.getLogger(__name__)
@@ -52,14 +54,17 @@ class PipelineStats:
 
 
 KIT_LOOKALIKE_MAX_M = 0.75  # smaller than a toddler who walks: a kit item, if it never moved
+PRESENCE_CONF = 0.2  # a detection this sure in a zone keeps the detector awake, tracked or not
 
 
 class Pipeline:
     """Everything between a frame and the events it causes."""
 
     def __init__(self, cfg: NodeConfig, detector: Detector, *, ids: IdFactory = _default_ids,
-                 idle: bool = True, snapshots: bool = True) -> None:
-        """A pipeline for one node; ids makes event ids, idle enables the motion gate."""
+                 idle: bool = True, snapshots: bool = True,
+                 empty_view: np.ndarray | None = None) -> None:
+        """A pipeline for one node; ids makes event ids, idle enables the motion gate,
+        empty_view (the enrolled view, grey) tells background things from people."""
         self.cfg = cfg
         self.detector = detector
         self.stature = stature_model(cfg)
@@ -68,6 +73,8 @@ class Pipeline:
         self.snapshots = snapshots
         self.stats = PipelineStats()
         self.last_detections: list[Detection] = []
+        self.someone_in_zone = False
+        self.background = Background(empty_view)
         self._kit_born: dict[int, str] = {}
         self._left_kit: set[int] = set()
 
@@ -79,18 +86,29 @@ class Pipeline:
     def process(self, frame: np.ndarray, t: float, wall: datetime) -> list[Emission]:
         """Run one frame through the pipeline; t is the pipeline clock, wall stamps events."""
         self.stats.tick(t)
-        run = self.gate is None or self.gate.should_detect(frame, t, busy=self.rules.in_water())
+        busy = self.someone_in_zone or self.rules.in_water()
+        run = self.gate is None or self.gate.should_detect(frame, t, busy=busy)
         self.stats.idle = bool(self.gate and self.gate.idle)
         if not run:
             events = self.rules.tick(t, wall)
         else:
             start = time.perf_counter()
-            dets = [self.kit_lookalike(d) for d in self.detector.track(frame)]
+            found = detect_people(self.cfg, self.detector, frame)
+            self.someone_in_zone = self.anyone_in_zone(found, frame)
+            dets = [self.kit_lookalike(d) for d in self.detector.track(frame, found)
+                    if not self.background.is_background(frame, d)]
             self.stats.last_inference_ms = (time.perf_counter() - start) * 1000.0
             self.stats.detected_frames += 1
             self.last_detections = dets
             events = self.rules.update(t, wall, dets)
         return [self._emit(ev, frame) for ev in events]
+
+    def anyone_in_zone(self, found: list[Detection], frame: np.ndarray) -> bool:
+        """True when any person detection (confirmed or not, tracked or not) is in a zone,
+        other than one showing the enrolled empty view (a parked car, a post)."""
+        return any(d.meaning in PERSON_MEANINGS and d.conf >= PRESENCE_CONF
+                   and zone_of(foot_point(d.box), self.cfg) is not None
+                   and not self.background.matches_view(frame, d.box) for d in found)
 
     def _kit_area(self, box: tuple[float, float, float, float]) -> str | None:
         """The kit item whose area (grown by a quarter each side) holds the whole box."""
@@ -170,5 +188,7 @@ class Pipeline:
         """A new video or a reconnected camera: tracker ids restart."""
         self.detector.reset()
         self.rules.reset()
+        self.someone_in_zone = False
+        self.background.reset()
         self._kit_born.clear()
         self._left_kit.clear()

@@ -62,9 +62,9 @@ def replay(cfg: NodeConfig, source: str, events_out: str, snapshots_dir: str | N
     else:
         detector.reset()
     ids = replay_ids(cfg.node_id, source)
-    pipe = Pipeline(cfg, detector, ids=ids)
     clock = [0.0]
     site = SiteWatch(cfg, config_path, clock=lambda: clock[0])
+    pipe = Pipeline(cfg, detector, ids=ids, empty_view=site.camera.reference)
     renamed: dict[str, str] = {}
     snap_dir = Path(snapshots_dir) if snapshots_dir else None
     if snap_dir is not None:

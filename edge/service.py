@@ -47,9 +47,9 @@ class NodeService:
         self.warning = LocalWarning(cfg, pin_factory=pin_factory, player=player)
         self.warning.on_sos(self._sos)
         self.detector = load_detector(cfg.model)
-        self.pipeline = Pipeline(cfg, self.detector)
-        self.warning.on_pir(self.pipeline.wake)
         self.site = SiteWatch(cfg, config_path)
+        self.pipeline = Pipeline(cfg, self.detector, empty_view=self.site.camera.reference)
+        self.warning.on_pir(self.pipeline.wake)
         self.health = HealthCollector(cfg, config_path, Path(cfg.model.path).name)
         self._report_model()
         self.commands = CommandHandler(cfg, config_path, actions=self._actions())
@@ -248,6 +248,7 @@ class NodeService:
                 break
         message = enrol_frames(self.cfg, self.config_path, shots, "live view")
         self.site = SiteWatch(self.cfg, self.config_path)
+        self.pipeline.background.view = self.site.camera.reference
         return message
 
     def _report_model(self) -> None:

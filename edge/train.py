@@ -131,8 +131,10 @@ def train(base: modelstore.ResolvedModel, data: Path, epochs: int, imgsz: int, r
     if batch is not None:
         args["batch"] = batch
     model = YOLO(str(base.path), task="detect")
-    model.train(data=str(data), epochs=epochs, imgsz=imgsz, device="cpu", project=str(workdir),
-                name="run", exist_ok=True, verbose=False, **args)
+    # verbose: Ultralytics' own progress bars per epoch; device left to Ultralytics, as in
+    # the run that produced pond-person-v1
+    model.train(data=str(data), epochs=epochs, imgsz=imgsz, project=str(workdir), name="run",
+                exist_ok=True, verbose=True, **args)
     weights = workdir / "run" / "weights"
     best = weights / "best.pt"
     if not best.is_file():

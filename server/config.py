@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
     ValidationError,
     field_validator,
     model_validator,
@@ -71,6 +72,9 @@ class HttpSettings(_Section):
     public_url: str = Field("http://127.0.0.1:8080", pattern=r"^https?://",
                             description="Base of the links in pages.")
     secure_cookies: bool = Field(False, description="Mark session cookies Secure (HTTPS).")
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list, description="Reverse proxies (addresses or CIDR) whose "
+        "X-Forwarded-For names the client; the login throttle counts by that client address.")
 
 
 class EscalationStep(_Section):

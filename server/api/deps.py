@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,27 @@ Db = Annotated[Session, Depends(get_db)]
 
 
 def client_ip(request: Request) -> str:
-    """The peer address (the throttle's key)."""
-    return request.client.host if request.client else "unknown"
+    """The client address (the throttle's key): the peer, or behind a trusted proxy the
+    right-most X-Forwarded-For entry that is not itself a trusted proxy."""
+    peer = request.client.host if request.client else "unknown"
+    svc: Services = request.app.state.services
+    proxies = svc.cfg.http.trusted_proxies
+    if not proxies or not _within(peer, proxies):
+        return peer
+    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _within(hop, proxies):
+            return hop[:64]
+    return peer
+
+
+def _within(address: str, networks: list[Any]) -> bool:
+    """Whether address lies in one of the networks (False when it is no IP address)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 def _basic(request: Request, svc: Services, s: Session) -> WebUser | None:

@@ -265,9 +265,7 @@ def test_cross_site_origin_is_refused(web: Web) -> None:
 
 def test_guessing_from_one_ip_does_not_lock_the_admin_out_elsewhere(web: Web) -> None:
     attacker = web.client(client=("203.0.113.9", 40000))
-    for _ in range(30):
-        attacker.post("/login", data={"username": "admin", "password": "guess-guess",
-                                      "csrf_token": _token(attacker.get("/login").text)})
+    _guess(attacker, 30)
     r = attacker.post("/login", data={"username": "admin", "password": PW,
                                       "csrf_token": _token(attacker.get("/login").text)})
     assert r.headers["location"] == "/login?error=1"   # the guesser stays out
@@ -275,6 +273,37 @@ def test_guessing_from_one_ip_does_not_lock_the_admin_out_elsewhere(web: Web) ->
     _login(web.client(client=("198.51.100.7", 40001)))  # the admin elsewhere is not locked
     web.h.clock.advance(301)
     _login(attacker)
+
+
+def _guess(c: TestClient, n: int, headers: dict[str, str] | None = None) -> None:
+    """n wrong admin passwords through the login form."""
+    for _ in range(n):
+        c.post("/login", headers=headers, data={
+            "username": "admin", "password": "guess-guess",
+            "csrf_token": _token(c.get("/login").text)})
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_throttled(tmp_path: Path,
+                                                                  receiver: PageReceiver) -> None:
+    w = Web(tmp_path, receiver, http={"bind": "127.0.0.1:8080",
+                                      "public_url": "http://testserver",
+                                      "trusted_proxies": ["10.0.0.0/24"]})
+    try:
+        proxy = w.client(client=("10.0.0.1", 40000))
+        _guess(proxy, 30, {"X-Forwarded-For": "203.0.113.9"})
+        assert proxy.get("/api/me", auth=("guo", "guo-pass-123"),
+                         headers={"X-Forwarded-For": "203.0.113.9"}).status_code == 401
+        assert proxy.get("/api/me", auth=("guo", "guo-pass-123"),   # another client, same proxy
+                         headers={"X-Forwarded-For": "198.51.100.7, 10.0.0.2"}
+                         ).status_code == 200
+        stranger = w.client(client=("192.0.2.1", 40001))   # not a proxy: its header is ignored
+        _guess(stranger, 25, {"X-Forwarded-For": "198.51.100.99"})
+        assert stranger.get("/api/me", auth=("guo", "guo-pass-123"),
+                            headers={"X-Forwarded-For": "198.51.100.100"}).status_code == 401
+    finally:
+        w.close()
+    with pytest.raises(ConfigError, match="trusted_proxies"):
+        parse_config({"environment": "dev", "http": {"trusted_proxies": ["not-an-ip"]}})
 
 
 def test_throttle_table_is_bounded_and_expires() -> None:

@@ -1,4 +1,5 @@
-"""Dashboard pages for logged-in users, scoped to their grids: login, alerts, ponds, silences."""
+"""Login and logout, the alert snapshot, the silence form, and the scoped pond and silence
+queries the pages and the API share."""
 
 from __future__ import annotations
 
@@ -15,18 +16,16 @@ from server.api.deps import (
     Db,
     MaybeUser,
     PageScope,
-    PageUser,
     Svc,
     alert_in_scope,
     client_ip,
     not_found,
     page_scope,
     require,
-    scope_context,
     templates,
 )
 from server.api.security import LOGIN_NONCE_COOKIE, cookies_secure
-from server.api.views import alert_dict, event_dicts, list_alerts, local, timeline_dicts
+from server.api.views import local
 from server.db import Alert, EquipmentState, Node, Pond, Silence, Snapshot
 from server.scope import Scope, node_filter, pond_filter
 
@@ -74,41 +73,6 @@ def logout(svc: Svc, s: Db, user: MaybeUser) -> Response:
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(auth.Sessions.COOKIE)
     return resp
-
-
-@router.get("/", response_class=HTMLResponse)
-def dashboard(request: Request, user: PageUser, scope: PageScope, s: Db,
-              state: str | None = None) -> Response:
-    """Alerts in scope, newest first, with their state."""
-    return templates.TemplateResponse(request, "dashboard.html", {
-        "user": user, "alerts": list_alerts(s, state, scope=scope), "filter": state or "",
-        **scope_context(scope)})
-
-
-@router.get("/alerts/{alert_id}", response_class=HTMLResponse)
-def alert_page(request: Request, alert_id: int, user: PageUser, scope: PageScope,
-               s: Db) -> Response:
-    """One alert with its timeline (404 outside scope)."""
-    alert = alert_in_scope(s, scope, alert_id)
-    return templates.TemplateResponse(request, "alert.html", {
-        "user": user, "a": alert_dict(alert, s.get(Pond, alert.pond_id)),
-        "timeline": timeline_dicts(s, alert_id), "events": event_dicts(s, alert_id),
-        "may_see": scope.snapshots, **scope_context(scope)})
-
-
-@router.post("/alerts/{alert_id}")
-def alert_action(alert_id: int, user: PageUser, scope: PageScope, svc: Svc, s: Db,
-                 action: Annotated[str, Form()],
-                 outcome: Annotated[str | None, Form()] = None) -> Response:
-    """Dashboard buttons: acknowledge, on scene, resolve (paged roles and admins)."""
-    alert = alert_in_scope(s, scope, alert_id)
-    require(scope.may_act_on_alerts)
-    try:
-        alerts.act(s, alert, action, user.username, svc.clock.now(), outcome or None)
-    except alerts.AlertError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    s.commit()
-    return RedirectResponse(f"/alerts/{alert_id}", status_code=303)
 
 
 @router.get("/alerts/{alert_id}/snapshot.jpg")
@@ -160,31 +124,12 @@ def pond_rows(s: Db, scope: Scope) -> list[dict[str, Any]]:
     return out
 
 
-@router.get("/ponds", response_class=HTMLResponse)
-def ponds_page(request: Request, user: PageUser, scope: PageScope, s: Db) -> Response:
-    """Every pond in scope with its nodes and its kit."""
-    return templates.TemplateResponse(request, "ponds.html", {
-        "user": user, "ponds": pond_rows(s, scope), **scope_context(scope)})
-
-
 def silences_in_scope(s: Db, scope: Scope, now: datetime) -> list[Silence]:
     """Current and future silences on ponds or nodes in scope."""
     return list(s.scalars(select(Silence).where(
         Silence.ends > now, or_(pond_filter(scope, Silence.pond_id),
                                 node_filter(scope, Silence.node_id)))
         .order_by(Silence.starts)))
-
-
-@router.get("/silences", response_class=HTMLResponse)
-def silences_page(request: Request, user: PageUser, scope: PageScope, svc: Svc,
-                  s: Db) -> Response:
-    """Current and future maintenance windows in scope, and a form for a new one."""
-    rows = silences_in_scope(s, scope, svc.clock.now())
-    return templates.TemplateResponse(request, "silences.html", {
-        "user": user, **scope_context(scope),
-        "silences": [{"id": r.id, "pond_id": r.pond_id, "node_id": r.node_id,
-                      "starts": local(r.starts), "ends": local(r.ends),
-                      "reason": r.reason, "by": r.created_by} for r in rows]})
 
 
 def add_silence(svc: Svc, s: Db, scope: Scope, pond_id: str | None, node_id: str | None,

@@ -47,7 +47,7 @@ from bench.report import DOC, write_section  # noqa: E402
 from protocol.payloads import Event, Health, Status, encode  # noqa: E402
 from protocol.topics import Topics  # noqa: E402
 from server.broker import Mosquitto, free_port  # noqa: E402
-from server.db import Alert, Node  # noqa: E402
+from server.db import Alert, Delivery, EventRow, Node  # noqa: E402
 
 SECTION = "Fleet simulation (`bench/fleet_sim.py`)"
 T = Topics()
@@ -95,7 +95,7 @@ def worker(plan: Plan, out: Any) -> None:
         c.loop_write()
         sock = c.socket()
         assert sock is not None
-        sel.register(sock, selectors.EVENT_READ, c)  # type: ignore[arg-type]
+        sel.register(sock, selectors.EVENT_READ, c)
         clients.append(c)
         if len(clients) % 200 == 0:  # read CONNACKs now and then while connecting
             for key, _ in sel.select(0):
@@ -169,6 +169,25 @@ def db_bytes(url: str, path: Path | None) -> int:
         eng.dispose()
 
 
+def stages(url: str) -> dict[str, tuple[float, float]]:
+    """p50/p99 ms of each step: node → commit, commit → step claimed, claimed → page sent."""
+    eng = create_engine(url)
+    try:
+        with eng.connect() as c:
+            rows = c.execute(select(EventRow.ts, EventRow.received_at, Delivery.created_at,
+                                    Delivery.sent_at)
+                             .join(Alert, Alert.first_event_id == EventRow.id)
+                             .join(Delivery, Delivery.alert_id == Alert.id)
+                             .where(Delivery.step == 0, Delivery.sent_at.is_not(None))).all()
+    finally:
+        eng.dispose()
+    got: dict[str, list[float]] = {"ingest": [], "escalate": [], "send": []}
+    for ts, rec, made, sent in rows:
+        for key, a, b in (("ingest", ts, rec), ("escalate", rec, made), ("send", made, sent)):
+            got[key].append((b - a).total_seconds())
+    return {k: (pct(v, 0.5), pct(v, 0.99)) for k, v in got.items() if v}
+
+
 def fleet_state(url: str) -> tuple[int, int]:
     """(nodes offline, node_offline alerts) in the database."""
     eng = create_engine(url)
@@ -229,8 +248,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reg.write_text(registry(args.nodes, rx.port), encoding="utf-8")
     pg_dir = None
     if args.postgres:
-        pg_dir = tmp / "pg"
-        pg_dir.mkdir()
+        pg_dir = Path(tempfile.mkdtemp(prefix="pw-fleet-pg-"))  # pg.sh hands it to postgres
         db = subprocess.run(["bash", str(ROOT / "scripts" / "pg.sh"), "start", str(pg_dir)],
                             check=True, capture_output=True, text=True).stdout.strip()
         db_path = None
@@ -290,6 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"warning: {exc}", file=sys.stderr)
             lat = [rx.arrived[f"p{i}"] - t for i, t in firsts.items() if f"p{i}" in rx.arrived]
             offline, tasks = fleet_state(db)
+            steps = stages(db)
         finally:
             for proc, _ in servers:
                 proc.terminate()
@@ -297,7 +316,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if pg_dir is not None:
                 subprocess.run(["bash", str(ROOT / "scripts" / "pg.sh"), "stop", str(pg_dir)],
                                check=False)
-    shutil.rmtree(tmp, ignore_errors=True)
+    if args.keep:
+        print(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {
         "nodes": args.nodes, "rate": args.rate, "replicas": args.replicas,
         "db": "PostgreSQL" if args.postgres else "SQLite", "duration": round(window),
@@ -311,7 +333,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "offline": offline, "tasks": tasks, "setup_s": setup_s,
         "errors": sum(r["errors"] for r in results),
         "clients": sum(r["clients"] for r in results),
-        "load": load_before, "slowest": [round(x * 1000) for x in sorted(lat)[-5:]], "median_ms": statistics.median(lat) * 1000 if lat else 0,
+        "stages": steps, "load": load_before,
+        "slowest": [round(x * 1000) for x in sorted(lat)[-5:]],
+        "median_ms": statistics.median(lat) * 1000 if lat else 0,
     }
 
 
@@ -362,12 +386,15 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=0, help="client worker processes")
     ap.add_argument("--workers", type=int, default=8, help="paging_workers")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, DB)")
     args = ap.parse_args()
     args.procs = args.procs or max(1, min(4, -(-args.nodes // 2500)))
     r = run(args)
     print(HEAD + "\n" + row(r))
     print(f"setup {r['setup_s']:.0f} s, clients {r['clients']}, client errors {r['errors']}, "
           f"node_offline tasks {r['tasks']}, slowest pages ms {r['slowest']}")
+    print("stages p50/p99 ms (UTC timestamps in the database, not comparable below 1 ms): "
+          + ", ".join(f"{k} {a:.0f}/{b:.0f}" for k, (a, b) in r["stages"].items()))
     if not args.no_write:
         record(r)
     return 0

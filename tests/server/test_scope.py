@@ -284,6 +284,19 @@ def test_snapshots_only_for_allowed_roles_in_scope(site: Site) -> None:
 
 
 def test_registry_editing_is_for_admins_only(site: Site) -> None:
+    from server.db import Pond
+
+    row = {"id": "xitang", "name": "西塘（改）", "village": "西村", "grid": "xishan"}
+    for user in ("li", "duty-bs", "zhou", "viewer"):
+        c = site.client(user)
+        assert c.get("/admin").status_code == 403, user
+        assert c.post("/admin/ponds", data=row).status_code == 403, user
+        assert c.get("/admin/export.yaml").status_code == 403, user
+    with site.h.svc.sessions() as s:
+        assert s.get(Pond, "xitang").name == "西塘"
+    assert site.client("admin").post("/admin/ponds", data=row).status_code == 303
+    with site.h.svc.sessions() as s:
+        assert s.get(Pond, "xitang").name == "西塘（改）"
     assert site.scope("admin").may_edit_registry
     for user in USERS:
         if user != "admin":

@@ -129,7 +129,8 @@ def summary_csv(county: Share, grids: list[Share]) -> str:
     return "\ufeff" + buf.getvalue()
 
 
-def chart_svg(groups: list[Share]) -> str:
+def chart_svg(groups: list[Share],
+              labels: tuple[str, str, str] = ("1分钟确认", "3分钟到场", "5分钟到场")) -> str:
     """A grouped horizontal bar chart of the three shares, as inline SVG (names escaped)."""
     colours = ("#b00020", "#a65e00", "#2e7d32")
     row_h, width, left = 54, 640, 130
@@ -137,7 +138,7 @@ def chart_svg(groups: list[Share]) -> str:
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" id="chart" width="{width}" '
              f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="1-3-5 分钟达标率">']
-    for i, label in enumerate(("1分钟确认", "3分钟到场", "5分钟到场")):
+    for i, label in enumerate(escape(x) for x in labels):
         parts.append(f'<rect x="{left + i * 150}" y="4" width="12" height="12" '
                      f'fill="{colours[i]}"/><text x="{left + i * 150 + 16}" y="15" '
                      f'font-size="12">{label}</text>')

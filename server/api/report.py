@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
-from server import report, weekly
+from server import i18n, report, weekly
 from server.api.deps import Db, PageScope, PageUser, Svc, scope_context, templates
 from server.api.views import local
 from server.scope import Scope
@@ -48,12 +48,14 @@ def report_page(request: Request, user: PageUser, scope: PageScope, svc: Svc, s:
                 start: str | None = None, end: str | None = None) -> Response:
     """Shares within 1/3/5 minutes per grid in scope and in total, chart and per-alert table."""
     a, b = _period(svc, start, end)
+    t = i18n.translator(i18n.lang_of(request))
+    labels = (t("report.ack1"), t("report.scene3"), t("report.scene5"))
     rows = report.timings(s, a, b, scope=scope)
     county, grids = report.shares(rows, total_name(scope))
     return templates.TemplateResponse(request, "report.html", {
         "user": user, "rows": rows, "county": county, "grids": grids, **scope_context(scope),
         # chart_svg escapes every name it puts into the markup
-        "chart": Markup(report.chart_svg([*grids, county])),  # noqa: S704
+        "chart": Markup(report.chart_svg([*grids, county], labels)),  # noqa: S704
         "start": local(a), "end": local(b), "q": request.url.query,
         "weekly": weekly.weekly(s, a, b, scope=scope),
         "missing": weekly.missing_kit(s, scope=scope)})

@@ -255,6 +255,8 @@ def test_report_weekly_counts_missing_kit_and_csv(site) -> None:
     heyuan = next(ln for ln in lines if ln.startswith("heyuan-shantang"))
     assert heyuan.endswith(",2") and ",1," in heyuan
     assert "'=HYPERLINK(1)" in csv_text
+    assert "1分钟确认" in page.split('id="chart"')[1]
+    assert "Ack ≤ 1 min" in c.get("/report?lang=en").text.split('id="chart"')[1]
 
 
 def test_ponds_with_nodes_never_heard_are_not_called_watched(site) -> None:

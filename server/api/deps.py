@@ -203,12 +203,6 @@ def require(allowed: bool, what: str = "你的角色不能执行此操作 (not a
         raise HTTPException(403, what)
 
 
-def require_role(user: WebUser | Scope, *roles: str) -> None:
-    """403 unless the user has one of the roles (admin always may)."""
-    if user.role != "admin" and user.role not in roles:
-        raise HTTPException(403, "not allowed for your role")
-
-
 def scope_context(scope: Scope) -> dict[str, Any]:
     """What templates need to show or hide actions."""
     return {"scope": scope, "may_act": scope.may_act_on_alerts,

@@ -92,6 +92,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "col.channel": ("渠道", "Channel"), "col.result": ("结果", "Result"),
     "col.node": ("设备", "Node"), "col.grid": ("网格", "Grid"),
     "silenced": ("静默中", "Silenced"), "bj": ("北京时间", "Beijing time"),
+    "alert.item_missing": ("{}缺失", "{} missing"),
     "alert.snapshot": ("现场照片", "Snapshot"), "alert.nosnap": ("暂无现场照片", "No snapshot"),
     "alert.snap_hidden": ("您的角色不能查看现场照片", "Your role may not see snapshots"),
     "alert.timeline": ("时间线", "Timeline"), "alert.events": ("事件", "Events"),

@@ -320,3 +320,12 @@ def test_a_reader_far_behind_is_told_to_resync() -> None:
         return got
 
     assert asyncio.run(run()) == [True, False, live.Change(999, "p")]
+
+
+def test_kit_alerts_name_the_item_in_both_languages(site) -> None:
+    h, c = site
+    h.event("equipment_missing", item="lifebuoy")
+    aid = h.alert().id
+    as_user(c, "guo")
+    assert "救生圈缺失" in c.get(f"/alerts/{aid}/row").text
+    assert "Lifebuoy missing" in c.get(f"/alerts/{aid}?lang=en").text

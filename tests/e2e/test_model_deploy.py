@@ -117,7 +117,7 @@ def _upload_assign(st: DemoStack, name: str, data: bytes,
     """Upload with passing figures measured on this very file, then assign to the pond."""
     sha = hashlib.sha256(data).hexdigest()
     evals = {"water-people-valid": {"recall": 0.9, "sha256": sha},
-             "scenes-land": {"recall": 0.95, "sha256": sha}}
+             "scenes-land": {"recall": 0.97, "sha256": sha}}
     entry = {"labels": {"person": ["Normal", "Fall"]}, "eval": evals, "sha256": sha}
     with st.api() as c:
         r = c.post("/api/models", files={"file": (f"{name}.pt", data)},

@@ -72,9 +72,9 @@ def _upload(client: TestClient, name: str, evals: dict[str, Any] | None,
 def test_upload_admin_only_and_checked(env: Any) -> None:
     """Technicians cannot upload; a wrong digest, a duplicate name and bad JSON are refused."""
     _h, client = env
-    assert _upload(client, "v1", _evals(0.6, 0.9), headers=TECH).status_code == 403
+    assert _upload(client, "v1", _evals(0.6, 0.97), headers=TECH).status_code == 403
     assert client.post("/api/models").status_code == 401
-    r = _upload(client, "v1", _evals(0.6, 0.9))
+    r = _upload(client, "v1", _evals(0.6, 0.97))
     assert r.status_code == 201 and r.json()["sha256"] == SHA
     assert _upload(client, "v1", None, data=b"other").status_code == 409
     assert "already stored" in _upload(client, "v1b", None).json()["detail"]
@@ -93,13 +93,18 @@ def test_gate_names_set_and_figure(env: Any) -> None:
     _upload(client, "nofig", None, data=b"a" * 100)
     r = client.post("/api/models/nofig/assign", headers=ADMIN, json={"pond_id": "xiatang"})
     assert r.status_code == 409 and "water-people-valid: not measured" in r.json()["detail"]
-    _upload(client, "weak", _evals(0.41, 0.95, hashlib.sha256(b"b" * 100).hexdigest()),
+    _upload(client, "weak", _evals(0.30, 0.97, hashlib.sha256(b"b" * 100).hexdigest()),
             data=b"b" * 100)
     r = client.post("/api/models/weak/assign", headers=ADMIN, json={"pond_id": "xiatang"})
     assert r.status_code == 409
-    assert "water-people-valid: recall 0.410 < floor 0.50" in r.json()["detail"]
+    assert "water-people-valid: recall 0.300 < floor 0.35" in r.json()["detail"]
     assert "scenes-land" not in r.json()["detail"]
-    _upload(client, "v1", _evals(0.6, 0.9))
+    _upload(client, "forgets", _evals(0.7, 0.80, hashlib.sha256(b"d" * 100).hexdigest()),
+            data=b"d" * 100)  # better in water, worse on land: refused
+    r = client.post("/api/models/forgets/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert r.status_code == 409
+    assert "scenes-land: recall 0.800 < floor 0.95" in r.json()["detail"]
+    _upload(client, "v1", _evals(0.6, 0.97))
     r = client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "beitang"})
     assert r.status_code == 409
     assert "recall 0.600 < floor 0.80 for pond beitang" in r.json()["detail"]
@@ -116,7 +121,7 @@ def test_gate_names_set_and_figure(env: Any) -> None:
                        json={"pond_id": "no-such-pond"}).status_code == 404
     ok = client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "heyuan-shantang"})
     assert ok.status_code == 200, ok.text
-    assert ok.json()["figures"] == {"water-people-valid": 0.6, "scenes-land": 0.9}
+    assert ok.json()["figures"] == {"water-people-valid": 0.6, "scenes-land": 0.97}
     assert ok.json()["not_sent"] == ["heyuan-01"]  # this harness has no broker connection
     listed = {m["name"]: m["assigned_to"] for m in client.get("/api/models", headers=ADMIN).json()}
     assert listed["v1"] == ["heyuan-shantang"]
@@ -132,7 +137,7 @@ def _heartbeat(h: Harness, node: str, sha: str | None) -> None:
 def test_fleet_flags_node_with_other_model(env: Any) -> None:
     """A node reporting another sha256 than its pond's assigned model is flagged."""
     h, client = env
-    _upload(client, "v1", _evals(0.9, 0.9))
+    _upload(client, "v1", _evals(0.9, 0.97))
     assert client.post("/api/models/v1/assign", headers=ADMIN,
                        json={"pond_id": "heyuan-shantang"}).status_code == 200
     _heartbeat(h, "heyuan-01", SHA)
@@ -152,7 +157,7 @@ def test_fleet_flags_node_with_other_model(env: Any) -> None:
 def test_node_download_needs_its_own_credentials(env: Any) -> None:
     """Only a node with its broker password gets the model assigned to its own pond."""
     _h, client = env
-    _upload(client, "v1", _evals(0.9, 0.9))
+    _upload(client, "v1", _evals(0.9, 0.97))
     url = f"/node-api/models/{SHA}"
     assert client.get(url).status_code == 401
     assert client.get(url, headers=_basic("heyuan-01", "wrong")).status_code == 401

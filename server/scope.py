@@ -49,8 +49,18 @@ class Scope:
         return not (self.may_act_on_alerts or self.may_command_nodes or self.may_edit_registry)
 
 
+def technician_stations(s: Session, person: Person) -> set[str]:
+    """A technician's stations, plus every station no technician is attached to (those page
+    every technician, so every technician must be able to open their nodes)."""
+    techs = list(s.scalars(select(Person).where(Person.role == "technician")))
+    owned = {st for p in techs for st in (p.stations or [])}
+    orphans = set(s.scalars(select(Station.id))) - owned
+    return set(person.stations or []) | orphans
+
+
 def person_grids(s: Session, person_id: str, now: datetime | None = None) -> set[str]:
-    """Grids a person sees: as constable, backup, on a roster, or through their stations."""
+    """Grids a person sees: as constable, backup or on a roster; as area officer or duty desk
+    of a station; as technician of a station (see technician_stations)."""
     grids = set(s.scalars(select(Grid.id).where(
         or_(Grid.constable_id == person_id, Grid.backup_id == person_id))))
     roster = select(RosterEntry.grid_id).where(RosterEntry.person_id == person_id)
@@ -60,8 +70,8 @@ def person_grids(s: Session, person_id: str, now: datetime | None = None) -> set
     stations = {st.id for st in s.scalars(select(Station))
                 if person_id in (st.area_officers or []) or person_id in (st.duty_desk or [])}
     person = s.get(Person, person_id)
-    if person is not None:
-        stations.update(person.stations or [])
+    if person is not None and person.role == "technician":
+        stations.update(technician_stations(s, person))
     if stations:
         grids.update(s.scalars(select(Grid.id).where(Grid.station_id.in_(stations))))
     return grids

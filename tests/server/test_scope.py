@@ -22,23 +22,27 @@ from tests.server.test_escalation import JPEG, Harness, P
 from tests.server.test_postgres import PG_URL, pg_url  # noqa: F401  (fixture)
 
 PASSWORD = "pass-word-123"
-# Two stations; quanjiang has two grids, beishan one.
+# Three stations; quanjiang has two grids, beishan one, nanling one and no technician.
 REGISTRY = """
 stations:
   - {{id: quanjiang, name: 泉江派出所, duty_desk: [duty-quanjiang], area_officers: [liu-min]}}
   - {{id: beishan, name: 北山派出所, duty_desk: [duty-beishan], area_officers: [zhao-lei]}}
+  - {{id: nanling, name: 南岭派出所}}
 grids:
   - {{id: gongyu, name: 共裕网格, station: quanjiang, constable: guo-yong, backup: kang-donghai}}
   - {{id: dongshan, name: 东山网格, station: quanjiang, constable: kang-donghai}}
   - {{id: xishan, name: 西山网格, station: beishan, constable: li-xi}}
+  - {{id: nanshan, name: 南山网格, station: nanling}}
 ponds:
   - {{id: heyuan-shantang, name: 禾源山塘, village: 禾源村, grid: gongyu, lat: 26.33, lon: 114.52}}
   - {{id: xiatang, name: 下塘, village: 下村, grid: dongshan}}
   - {{id: xitang, name: 西塘, village: 西村, grid: xishan}}
+  - {{id: nantang, name: 南塘, village: 南村, grid: nanshan}}
 nodes:
   - {{id: heyuan-01, pond: heyuan-shantang}}
   - {{id: xiatang-01, pond: xiatang}}
   - {{id: xitang-01, pond: xitang}}
+  - {{id: nantang-01, pond: nantang}}
 people:
   - {{id: guo-yong, name: 郭勇, role: constable, notify: ["{url}guo-yong"]}}
   - {{id: kang-donghai, name: 康东海, role: constable, notify: ["{url}kang-donghai"]}}
@@ -133,11 +137,20 @@ def test_scope_follows_the_registry_for_every_role(site: Site) -> None:
         "guo": {"gongyu"}, "kang": {"gongyu", "dongshan"}, "li": {"xishan"},
         "sun": {"dongshan"},  # today's roster entry, not last month's on xishan
         "liu": {"gongyu", "dongshan"}, "duty-bs": {"xishan"},
-        "wang": {"gongyu", "dongshan"}, "zhou": {"xishan"}, "viewer": {"gongyu"}}
+        # technicians: their stations, and nanling, which pages every technician
+        "wang": {"gongyu", "dongshan", "nanshan"}, "zhou": {"xishan", "nanshan"},
+        "viewer": {"gongyu"}}
     wang = site.scope("wang")
-    assert wang.node_ids == {"heyuan-01", "xiatang-01"}
+    assert wang.node_ids == {"heyuan-01", "xiatang-01", "nantang-01"}
     assert wang.sees_node("heyuan-01") and not wang.sees_node("xitang-01")
-    assert wang.pond_ids == {"heyuan-shantang", "xiatang"}
+    assert wang.pond_ids == {"heyuan-shantang", "xiatang", "nantang"}
+    from server.escalation import technicians
+
+    with site.h.svc.sessions() as s:   # whoever is paged for a node's faults can open it
+        assert technicians(s, "nanling") == ["tech-wang", "tech-zhou"]
+        assert technicians(s, "beishan") == ["tech-zhou"]
+    assert site.scope("zhou").sees_node("nantang-01") and not site.scope("zhou").sees_node(
+        "heyuan-01")
     admin = site.scope("admin")
     assert admin.everything and admin.sees_pond("xitang") and admin.sees_node("anything")
     viewer = site.scope("viewer")
@@ -151,7 +164,8 @@ def test_pond_filter_in_sql(site: Site) -> None:
     from server.db import Pond
 
     with site.h.svc.sessions() as s:
-        for user, want in (("li", ["xitang"]), ("admin", ["heyuan-shantang", "xiatang", "xitang"]),
+        for user, want in (("li", ["xitang"]),
+                           ("admin", ["heyuan-shantang", "nantang", "xiatang", "xitang"]),
                            ("sun", ["xiatang"])):
             got = sorted(s.scalars(select(Pond.id).where(pond_filter(site.scope(user), Pond.id))))
             assert got == want, user
@@ -188,7 +202,8 @@ def test_ponds_report_and_silences_are_scoped(site: Site) -> None:
     site.alert("xitang-01", "xitang", snapshot=False)
     li, wang = site.client("li"), site.client("wang")
     assert [p["id"] for p in li.get("/api/ponds").json()] == ["xitang"]
-    assert [p["id"] for p in wang.get("/api/ponds").json()] == ["heyuan-shantang", "xiatang"]
+    assert [p["id"] for p in wang.get("/api/ponds").json()] == [
+        "heyuan-shantang", "nantang", "xiatang"]
     page = li.get("/ponds").text
     assert "西塘" in page and "禾源山塘" not in page
     report = li.get("/report").text

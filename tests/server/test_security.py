@@ -131,6 +131,20 @@ def test_password_change_revokes_every_session_of_the_user(web: Web, tmp_path: P
     assert c.get("/api/me").status_code == 401
 
 
+def test_env_admin_at_start_keeps_sessions_unless_the_password_changed(web: Web,
+                                                                     monkeypatch) -> None:
+    c = web.client()
+    _login(c)
+    monkeypatch.setenv("PONDWATCH_ADMIN_PASSWORD", PW)
+    with web.h.svc.sessions() as s, s.begin():
+        auth.ensure_env_admin(s)   # a restart with the same password
+    assert c.get("/api/me").status_code == 200
+    monkeypatch.setenv("PONDWATCH_ADMIN_PASSWORD", "rotated-admin-pass")
+    with web.h.svc.sessions() as s, s.begin():
+        auth.ensure_env_admin(s)
+    assert c.get("/api/me").status_code == 401
+
+
 def test_sessions_table_stays_bounded(web: Web) -> None:
     for _ in range(auth.Sessions.PER_USER + 5):
         _login(web.client())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -36,7 +37,7 @@ from protocol.topics import Topic, TopicError, Topics, frame_of
 from server import alerts, commands, health_history, watch
 from server.clock import Clock
 from server.config import ServerConfig
-from server.db import Alert, EventFrame, EventRow, Node, Snapshot
+from server.db import Alert, EquipmentState, EventFrame, EventRow, Node, Snapshot
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -270,16 +271,22 @@ class Ingestor:
                 return outs
         return [self._process_retrying(item) for item in batch]
 
-    def _preload(self, s: Session, batch: list[Inbound]) -> list[Node]:
-        """Load the batch's nodes in one query, so each message finds its node in the
-        session instead of asking the database once per message."""
+    def _preload(self, s: Session, batch: list[Inbound]) -> list[Any]:
+        """Load the batch's nodes and their ponds' kit rows in two queries, so each message
+        finds them in the session instead of asking the database once per message."""
         ids = set()
         for item in batch:
             try:
                 ids.add(self.topics.parse(item.topic).node_id)
             except TopicError:
                 continue
-        return list(s.scalars(select(Node).where(Node.id.in_(ids)))) if ids else []
+        if not ids:
+            return []
+        nodes = list(s.scalars(select(Node).where(Node.id.in_(ids))))
+        ponds = {n.pond_id for n in nodes}
+        kit: list[Any] = list(s.scalars(select(EquipmentState)
+                                        .where(EquipmentState.pond_id.in_(ponds))))
+        return [*nodes, *kit]
 
     def _count_rejected(self, item: Inbound, exc: Rejected) -> None:
         """Log and count one rejected message."""
@@ -365,13 +372,17 @@ class Ingestor:
             return Outcome(new_alert=st.state == "offline" and st.reason is None)
         if topic.kind == "health":
             h: Health = _decode(Health, payload, MAX_HEALTH_BYTES)
-            node.health, node.health_at = h.model_dump(mode="json"), now
-            health_history.record(s, node.id, h, now, self.cfg.health_history_days)
-            watch.heard(s, self.cfg, node, now, h.interval_s)
-            if h.version:
-                node.version = h.version
-            if h.equipment:
-                alerts.apply_health_equipment(s, node.pond_id, h.equipment, now)
+            # A heartbeat of a node already online changes no alert: its writes need not be
+            # flushed before each query, but once with the batch (the hot path of a fleet).
+            steady = node.state == "online"
+            with s.no_autoflush if steady else contextlib.nullcontext():
+                node.health, node.health_at = h.model_dump(mode="json"), now
+                health_history.record(s, node.id, h, now, self.cfg.health_history_days)
+                watch.heard(s, self.cfg, node, now, h.interval_s)
+                if h.version:
+                    node.version = h.version
+                if h.equipment:
+                    alerts.apply_health_equipment(s, node.pond_id, h.equipment, now)
             return Outcome()
         if topic.kind == "cmd/result":
             res: CommandResult = _decode(CommandResult, payload, 64 * 1024)

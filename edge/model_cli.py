@@ -94,6 +94,13 @@ def add_parser(sub: Any) -> None:
     v.add_argument("--record", action="store_true",
                    help="write the figures into the model's manifest entry")
 
+    u = ms.add_parser("push", help="upload a model and its manifest entry to the server (admins)")
+    u.add_argument("name", help="model name from the manifest")
+    u.add_argument("--server", required=True, help="server base URL, e.g. https://pw.county")
+    u.add_argument("--user", required=True, help="admin user (password from PONDWATCH_PASSWORD "
+                   "or a prompt)")
+    u.add_argument("--ca-file", help="CA bundle for an https server")
+
     t = ms.add_parser("train", help="fine-tune a model with the domain recipe")
     from edge.train import add_train_args
     add_train_args(t)
@@ -114,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
             return _export(args, manifest)
         if cmd == "eval":
             return _eval(args, manifest)
+        if cmd == "push":
+            from edge.model_push import push
+            return push(args, manifest)
         if cmd == "train":
             from edge.train import run_train
             return run_train(args, manifest)

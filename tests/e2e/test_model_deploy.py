@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import yaml
 from sqlalchemy import select
 
 from edge import modelstore
+from edge.cli import main as edge_main
 from scripts.demo import DemoStack
 from server import models as server_models
 from server.db import CommandRow, Node
@@ -155,7 +157,8 @@ def _active_sha(env: dict[str, Any]) -> str:
 
 
 @pytest.mark.slow
-def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path: Path) -> None:
+def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Switch to a good model; refuse a corrupted download; roll back a file that will not load."""
     st, env = stack["stack"], stack
     offline = modelstore.sha256_file(model_path)
@@ -163,8 +166,29 @@ def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path:
     shown = _fleet(st, api=True)
     assert shown["model"] == "person-offline" and shown["model_format"] == "pytorch"
 
-    good = _resaved(model_path, env["work"] / "v2.pt", "v2").read_bytes()
-    v2 = _upload_assign(st, "pond-v2", good)["sha"]
+    # the good model goes up with `pondwatch-edge model push` from a manifest entry
+    local = env["work"] / "local-models"
+    local.mkdir()
+    good_path = _resaved(model_path, local / "pond-v2.pt", "v2")
+    good = good_path.read_bytes()
+    v2 = hashlib.sha256(good).hexdigest()
+    manifest = env["work"] / "manifest.yaml"
+    shutil.copyfile(ROOT / "models" / "manifest.yaml", manifest)
+    modelstore.add_entry(manifest, "pond-v2", modelstore.ModelEntry(
+        file="pond-v2.pt", source=modelstore.Source(kind="local"), sha256=v2,
+        licence="Apache-2.0", classes={0: "Normal", 1: "Fall"},
+        labels={"person": ["Fall", "Normal"]},
+        eval={"water-people-valid": {"recall": 0.9, "sha256": v2},
+              "scenes-land": {"recall": 0.97, "sha256": v2}}))
+    monkeypatch.setenv("PONDWATCH_PASSWORD", "wrong")
+    push = ["model", "--manifest", str(manifest), "--dir", str(local), "push", "pond-v2",
+            "--server", env["srv"].url, "--user", "admin"]
+    assert edge_main(push) == 1  # the server refuses a wrong admin password
+    monkeypatch.setenv("PONDWATCH_PASSWORD", st.admin_password)
+    assert edge_main(push) == 0
+    with st.api() as c:
+        r = c.post("/api/models/pond-v2/assign", json={"pond_id": "heyuan-shantang"})
+        assert r.status_code == 200 and r.json()["sent_to"] == ["heyuan-01"], r.text
     row = _answer(env, "pond-v2")
     assert row.ok, row.result
     assert row.result["previous"]["sha256"] == offline and _active_sha(env) == v2

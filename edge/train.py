@@ -107,10 +107,12 @@ def measure(weights: Path, labels: dict[str, list[str]], config: str | Path,
             out = Path(tmp) / f"{name}.json"
             cmd = [sys.executable, "-m", "edge.cli", "eval", str(cfg), "--dataset", str(folder),
                    "--json", str(out)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            print(f"eval {weights.name} on {name} ({folder})", file=sys.stderr, flush=True)
+            # stderr passes through: eval's own progress bar and any error it prints
+            proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)
             if proc.returncode != 0 or not out.is_file():
-                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                raise ModelStoreError(f"eval of {weights.name} on {name} failed: {tail}")
+                raise ModelStoreError(f"eval of {weights.name} on {name} failed (exit "
+                                      f"{proc.returncode}; its messages are above)")
             data = json.loads(out.read_text())
             results[name] = {
                 "recall": data["recall"], "precision": data.get("precision"),

@@ -101,6 +101,18 @@ def add_parser(sub: Any) -> None:
                    "or a prompt)")
     u.add_argument("--ca-file", help="CA bundle for an https server")
 
+    a = ms.add_parser("add", help="register weights trained with a recipe outside `model train`")
+    a.add_argument("name", help="name of the new model")
+    a.add_argument("--file", required=True, help="the trained weights (.pt)")
+    a.add_argument("--base", required=True, help="manifest model it was fine-tuned from")
+    a.add_argument("--data", required=True, help="the DATASET.yaml it was trained on")
+    a.add_argument("--epochs", type=int, required=True, help="epochs it was trained for")
+    a.add_argument("--imgsz", type=int, required=True, help="training image size")
+    a.add_argument("--freeze", type=int, help="layers frozen, if not the recipe's")
+    a.add_argument("--batch", type=int, help="batch size, if not the recipe's")
+    from edge.train import RECIPE
+    a.add_argument("--recipe", default=str(RECIPE), help="recipe file it was trained with")
+
     t = ms.add_parser("train", help="fine-tune a model with the domain recipe")
     from edge.train import add_train_args
     add_train_args(t)
@@ -121,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
             return _export(args, manifest)
         if cmd == "eval":
             return _eval(args, manifest)
+        if cmd == "add":
+            from edge.train import run_add
+            return run_add(args, manifest)
         if cmd == "push":
             from edge.model_push import push
             return push(args, manifest)

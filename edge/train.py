@@ -185,8 +185,31 @@ def run_train(args: argparse.Namespace, manifest: Manifest) -> int:
     return 0
 
 
+def run_add(args: argparse.Namespace, manifest: Manifest) -> int:
+    """`model add`: copy weights trained with a recipe elsewhere and record their entry."""
+    import re
+
+    src = Path(args.file)
+    if not src.is_file():
+        raise ModelStoreError(f"--file {src}: no such file")
+    if not re.match(NAME_RE, args.name) or args.name in manifest.models:
+        raise ModelStoreError(f"{args.name!r}: not a free model name (lower-case letters, "
+                              "digits, - _ .)")
+    modelstore.entry_of(args.base, manifest)
+    recipe = load_recipe(args.recipe)
+    final = Path(args.dir) / f"{args.name}.pt"
+    if final.exists():
+        raise ModelStoreError(f"{final} exists; remove it or choose another name")
+    shutil.copyfile(src, final)
+    entry = new_entry(final, args.base, manifest, Path(args.data), recipe, args, "model add")
+    modelstore.add_entry(args.manifest, args.name, entry)
+    print(json.dumps({"name": args.name, "file": str(final), "sha256": entry.sha256,
+                      "size_mb": round(final.stat().st_size / 1e6, 1)}))
+    return 0
+
+
 def new_entry(weights: Path, base: str, manifest: Manifest, data: Path, recipe: Recipe,
-              args: argparse.Namespace) -> ModelEntry:
+              args: argparse.Namespace, how: str = "model train") -> ModelEntry:
     """The manifest entry of freshly trained weights."""
     from ultralytics import YOLO  # type: ignore[attr-defined]
 
@@ -204,4 +227,4 @@ def new_entry(weights: Path, base: str, manifest: Manifest, data: Path, recipe: 
         licence=parent.licence, architecture=parent.architecture, classes=names,
         labels={"person": sorted(set(names.values()))}, base=base, data=[str(data)],
         recipe=used, trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        notes=f"Fine-tuned from {base} with `pondwatch-edge model train`.")
+        notes=f"Fine-tuned from {base} with the recipe; recorded by `pondwatch-edge {how}`.")

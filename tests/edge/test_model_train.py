@@ -103,3 +103,16 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     assert main(["model", "--manifest", str(manifest), "--dir", str(models), "train",
                  "--data", str(data), "--base", "person-offline", "--epochs", "1",
                  "--imgsz", "160", "--name", "tiny-ft"]) == 1  # the name is taken
+    # weights trained elsewhere with the recipe (the lead's pond-person-v1 run) are recorded
+    outside = tmp_path / "best.pt"
+    shutil.copyfile(weights, outside)
+    add = ["model", "--manifest", str(manifest), "--dir", str(models), "add"]
+    assert main([*add, "copied", "--file", str(outside), "--base", "person-offline", "--data",
+                 str(data), "--epochs", "4", "--imgsz", "480"]) == 0
+    copied = modelstore.load_manifest(manifest).models["copied"]
+    assert copied.sha256 == modelstore.sha256_file(outside) and copied.base == "person-offline"
+    assert copied.recipe and copied.recipe["epochs"] == 4 and copied.recipe["imgsz"] == 480
+    assert main([*add, "copied", "--file", str(outside), "--base", "person-offline", "--data",
+                 str(data), "--epochs", "4", "--imgsz", "480"]) == 1
+    assert main([*add, "other", "--file", str(tmp_path / "none.pt"), "--base",
+                 "person-offline", "--data", str(data), "--epochs", "4", "--imgsz", "480"]) == 1

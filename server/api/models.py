@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from protocol.topics import Topics
 from server import commands, models
-from server.api.deps import ApiScope, Db, Svc, require
+from server.api.deps import ApiScope, Db, Svc, client_ip, require
 from server.db import ModelAssignment, Node, ServerModel
 from server.scope import node_filter
 from server.services import Services
@@ -141,10 +141,16 @@ def _node_auth(request: Request, svc: Services, s: Session) -> Node:
             user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             user = ""
+    ip, now, key = client_ip(request), svc.clock.now(), f"node:{user}"
+    if svc.throttle.blocked(key, ip, now):  # the web login's throttle, keyed apart
+        svc.throttle.refused(ip, now)
+        raise HTTPException(429, "too many failed attempts; wait a few minutes")
     node = s.get(Node, user) if user else None
     if node is None or not models.check_node_password(node_password_file(svc), user, pw):
+        svc.throttle.failed(key, ip, now)
         raise HTTPException(401, "node credentials required",
                             headers={"WWW-Authenticate": 'Basic realm="pondwatch-node"'})
+    svc.throttle.succeeded(key, ip)
     return node
 
 

@@ -169,6 +169,9 @@ def test_node_download_needs_its_own_credentials(env: Any) -> None:
     client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "heyuan-shantang"})
     r = client.get(url, headers=node)
     assert r.status_code == 200 and r.content == WEIGHTS
+    for _ in range(5):  # guessing a node's password is throttled like a web login
+        assert client.get(url, headers=_basic("heyuan-01", "guess")).status_code == 401
+    assert client.get(url, headers=node).status_code == 429
 
 
 def test_password_file_formats(tmp_path: Path) -> None:

@@ -61,6 +61,10 @@ class ModelDeployer:
     def _update(self, name: str, sha: str, url: str) -> Result:
         """Download, verify, load, switch, selftest; roll back on failure."""
         active = Path(self.cfg.model.path)
+        if modelstore.model_format(active) != "pytorch" or active.is_dir():
+            return False, {"error": f"model.path {active} is a {modelstore.model_format(active)} "
+                           "export; model_update replaces a .pt model.path (export again on the "
+                           "node after the switch)"}
         old = modelstore.describe(active)
         if old.sha256 == sha:
             return True, {"model": name, "sha256": sha, "unchanged": True}

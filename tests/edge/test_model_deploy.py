@@ -173,6 +173,11 @@ def test_refusals_keep_the_old_model(tmp_path: Path, models: Path,
     assert not ok and "HTTP 401" in res["error"]
     ok, res = h.deployer.handle({"name": "v2", "sha256": sha, "url": "http://evil.example/x"})
     assert not ok and "not under deploy.server_url" in res["error"]
+    export = models / "old_ncnn_model"
+    export.mkdir()
+    on_export = Harness(_cfg(tmp_path, export, url))
+    ok, res = on_export.deployer.handle(_args(url, sha, path))
+    assert not ok and "is a ncnn export" in res["error"]
     none = Harness(_cfg(tmp_path, models / "person.pt", None))
     ok, res = none.deployer.handle(_args(url, sha, path))
     assert not ok and "deploy.server_url is not configured" in res["error"]
@@ -180,4 +185,4 @@ def test_refusals_keep_the_old_model(tmp_path: Path, models: Path,
     assert not h.deployer.handle({"name": "v2", "sha256": "xyz", "url": url})[0]
     assert (models / "person.pt").resolve().name == "old.pt" and h.swaps == []
     assert not list(models.glob(".*part"))
-    assert len(seen) == 2  # the foreign URL and the bad args never got the credentials
+    assert len(seen) == 2  # the foreign URL, the export and bad args never got credentials

@@ -99,6 +99,7 @@ def stack(scenes_dir: Path, model_path: Path, tmp_path_factory: pytest.TempPathF
             except subprocess.TimeoutExpired:
                 node.kill()
         st.stop()
+        os.environ.pop("PONDWATCH_ADMIN_PASSWORD", None)  # DemoStack sets it for its server
 
 
 def _fleet(st: DemoStack, api: bool = False) -> dict[str, Any]:

@@ -66,6 +66,8 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Every resolved alert's frame lands in the dataset with the right labels, and a model
     fine-tuned on it loads and is measured."""
+    # an admin from the environment (the demo stack sets one) would reset our admin's password
+    monkeypatch.delenv("PONDWATCH_ADMIN_PASSWORD", raising=False)
     receiver = PageReceiver()
     cfg = make_config(tmp_path, receiver, mosquitto.url)
     node_cfg = NodeConfig.model_validate({

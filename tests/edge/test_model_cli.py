@@ -183,6 +183,7 @@ def test_export_loads_and_detects(fmt: str, tmp_path: Path, model_path: Path, as
     def same(a: Any, b: Any) -> bool:
         return max(abs(x - y) for x, y in zip(a.box, b.box, strict=True)) < 0.02
 
-    assert len(people) >= 2
-    assert all(any(same(p, r) for r in reference) for p in people), (people, reference)
+    sure = [p for p in people if p.conf >= 0.5]
+    assert len(sure) >= 2, people
+    assert all(any(same(p, r) for r in reference) for p in sure), (people, reference)
     assert all(any(same(r, p) for p in people) for r in reference if r.conf >= 0.5)

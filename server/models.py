@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.config import ModelSettings, ServerConfig
-from server.db import ModelAssignment, Node, Pond, ServerModel
+from server.db import CommandRow, ModelAssignment, Node, Pond, ServerModel
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,33 @@ def node_status(s: Session, node: Node) -> dict[str, Any]:
             "model_format": h.get("model_format"), "model_sha256": running,
             "assigned_model": want.name if want else None,
             "assigned_sha256": want.sha256 if want else None, "model_mismatch": mismatch}
+
+
+def update_args(cfg: ServerConfig, model: ServerModel) -> dict[str, Any]:
+    """The model_update command's arguments: what to fetch and check."""
+    base = cfg.http.public_url.rstrip("/")
+    return {"name": model.name, "sha256": model.sha256, "size": model.size,
+            "labels": model.labels, "url": f"{base}/node-api/models/{model.sha256}"}
+
+
+def due_updates(s: Session, now: datetime) -> list[tuple[Node, ServerModel]]:
+    """Nodes that report another model than their pond's and were never told, or whose last
+    model_update for it expired unanswered (offline then). A node that answered, even with a
+    refusal, is not asked again: its answer and the mismatch flag are for an admin to read."""
+    out = []
+    for node in s.scalars(select(Node).order_by(Node.id)):
+        want = assigned_model(s, node.pond_id)
+        running = (node.health or {}).get("model_sha256")
+        if want is None or running is None or running == want.sha256:
+            continue
+        last = s.scalars(select(CommandRow).where(CommandRow.node_id == node.id,
+                                                  CommandRow.cmd == "model_update")
+                         .order_by(CommandRow.created_at.desc())).first()
+        if (last is not None and last.args.get("sha256") == want.sha256
+                and (last.result_at is not None or last.expires_at > now)):
+            continue
+        out.append((node, want))
+    return out
 
 
 def check_node_password(password_file: Path | None, user: str, password: str) -> bool:

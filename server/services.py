@@ -131,14 +131,40 @@ class Services:
         return n
 
     def _housekeeping(self) -> None:
-        """Purge old snapshots at start and hourly."""
+        """Purge old snapshots, and re-send models to nodes that missed them, at start and
+        hourly."""
         while True:
             try:
                 self.purge_snapshots()
             except Exception:
                 log.exception("snapshot purge failed")
+            try:
+                self.resend_models()
+            except Exception:
+                log.exception("model re-send failed")
             if self._stop.wait(3600):
                 return
+
+    def resend_models(self) -> int:
+        """model_update again to nodes running another model than assigned that never got
+        (or missed, being offline) the last one; returns how many were sent."""
+        from server import commands, models
+
+        if self.ingest is None or not self.ingest.connected.is_set():
+            return 0
+        now, sent = self.clock.now(), 0
+        with self.sessions() as s, s.begin():
+            for node, model in models.due_updates(s, now):
+                try:
+                    commands.send(s, self.ingest.client, self.ingest.topics, node.id,
+                                  "model_update", models.update_args(self.cfg, model),
+                                  self.cfg.models.download_ttl_s, "server", now)
+                    sent += 1
+                except commands.CommandError as exc:
+                    log.warning("model_update to %s not sent: %s", node.id, exc)
+        if sent:
+            log.info("model_update re-sent to %d node(s)", sent)
+        return sent
 
     def stop(self) -> None:
         """Stop in reverse order; safe to call twice."""

@@ -97,7 +97,8 @@ def api_assign(name: str, body: AssignIn, scope: ApiScope, svc: Svc, s: Db) -> d
     topics = svc.ingest.topics if svc.ingest else Topics(svc.cfg.mqtt.topic_prefix)
     for node in models.affected_nodes(s, body.pond_id):
         try:
-            commands.send(s, client, topics, node.id, "model_update", update_args(svc, model),
+            commands.send(s, client, topics, node.id, "model_update",
+                          models.update_args(svc.cfg, model),
                           svc.cfg.models.download_ttl_s, scope.username, now)
             sent.append(node.id)
         except commands.CommandError as exc:
@@ -106,13 +107,6 @@ def api_assign(name: str, body: AssignIn, scope: ApiScope, svc: Svc, s: Db) -> d
     s.commit()
     return {"target": row.target, "model": name, "figures": verdict.figures,
             "sent_to": sent, "not_sent": unsent}
-
-
-def update_args(svc: Services, model: ServerModel) -> dict[str, Any]:
-    """The model_update command's arguments: what to fetch and check."""
-    base = svc.cfg.http.public_url.rstrip("/")
-    return {"name": model.name, "sha256": model.sha256, "size": model.size,
-            "labels": model.labels, "url": f"{base}/node-api/models/{model.sha256}"}
 
 
 @router.get("/api/fleet/models")

@@ -193,3 +193,41 @@ def test_gate_config_needs_water_and_land() -> None:
         parse_config({"models": {"gate": [{"name": "w", "kind": "water", "floor": 0.5}]}})
     with pytest.raises(ConfigError, match="unknown set"):
         parse_config({"models": {"pond_floors": {"p": {"nope": 0.5}}}})
+
+
+def test_models_resent_to_nodes_that_missed_them(config: Any) -> None:
+    """A node heard running another model is sent model_update once; again only when that
+    one expired unanswered; never again after it answered (an admin reads the refusal)."""
+    import io
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from server import models as server_models
+    from server.db import CommandRow
+    from server.runner import Server
+
+    with Server(config) as srv:
+        svc = srv.services
+        assert svc.ingest is not None and svc.ingest.connected.wait(10)
+        now = svc.clock.now()
+        with svc.sessions() as s, s.begin():
+            server_models.store(s, svc.cfg, "v1", io.BytesIO(WEIGHTS),
+                                {"person": ["Normal"]}, _evals(0.9, 0.97), "admin", now)
+            s.flush()
+            server_models.assign(s, svc.cfg.models, "v1", "heyuan-shantang", "admin", now)
+        assert svc.resend_models() == 0  # the node has not said what it runs
+        hb = Health(ts=now, version="0.1.0", model="person-offline", model_sha256="e" * 64)
+        svc.ingest.process(Inbound(f"{P}/heyuan-01/health", encode(hb), 1, 1))
+        assert svc.resend_models() == 1
+        assert svc.resend_models() == 0  # still waiting for the node
+        with svc.sessions() as s, s.begin():
+            row = s.scalars(select(CommandRow).where(CommandRow.cmd == "model_update")).one()
+            assert row.node_id == "heyuan-01" and row.args["sha256"] == SHA
+            assert row.args["url"].endswith(f"/node-api/models/{SHA}")
+            row.expires_at = now - timedelta(seconds=1)  # the node was offline all along
+        assert svc.resend_models() == 1
+        with svc.sessions() as s, s.begin():
+            for row in s.scalars(select(CommandRow)):
+                row.result_at, row.ok = now, False
+        assert svc.resend_models() == 0

@@ -198,9 +198,10 @@ def run_add(args: argparse.Namespace, manifest: Manifest) -> int:
     modelstore.entry_of(args.base, manifest)
     recipe = load_recipe(args.recipe)
     final = Path(args.dir) / f"{args.name}.pt"
-    if final.exists():
+    if final.exists() and final.resolve() != src.resolve():
         raise ModelStoreError(f"{final} exists; remove it or choose another name")
-    shutil.copyfile(src, final)
+    if final.resolve() != src.resolve():  # weights already in place are recorded as they are
+        shutil.copyfile(src, final)
     entry = new_entry(final, args.base, manifest, Path(args.data), recipe, args, "model add")
     modelstore.add_entry(args.manifest, args.name, entry)
     print(json.dumps({"name": args.name, "file": str(final), "sha256": entry.sha256,

@@ -114,5 +114,9 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     assert copied.recipe and copied.recipe["epochs"] == 4 and copied.recipe["imgsz"] == 480
     assert main([*add, "copied", "--file", str(outside), "--base", "person-offline", "--data",
                  str(data), "--epochs", "4", "--imgsz", "480"]) == 1
+    shutil.copyfile(weights, models / "inplace.pt")  # already under models/: recorded there
+    assert main([*add, "inplace", "--file", str(models / "inplace.pt"), "--base",
+                 "person-offline", "--data", str(data), "--epochs", "4", "--imgsz", "480"]) == 0
+    assert modelstore.resolve("inplace", models, modelstore.load_manifest(manifest)).path.is_file()
     assert main([*add, "other", "--file", str(tmp_path / "none.pt"), "--base",
                  "person-offline", "--data", str(data), "--epochs", "4", "--imgsz", "480"]) == 1

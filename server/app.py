@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from server import live
 from server.api import ack, admin, alert_pages, api, fleet, ponds, report, web
 from server.api.deps import ApiUser, LoginRequired, PageUser
+from server.api.models import router as models_router
 from server.api.security import SecurityMiddleware, warn_plain_http
 from server.clock import Clock
 from server.config import ServerConfig
@@ -51,6 +52,7 @@ def create_app(services: Services) -> FastAPI:
     pages = (alert_pages.router, ponds.router, fleet.router, admin.router)  # before web's
     for r in (ack.router, *pages, web.router, api.router, report.router):
         app.include_router(r)
+    app.include_router(models_router)
     _docs(app)
 
     @app.exception_handler(LoginRequired)

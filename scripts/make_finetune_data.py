@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import random
+from dataclasses import replace
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,23 +73,91 @@ def bank_scene(rng: random.Random, cuts: dict[str, tuple[np.ndarray, np.ndarray,
     return np.clip(frame, 0, 255).astype(np.uint8), lines
 
 
-def write_scenes(out: Path, n: int, rng: random.Random) -> int:
-    """Render n labelled bank stills into out/{images,labels}."""
+def near_scene(rng: random.Random, cuts: dict[str, tuple[np.ndarray, np.ndarray, float]],
+               backgrounds: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray,
+                                                                               list[str]]:
+    """One still with 1-2 people close to the camera (250-500 px tall), with labels."""
+    pond_name = rng.choice(sorted(PONDS))
+    bg, water = backgrounds[pond_name]
+    pond = PONDS[pond_name]
+    frame = bg.copy()
+    wy = int(pond.water_y * H)
+    off = rng.randrange(W)
+    frame[wy:] = water[:, off:off + W]
+    lines = []
+    for _ in range(rng.randint(1, 2)):
+        body_px = rng.uniform(250, 500)
+        y = rng.uniform(body_px / H + 0.02, 1.0)
+        near = replace(pond, ppm0=body_px, ppm_slope=0.0)
+        box = paste(frame, cuts[rng.choice(sorted(SOURCES))], 1.0, rng.uniform(0.1, 0.9), y,
+                    0.0, rng.random() < 0.5, near)
+        if box is not None:
+            lines.append(yolo_line(box, W, H))
+    gain, haze = rng.choice(LIGHTS)
+    if haze:
+        frame = (1.0 - haze) * frame + haze * frame.mean()
+    return np.clip(frame * gain, 0, 255).astype(np.uint8), lines
+
+
+def yolo_line(box: Sequence[float], w: int, h: int) -> str:
+    """A class-0 YOLO label line for a pixel box (x1, y1, x2, y2)."""
+    x1, y1, x2, y2 = box
+    return f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+
+
+def write_scenes(out: Path, n: int, rng: random.Random, near: bool = False) -> int:
+    """Render n labelled bank stills (near: people close to the camera) into out/."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     cuts = cutouts()
     backgrounds = {name: background(p) for name, p in PONDS.items()}
+    make, tag = (near_scene, "near") if near else (bank_scene, "scene")
     for k in range(n):
-        img, lines = bank_scene(rng, cuts, backgrounds)
-        cv2.imwrite(str(out / "images" / f"scene_{k:04d}.jpg"), img,
+        img, lines = make(rng, cuts, backgrounds)
+        cv2.imwrite(str(out / "images" / f"{tag}_{k:04d}.jpg"), img,
                     [cv2.IMWRITE_JPEG_QUALITY, 88])
-        (out / "labels" / f"scene_{k:04d}.txt").write_text("\n".join(lines) + "\n"
-                                                           if lines else "")
+        (out / "labels" / f"{tag}_{k:04d}.txt").write_text("\n".join(lines) + "\n"
+                                                          if lines else "")
+    return n
+
+
+def write_rehearsal(out: Path, copies: int, rng: random.Random, base_model: Path) -> int:
+    """Real land photos (scikit-image's astronaut and cameraman) re-framed copies times each,
+    labelled with the base model's own confident boxes, so the fine-tune keeps full bodies."""
+    from skimage import data
+    from ultralytics import YOLO
+    model = YOLO(str(base_model))
+    photos = {"astronaut": cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR),
+              "camera": cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)}
+    n = 0
+    for name, img in photos.items():
+        res = model.predict(img, imgsz=640, conf=0.5, verbose=False)[0]
+        boxes = res.boxes.xyxy.cpu().numpy().tolist()
+        for k in range(copies):
+            s = rng.uniform(0.6, 1.6)
+            im = cv2.resize(img, None, fx=s, fy=s)
+            bx = [[v * s for v in b] for b in boxes]
+            if rng.random() < 0.5:
+                im = im[:, ::-1].copy()
+                bx = [[im.shape[1] - b[2], b[1], im.shape[1] - b[0], b[3]] for b in bx]
+            im = np.clip(im.astype(np.float32) * rng.uniform(0.6, 1.3), 0, 255).astype(np.uint8)
+            canvas = np.full((max(540, im.shape[0]), max(960, im.shape[1]), 3),
+                             rng.randrange(40, 200), np.uint8)
+            ox = rng.randrange(canvas.shape[1] - im.shape[1] + 1)
+            oy = rng.randrange(canvas.shape[0] - im.shape[0] + 1)
+            canvas[oy:oy + im.shape[0], ox:ox + im.shape[1]] = im
+            lines = [yolo_line((b[0] + ox, b[1] + oy, b[2] + ox, b[3] + oy), canvas.shape[1],
+                               canvas.shape[0]) for b in bx]
+            cv2.imwrite(str(out / "images" / f"land_{name}_{k:03d}.jpg"), canvas,
+                        [cv2.IMWRITE_JPEG_QUALITY, 90])
+            (out / "labels" / f"land_{name}_{k:03d}.txt").write_text("\n".join(lines) + "\n")
+            n += 1
     return n
 
 
 def build(out: Path, water: Path, tiny: Path, scenes: int, water_val: int, scene_val: int,
-          tiny_limit: int | None) -> Path:
+          tiny_limit: int | None, water_limit: int | None = None, near: int = 0,
+          rehearsal: int = 0, base_model: Path | None = None) -> Path:
     """Write the dataset under out and return its data.yaml."""
     rng = random.Random(SEED)
     wnames = sorted(p.name for p in (water / "images").iterdir())
@@ -97,11 +166,15 @@ def build(out: Path, water: Path, tiny: Path, scenes: int, water_val: int, scene
     rng.shuffle(tnames)
     if tiny_limit is not None:
         tnames = tnames[:tiny_limit]
+    wtrain = wnames[water_val:] if water_limit is None else wnames[water_val:water_val + water_limit]
     counts = {
-        "water_train": link_split(water, out / "train", "wp", wnames[water_val:]),
+        "water_train": link_split(water, out / "train", "wp", wtrain),
         "water_val": link_split(water, out / "val", "wp", wnames[:water_val]),
         "tiny_train": link_split(tiny, out / "train", "tp", tnames),
         "scene_train": write_scenes(out / "train", scenes, rng),
+        "near_train": write_scenes(out / "train", near, rng, near=True),
+        "land_photo_train": (write_rehearsal(out / "train", rehearsal, rng, base_model)
+                             if rehearsal and base_model else 0),
     }
     counts["scene_val"] = write_scenes(out / "val_scenes", scene_val, random.Random(SEED + 1))
     for sub in ("images", "labels"):   # held-out scenes join the val folder
@@ -130,9 +203,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--water-val", type=int, default=60, help="water images held out for val")
     p.add_argument("--scene-val", type=int, default=40, help="generated stills for val")
     p.add_argument("--tiny-limit", type=int, default=None, help="use at most this many")
+    p.add_argument("--water-limit", type=int, default=None, help="use at most this many")
+    p.add_argument("--near", type=int, default=0, help="generated stills of people close by")
+    p.add_argument("--rehearsal", type=int, default=0,
+                   help="re-framed copies of each real land photo, labelled by --base-model")
+    p.add_argument("--base-model", default="models/person-offline.pt")
     a = p.parse_args(argv)
     print(build(Path(a.out), Path(a.water), Path(a.tiny), a.scenes, a.water_val, a.scene_val,
-                a.tiny_limit))
+                a.tiny_limit, a.water_limit, a.near, a.rehearsal, Path(a.base_model)))
     return 0
 
 

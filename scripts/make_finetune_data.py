@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import argparse
 import random
-from dataclasses import replace
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -63,9 +63,7 @@ def bank_scene(rng: random.Random, cuts: dict[str, tuple[np.ndarray, np.ndarray,
         box = paste(frame, cuts[key], stature, x, y, depth, rng.random() < 0.5, pond)
         if box is None:
             continue
-        x1, y1, x2, y2 = box
-        lines.append(f"0 {(x1 + x2) / 2 / W:.6f} {(y1 + y2) / 2 / H:.6f} "
-                     f"{(x2 - x1) / W:.6f} {(y2 - y1) / H:.6f}")
+        lines.append(yolo_line(box, W, H))
     gain, haze = rng.choice(LIGHTS)
     if haze:
         frame = (1.0 - haze) * frame + haze * frame.mean()
@@ -102,7 +100,8 @@ def near_scene(rng: random.Random, cuts: dict[str, tuple[np.ndarray, np.ndarray,
 def yolo_line(box: Sequence[float], w: int, h: int) -> str:
     """A class-0 YOLO label line for a pixel box (x1, y1, x2, y2)."""
     x1, y1, x2, y2 = box
-    return f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+    return (f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+            f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
 
 
 def write_scenes(out: Path, n: int, rng: random.Random, near: bool = False) -> int:
@@ -166,7 +165,7 @@ def build(out: Path, water: Path, tiny: Path, scenes: int, water_val: int, scene
     rng.shuffle(tnames)
     if tiny_limit is not None:
         tnames = tnames[:tiny_limit]
-    wtrain = wnames[water_val:] if water_limit is None else wnames[water_val:water_val + water_limit]
+    wtrain = wnames[water_val:water_val + water_limit if water_limit is not None else None]
     counts = {
         "water_train": link_split(water, out / "train", "wp", wtrain),
         "water_val": link_split(water, out / "val", "wp", wnames[:water_val]),

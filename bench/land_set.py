@@ -15,9 +15,11 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,10 +47,10 @@ def scenes_dir() -> Path:
     return out
 
 
-def _write(out: Path, name: str, img: object, boxes: list[tuple[float, ...]], w: int,
+def _write(out: Path, name: str, img: np.ndarray, boxes: Sequence[Sequence[float]], w: int,
            h: int) -> None:
     """One image and its YOLO label file (class 0, normalised centre and size)."""
-    cv2.imwrite(str(out / "images" / f"{name}.jpg"), img)  # type: ignore[arg-type]
+    cv2.imwrite(str(out / "images" / f"{name}.jpg"), img)
     lines = []
     for x1, y1, x2, y2 in boxes:
         lines.append(f"0 {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
@@ -77,12 +79,11 @@ def build(out: Path, scenes: Path) -> int:
             _write(out, f"{meta['scene']}-{i:03d}", img, boxes, w, h)
             n += 1
         cap.release()
-    for photo, boxes in PHOTOS.items():
-        img = cv2.imread(str(assets_dir() / photo))
-        if img is None:
+    for photo, hand in PHOTOS.items():
+        pic = cv2.imread(str(assets_dir() / photo))
+        if pic is None:
             raise FileNotFoundError(assets_dir() / photo)
-        _write(out, Path(photo).stem, img, [tuple(float(v) for v in b) for b in boxes],
-               img.shape[1], img.shape[0])
+        _write(out, Path(photo).stem, pic, hand, pic.shape[1], pic.shape[0])
         n += 1
     return n
 

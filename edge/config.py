@@ -40,7 +40,10 @@ class ModelConfig(_Section):
 
     path: str = Field("models/person.pt", description="Anything Ultralytics loads.")
     imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, description="Inference size.")
-    conf: float = Field(0.35, gt=0, lt=1, description="Minimum detection confidence.")
+    conf: float = Field(0.25, gt=0, lt=1, description="Operating point: a track counts as a "
+                        "person once its median score reaches this (Frigate's threshold); eval "
+                        "scores stills at it. 0.25 is calibrated for person-offline with "
+                        "`pondwatch-edge eval`; recalibrate for another model.")
     tracker: str = Field("pondwatch.yaml", description="Tracker config: edge/trackers/ "
                          "(pondwatch.yaml), an Ultralytics one (bytetrack.yaml) or a path.")
     labels: dict[str, list[str]] = Field(

@@ -63,6 +63,21 @@ def cut_vertically(box: Box, margin: float = BORDER_MARGIN) -> bool:
     return box[1] <= margin or box[3] >= 1.0 - margin
 
 
+SAME_IOU = 0.5       # boxes overlapping this much show the same person
+SAME_INSIDE = 0.7    # ... as do boxes one of which lies this much inside the other
+
+
+def same_object(a: Box, b: Box) -> bool:
+    """True when two boxes in one frame are one person (or one box holds the other)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area_a = max(1e-12, (a[2] - a[0]) * (a[3] - a[1]))
+    area_b = max(1e-12, (b[2] - b[0]) * (b[3] - b[1]))
+    return (inter / (area_a + area_b - inter) >= SAME_IOU
+            or inter / min(area_a, area_b) >= SAME_INSIDE)
+
+
 def distance(a: Pt, b: Pt) -> float:
     """Euclidean distance of two normalised points."""
     return float(((a[0] - b[0]) ** 2 + (a[1] - b[1]) ** 2) ** 0.5)

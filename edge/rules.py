@@ -19,6 +19,7 @@ from edge.geometry import (
     cut_vertically,
     distance,
     foot_point,
+    same_object,
     touches_border,
     zone_of,
 )
@@ -56,6 +57,7 @@ class TrackState:
     water_since: float | None = None  # continuously in the water since
     bank_since: float | None = None   # continuously on the bank since
     statures: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # detection confidences, newest last
     raw_max: float = 0.0  # tallest estimate from any box, cut or not
     submerged_id: str | None = None
     reacquired: bool = False
@@ -160,13 +162,16 @@ class RuleEngine:
         tr.foot = foot_point(det.box)
         tr.zone = zone_of(tr.foot, self.cfg)
         tr.border = touches_border(det.box)
-        if det.conf >= self.cfg.model.conf:
-            tr.hits += 1
-            if det.meaning == "child":
-                tr.model_child = True
-        if not tr.confirmed and tr.hits >= self.rules.confirm_frames:
-            tr.confirmed = True
-            log.debug("track %d confirmed at %.2f s", tr.tid, t)
+        tr.hits += 1
+        tr.scores.append(det.conf)
+        del tr.scores[:-MAX_SAMPLES]
+        if det.meaning == "child" and det.conf >= self.cfg.model.conf:
+            tr.model_child = True
+        if (not tr.confirmed and tr.hits >= self.rules.confirm_frames
+                and statistics.median(tr.scores) >= self.cfg.model.conf):
+            tr.confirmed = True   # Frigate's rule: a true positive on the median score, once
+            log.debug("track %d confirmed at %.2f s (median score %.2f)", tr.tid, t,
+                      statistics.median(tr.scores))
         near = tr.zone in (BANK, WATER)
         tr.near_since = (tr.near_since if tr.near_since is not None else t) if near else None
         in_water = tr.zone == WATER
@@ -204,12 +209,12 @@ class RuleEngine:
         for kind, dwelled in self._kinds(tr, t):
             visit = next((v for v in self.visits if v.kind == kind and tr.tid in v.tids), None)
             if visit is None:
-                visit = self._nearby_open(kind, tr.foot, t)
+                visit = self._nearby_open(kind, tr, t)
                 if visit is not None:
                     log.info("track %d continues %s %s", tr.tid, kind.value, visit.event_id)
                     visit.tids.add(tr.tid)
             if visit is None:
-                if not dwelled:
+                if not dwelled or self._part_of_visited(kind, tr, t):
                     continue
                 eid = self.ids(kind.value, tr.tid, t)
                 visit = Visit(kind, eid, {tr.tid}, t, t, tr.foot, t)
@@ -227,18 +232,33 @@ class RuleEngine:
                                           reason=f"still there after {t - visit.start_t:.0f} s"))
         return events
 
-    def _nearby_open(self, kind: EventType, foot: Pt, t: float) -> Visit | None:
-        """An open visit of this kind whose people are not seen now, last seen close by."""
+    def _nearby_open(self, kind: EventType, tr: TrackState, t: float) -> Visit | None:
+        """An open visit of this kind (its zones: bank and water for a child) whose people are
+        not seen now, last seen close by: the tracker lost its person, this track is them."""
         best, best_d = None, REACQUIRE_RADIUS
         for v in self.visits:
             if v.kind != kind or v.last_t >= t:
                 continue
             if any(self.tracks[i].last_t == t for i in v.tids if i in self.tracks):
                 continue
-            d = distance(v.foot, foot)
+            d = distance(v.foot, tr.foot)
             if d <= best_d:
                 best, best_d = v, d
         return best
+
+    def _part_of_visited(self, kind: EventType, tr: TrackState, t: float) -> bool:
+        """True when this track's box is (mostly) the box of someone seen now in an open visit
+        of this kind: a split or a box around two people, not a new person."""
+        for v in self.visits:
+            if v.kind != kind:
+                continue
+            for i in v.tids:
+                other = self.tracks.get(i)
+                if other is None or other is tr or other.last_t != t:
+                    continue
+                if same_object(tr.box, other.box):
+                    return True
+        return False
 
     def _event(self, kind: EventType | str, tr: TrackState | None, t: float, wall: datetime,
                **fields: Any) -> Event:

@@ -32,6 +32,8 @@ UNCALIBRATED_UP = 0.25  # without a stature calibration: this share of the frame
 FULL_FRAME_SHARE = 0.85  # a region covering this much of the frame is the whole frame
 MERGE_IOU = 0.5         # boxes from different views overlapping this much are one object
 CONTAINED = 0.8         # a weaker box lying this much inside a stronger one is a part of it
+ZOOM_MIN_CONF = 0.15    # weaker pass-1 boxes are noise, not someone to look at closer: an
+                        # empty scene costs one inference
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def zoom_windows(cands: Sequence[Candidate], pass1: Window, cfg: NodeConfig, w: 
     if m.zoom_windows == 0:
         return []
     scale = input_scale(pass1, m.imgsz)
-    small = sorted((c for c in cands if m.zoom_below_conf > c.conf
+    small = sorted((c for c in cands if m.zoom_below_conf > c.conf >= ZOOM_MIN_CONF
                     and (c.box[3] - c.box[1]) * scale < m.zoom_below_px),
                    key=lambda c: -c.conf)
     out: list[Window] = []

@@ -312,3 +312,47 @@ def test_other_resolution_than_enrolled(scenes_dir: Path, refs: Path) -> None:
             assert watch.state()["lifebuoy"] == "present"
         events += watch.check(small, i / 5, T0, truth_boxes(scenes_dir, "lifebuoy_removed")[i])
     assert [(e.type, e.item) for e in events] == [(EventType.EQUIPMENT_MISSING, "lifebuoy")]
+
+
+def test_short_missing_after_is_checked_three_times_whatever_check_every_says(
+        scenes_dir: Path, refs: Path) -> None:
+    """missing_after_s 4 with the default 30 s cadence: missing 4-6 s after removal, not 30."""
+    from edge.equipment import check_interval
+    cfg = scene_cfg(scenes_dir, "lifebuoy_removed", refs)
+    slow = [e.model_copy(update={"missing_after_s": 4.0, "check_every_s": 30.0})
+            for e in cfg.equipment]
+    assert check_interval(slow[0]) == pytest.approx(4.0 / 3)
+    cfg = cfg.model_copy(update={"equipment": slow})
+    watch = EquipmentWatch(cfg)
+    boxes = truth_boxes(scenes_dir, "lifebuoy_removed")
+    checks, missing = 0, []
+    for i, frame in frames(scenes_dir / "lifebuoy_removed.mp4"):
+        before = watch.items["lifebuoy"].next_check
+        missing += [i / 5 for e in watch.check(frame, i / 5, T0 + i / 5, boxes[i])
+                    if e.type == EventType.EQUIPMENT_MISSING]
+        checks += watch.items["lifebuoy"].next_check != before
+    assert checks >= 3 * 16 / 4.0 - 1          # at least three checks per 4 s of the clip
+    # taken at 5 s by an adult who hides the post until ~6.5 s: missing_after_s (4) plus at
+    # most one check interval after that; with the 30 s cadence it never came in this clip
+    assert len(missing) == 1 and 5.0 + 4.0 <= missing[0] <= 6.5 + 4.0 + 4.0 / 3 + 0.2
+
+
+def test_check_interval_keeps_a_shorter_check_every(scenes_dir: Path, refs: Path) -> None:
+    """check_every_s below missing_after_s / 3 is kept; 0 means missing at the first check."""
+    from edge.equipment import check_interval
+    spec = load_config(scenes_dir / "lifebuoy_removed.yaml").equipment[0]
+    assert check_interval(spec.model_copy(update={"missing_after_s": 600.0,
+                                                  "check_every_s": 30.0})) == 30.0
+    assert check_interval(spec.model_copy(update={"missing_after_s": 0.0,
+                                                  "check_every_s": 2.0})) == 2.0
+
+
+def test_missing_after_too_short_for_three_checks_is_refused(scenes_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """Three checks need three frames: 0.4 s at 5 fps is refused with the reason."""
+    from edge.config import ConfigError
+    text = (scenes_dir / "lifebuoy_removed.yaml").read_text()
+    bad = tmp_path / "node.yaml"
+    bad.write_text(text.replace("missing_after_s: 5.0", "missing_after_s: 0.4", 1))
+    with pytest.raises(ConfigError, match=r"lifebuoy: missing_after_s 0.4 s is too short"):
+        load_config(bad)

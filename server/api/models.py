@@ -49,7 +49,8 @@ def api_models(scope: ApiScope, s: Db) -> list[dict[str, Any]]:
     require(scope.may_edit_registry or scope.may_command_nodes)
     targets: dict[str, list[str]] = {}
     for a in s.scalars(select(ModelAssignment)):
-        targets.setdefault(a.model, []).append(a.target)
+        if a.target == models.ALL or scope.sees_pond(a.target):  # other grids' ponds unnamed
+            targets.setdefault(a.model, []).append(a.target)
     return [_row(m, sorted(targets.get(m.name, [])))
             for m in s.scalars(select(ServerModel).order_by(ServerModel.name))]
 

@@ -147,8 +147,13 @@ class Pager:
         """Take over deliveries of a replica that died: expired leases, and pending ones
         nobody sent for SWEEP_AGE_S; returns how many were queued."""
         now = self.clock.now()
-        with self.sessions() as s, s.begin():
-            expired = self._hand_back(s, Delivery.lease_until < now)
+        expired = 0
+        with self.sessions() as s:  # read first: SQLite's one write lock stays free
+            stale = s.scalar(select(Delivery.id).where(Delivery.status == "sending",
+                                                       Delivery.lease_until < now).limit(1))
+        if stale is not None:
+            with self.sessions() as s, s.begin():
+                expired = self._hand_back(s, Delivery.lease_until < now)
         if expired:
             log.warning("took over %d deliveries whose lease expired", expired)
         with self.sessions() as s:

@@ -38,8 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--since", required=True, help="alerts resolved from this date (ISO 8601)")
     exp.add_argument("--config", help="server.yaml naming the database")
     exp.add_argument("--database", help="database URL (instead of --config)")
-    exp.add_argument("--user", required=True, help="an admin user (password from "
-                     "PONDWATCH_PASSWORD or a prompt)")
+    exp.add_argument("--user", help="an admin user to check (password from PONDWATCH_PASSWORD "
+                     "or a prompt); without it the host operator, who can already run "
+                     "adduser, is trusted as for import")
     exp.add_argument("--names", default="person",
                      help="class names, comma-separated; labels use class 0 (the base model's "
                      "person class, e.g. Normal,Fall for person-offline)")

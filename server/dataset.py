@@ -138,13 +138,14 @@ def run_export(args: Any, cfg: ServerConfig) -> int:
     svc = Services(cfg.model_copy(update={"registry": None}))
     svc.prepare()
     try:
-        password = os.environ.get("PONDWATCH_PASSWORD") or getpass.getpass("password: ")
         with svc.sessions() as s:
-            user = auth.authenticate(s, args.user, password)
-            if user is None or user.role != "admin":
-                print("error: 仅管理员 (admins only): wrong user or password, or not an admin",
-                      file=sys.stderr)
-                return 2
+            if args.user is not None:
+                password = os.environ.get("PONDWATCH_PASSWORD") or getpass.getpass("password: ")
+                user = auth.authenticate(s, args.user, password)
+                if user is None or user.role != "admin":
+                    print("error: 仅管理员 (admins only): wrong user or password, or not an admin",
+                          file=sys.stderr)
+                    return 2
             counts = export(s, since, Path(args.out), args.names.split(","), args.val_share)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.topics import Topics
-from server import commands, health_history
+from server import commands, health_history, models
 from server.api.deps import CurrentScope, Db, Svc, node_in_scope, not_found, require
 from server.api.pages import render
 from server.api.views import local
@@ -27,17 +27,22 @@ SERIES = (("fps", "#0b57a4", "fps"), ("temperature_c", "#b00020", "temp"),
           ("outbox_depth", "#a65e00", "outbox"))
 
 
-def node_row(n: Node, pond: Pond | None, now: datetime) -> dict[str, Any]:
-    """What the fleet table shows about one node."""
+def node_row(s: Session, n: Node, pond: Pond | None, now: datetime) -> dict[str, Any]:
+    """What the fleet table shows about one node: health, why it is offline, its model
+    beside its pond's assigned one (models.node_status)."""
     h = n.health or {}
     seen = max((t for t in (n.health_at, n.state_at) if t is not None), default=None)
+    model = models.node_status(s, n)
     return {"id": n.id, "pond_id": n.pond_id, "pond": pond.name if pond else n.pond_id,
-            "state": n.state, "last_seen": local(seen),
+            "state": n.state, "state_reason": n.state_reason if n.state == "offline" else None,
+            "last_seen": local(seen),
             "ago_s": (now - seen).total_seconds() if seen else None,
             "fps": h.get("fps"), "temperature_c": h.get("temperature_c"),
             "throttled": h.get("throttled"), "outbox_depth": h.get("outbox_depth"),
-            "model": h.get("model"), "version": n.version or h.get("version"),
-            "camera": h.get("camera"), "cpu_percent": h.get("cpu_percent")}
+            "version": n.version or h.get("version"),
+            "camera": h.get("camera"), "cpu_percent": h.get("cpu_percent"),
+            **{k: model[k] for k in ("model", "model_format", "model_sha256", "assigned_model",
+                                     "assigned_sha256", "model_mismatch")}}
 
 
 def command_rows(s: Session, node_id: str, now: datetime, limit: int = 20) -> list[dict[str, Any]]:
@@ -70,8 +75,10 @@ def fleet_page(request: Request, scope: CurrentScope, svc: Svc, s: Db) -> Respon
     """Every node in scope with its latest heartbeat (technicians and admins)."""
     require(scope.may_command_nodes)
     now = svc.clock.now()
-    rows = [node_row(n, p, now) for n, p in _scoped_nodes(s, scope)]
-    rows.sort(key=lambda r: (r["state"] == "online", not r["throttled"], r["id"]))  # trouble first
+    rows = [node_row(s, n, p, now) for n, p in _scoped_nodes(s, scope)]
+    # trouble first: lost, then stopped as planned, then throttled or on the wrong model
+    rows.sort(key=lambda r: (r["state"] == "online", r["state_reason"] == "planned",
+                             not (r["throttled"] or r["model_mismatch"]), r["id"]))
     return render(request, "fleet.html", scope, nodes=rows)
 
 
@@ -86,8 +93,8 @@ def node_page(request: Request, node_id: str, scope: CurrentScope, svc: Svc, s: 
     start = now - timedelta(hours=hours)
     points = health_history.samples(s, node.id, start)
     chart = Markup(health_history.chart_svg(points, SERIES, start, now))  # noqa: S704 numbers only
-    return render(request, "fleet_node.html", scope, n=node_row(node, s.get(Pond, node.pond_id),
-                                                                 now),
+    return render(request, "fleet_node.html", scope,
+                  n=node_row(s, node, s.get(Pond, node.pond_id), now),
                   chart=chart, points=len(points), hours=hours, series=SERIES,
                   buttons=list(BUTTONS), commands=command_rows(s, node.id, now))
 

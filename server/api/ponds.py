@@ -52,13 +52,20 @@ def ponds_page(request: Request, scope: CurrentScope, s: Db, sent: int | None = 
     rows = pond_rows(s, scope)
     last = last_events(s, scope)
     snaps = requested_snapshots(s, scope) if scope.snapshots else {}
+    reasons = dict(s.execute(select(Node.id, Node.state_reason).where(
+        Node.state == "offline", pond_filter(scope, Node.pond_id))).all())
     for r in rows:
         r["last_event"] = last.get(r["id"])
         r["snapshot"] = snaps.get(r["id"])
+        for n in r["nodes"]:
+            n["state_reason"] = reasons.get(n["id"])
         # nodes never heard from (no status, heartbeat or event) watch nothing yet
         r["silent"] = (bool(r["nodes"]) and r["last_event"] is None
                        and all(n["state"] == "unknown" for n in r["nodes"]))
-        r["watched"] = r["watched"] and not r["silent"]
+        # every node stopped on purpose: nobody is paged, and nobody watches either
+        r["stopped"] = bool(r["nodes"]) and all(n["state_reason"] == "planned"
+                                                for n in r["nodes"])
+        r["watched"] = r["watched"] and not r["silent"] and not r["stopped"]
     return render(request, "ponds.html", scope, ponds=rows, sent=sent,
                   may_command=scope.may_command_nodes)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,10 +13,21 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from protocol.payloads import Health
+from protocol.payloads import Health, Status, encode
+from protocol.topics import Topics
 from server import auth, health_history, live
 from server.app import create_app
-from server.db import Alert, EquipmentState, HealthSample, Person, Pond, RosterEntry
+from server.db import (
+    Alert,
+    EquipmentState,
+    HealthSample,
+    ModelAssignment,
+    Person,
+    Pond,
+    RosterEntry,
+    ServerModel,
+)
+from server.ingest import Inbound
 from tests.server.conftest import PageReceiver
 from tests.server.test_escalation import Harness
 from tests.server.test_web import _login
@@ -329,3 +341,80 @@ def test_kit_alerts_name_the_item_in_both_languages(site) -> None:
     as_user(c, "guo")
     assert "救生圈缺失" in c.get(f"/alerts/{aid}/row").text
     assert "Lifebuoy missing" in c.get(f"/alerts/{aid}?lang=en").text
+
+
+def _say(h: Harness, topic: str, payload: bytes) -> None:
+    """A message from a node, through the real ingest code path."""
+    h.ing.process(Inbound(topic, payload, 1, 1))
+
+
+def _status(h: Harness, node: str, state: str, reason: str | None = None) -> None:
+    _say(h, Topics().status(node), encode(Status(state=state, ts=h.clock.now(), version="1",
+                                                 reason=reason)))
+
+
+def _cell(page: str, marker: str, end: str = "</tr>") -> str:
+    """The text (tags dropped) from marker to end."""
+    return re.sub(r"<[^>]+>", "", page.split(marker)[1].split(end)[0])
+
+
+def test_fleet_and_ponds_say_why_a_node_is_offline(site) -> None:
+    h, c = site
+    for node in ("heyuan-01", "xiatang-01", "beitang-01"):
+        _status(h, node, "online")
+    _status(h, "heyuan-01", "offline", "planned")  # systemctl stop
+    _status(h, "xiatang-01", "offline")  # the Last Will: power or cable
+    h.clock.advance(h.cfg.heartbeat_misses * h.cfg.heartbeat_interval_s + 1)
+    _status(h, "heyuan-01", "offline")  # its retained Last Will after the clean stop
+    assert h.svc.watch.check() == ["beitang-01"]  # heartbeats stopped
+    as_user(c, "tech")
+    fleet = c.get("/fleet").text
+    assert "（计划停机）" in _cell(fleet, 'data-node="heyuan-01"')
+    assert "（失联）" in _cell(fleet, 'data-node="xiatang-01"')
+    assert "（心跳超时）" in _cell(fleet, 'data-node="beitang-01"')
+    order = [fleet.index(f'data-node="{n}"') for n in ("xiatang-01", "heyuan-01")]
+    assert order == sorted(order)  # a lost node before a planned stop
+    assert "离线（计划停机）" in _cell(c.get("/fleet/heyuan-01").text, 'id="health"', "</dl>")
+    en = c.get("/fleet/xiatang-01?lang=en").text
+    assert "Offline (connection lost)" in _cell(en, 'id="health"', "</dl>")
+    as_user(c, "guo")  # constables see the pond page, in their scope
+    ponds = c.get("/ponds?lang=zh").text
+    heyuan = _cell(ponds, 'id="pond-heyuan-shantang"')
+    assert "heyuan-01：离线（计划停机）" in heyuan
+    assert "无法看护：设备计划停机" in heyuan  # nobody is paged, and nobody watches it either
+    assert 'data-watched="false"' in ponds.split('id="pond-heyuan-shantang"')[1].split("</tr>")[0]
+    assert "xiatang-01：离线（失联）" in _cell(ponds, 'id="pond-xiatang"')
+    _status(h, "heyuan-01", "online")
+    heyuan = c.get("/ponds").text.split('id="pond-heyuan-shantang"')[1].split("</tr>")[0]
+    assert "计划停机" not in heyuan and 'data-watched="true"' in heyuan
+
+
+def test_fleet_flags_a_node_running_another_model_than_assigned(site) -> None:
+    h, c = site
+    good, old = "a" * 64, "b" * 64
+    with h.svc.sessions() as s, s.begin():
+        s.add(ServerModel(name="pond-person-v1", sha256=good, size=1, labels={},
+                          uploaded_by="admin", uploaded_at=h.clock.now()))
+        s.flush()
+        s.add(ModelAssignment(target="*", model="pond-person-v1", assigned_by="admin",
+                              assigned_at=h.clock.now()))
+    for node, sha in (("heyuan-01", old), ("xiatang-01", good)):
+        _say(h, Topics().health(node), encode(Health(
+            ts=h.clock.now(), version="0.1.0", fps=5.0, model="person-offline",
+            model_format="pt" if sha == old else "ncnn", model_sha256=sha)))
+    as_user(c, "guo")
+    assert c.get("/fleet").status_code == 403  # scoped like the rest of the page
+    as_user(c, "tech")
+    fleet = c.get("/fleet").text
+    heyuan, xiatang = _cell(fleet, 'data-node="heyuan-01"'), _cell(fleet, 'data-node="xiatang-01"')
+    assert "person-offline pt" in heyuan
+    assert "⚠ 模型与指派不符：pond-person-v1" in heyuan
+    assert "ncnn" in xiatang and "不符" not in xiatang
+    assert "不符" not in _cell(fleet, 'data-node="beitang-01"')  # has not said
+    assert fleet.index('data-node="heyuan-01"') < fleet.index('data-node="xiatang-01"')
+    page = c.get("/fleet/heyuan-01").text
+    model = _cell(page, 'id="model"', "</dd>")
+    assert "person-offline" in model and "bbbbbbbbbbbb" in model and "⚠ 模型与指派不符" in model
+    assert "pond-person-v1" in _cell(page, 'id="assigned-model"', "</dd>")
+    assert "Model differs from the assigned one" in c.get("/fleet/heyuan-01?lang=en").text
+    assert "不符" not in c.get("/fleet/xiatang-01").text

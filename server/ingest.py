@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -43,6 +44,10 @@ from server.metrics import Metrics
 log = logging.getLogger(__name__)
 TOPIC_LOG_MAX = 200  # topics are logged with %r and cut here (no log injection)
 _SUBSCRIBE_KINDS = ("event", "status", "health", "snapshot/+", "cmd/result")
+# Hand-off lanes: events are written before anything queued ahead of them (a backlog of
+# heartbeats after a restart must not delay a page); each lane keeps its arrival order.
+URGENT, NORMAL = 0, 1
+BATCH = 200
 
 
 class Rejected(Exception):
@@ -101,7 +106,10 @@ class Ingestor:
         # Each replica needs its own id: env PONDWATCH_MQTT_CLIENT_ID overrides the config.
         self.client_id = login[0] if login else (
             os.environ.get("PONDWATCH_MQTT_CLIENT_ID") or cfg.mqtt.client_id)
-        self.queue: queue.Queue[Inbound] = queue.Queue(maxsize=cfg.ingest_queue)
+        self.queue: queue.PriorityQueue[tuple[int, int, Inbound]] = queue.PriorityQueue(
+            maxsize=cfg.ingest_queue)
+        self._seq = itertools.count()
+        self._carry: tuple[int, int, Inbound] | None = None
         self.connected = threading.Event()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -164,7 +172,8 @@ class Ingestor:
         """Hand the message to the writer; never touch the database here."""
         if self._stop.is_set():
             return  # stopping: left unacknowledged, the broker redelivers it
-        item = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos)
+        lane = URGENT if msg.topic.endswith("/event") else NORMAL
+        item = (lane, next(self._seq), Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
         if msg.qos == 0:
             try:
                 self.queue.put_nowait(item)
@@ -214,18 +223,32 @@ class Ingestor:
     def _run(self) -> None:
         """Take batches off the queue, commit each message, then confirm."""
         while not self._stop.is_set():
+            batch = self.take_batch(0.2)
+            if batch:
+                self.metrics.queue_depth.set(self.queue.qsize())
+                self.handle_batch(batch)
+
+    def take_batch(self, timeout: float) -> list[Inbound]:
+        """Up to BATCH queued messages of one lane, events first, each lane in arrival
+        order; a message of the other lane waits for the next batch. Empty after timeout."""
+        first = self._carry
+        self._carry = None
+        if first is None:
             try:
-                first = self.queue.get(timeout=0.2)
+                first = self.queue.get(timeout=timeout)
             except queue.Empty:
-                continue
-            batch = [first]
-            while len(batch) < 200:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-            self.metrics.queue_depth.set(self.queue.qsize())
-            self.handle_batch(batch)
+                return []
+        batch = [first[2]]
+        while len(batch) < BATCH:
+            try:
+                nxt = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt[0] != first[0]:
+                self._carry = nxt  # an event came in behind a heartbeat batch: it goes next
+                break
+            batch.append(nxt[2])
+        return batch
 
     def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
         """Commit the batch, then MQTT-ack every message and publish the node acks."""

@@ -244,3 +244,31 @@ def test_private_broker_on_fixed_port_keeps_its_state_beside_the_database(
         assert srv.services.supervisor.broker.data_dir == tmp_path / "mosquitto"
         assert srv.services.ingest.connected.wait(10)
     assert (tmp_path / "mosquitto").is_dir()
+
+
+def test_an_event_is_written_before_a_heartbeat_backlog(svc: Services) -> None:
+    import paho.mqtt.client as mqtt
+
+    from protocol.payloads import Health
+
+    ing = svc.ingest
+    assert ing is not None
+
+    def arrive(topic: str, payload: bytes, qos: int, mid: int) -> None:
+        msg = mqtt.MQTTMessage(mid, topic.encode())
+        msg.payload, msg.qos = payload, qos
+        ing._on_message(ing.client, None, msg)
+
+    beat = encode(Health(ts=datetime(2026, 7, 1, 8, 0, tzinfo=UTC), version="1"))
+    for i in range(250):  # a backlog after a restart: more than one batch of heartbeats
+        arrive(f"{P}/xiatang-01/health", beat, 0, i)
+    arrive(f"{P}/heyuan-01/event", encode(_event(track_id=1)), 1, 900)
+    arrive(f"{P}/heyuan-01/event", encode(_event(track_id=2)), 1, 901)
+    first = ing.take_batch(0)
+    assert [m.mid for m in first] == [900, 901]  # the events, in their order, alone
+    beats = ing.take_batch(0)
+    assert len(beats) == 200 and [m.mid for m in beats[:3]] == [0, 1, 2]
+    arrive(f"{P}/heyuan-01/event", encode(_event(track_id=3)), 1, 902)
+    assert [m.mid for m in ing.take_batch(0)] == [902]  # ahead of the 50 heartbeats left
+    assert [m.mid for m in ing.take_batch(0)] == list(range(200, 250))
+    assert ing.take_batch(0) == []

@@ -15,14 +15,22 @@ from server.paging import BEIJING
 MAX_POINTS = 2000  # what one chart draws at most
 
 
-def record(s: Session, node_id: str, h: Health, now: datetime, keep_days: float) -> None:
-    """Store one heartbeat's figures and forget this node's samples older than keep_days."""
+def record(s: Session, node_id: str, h: Health, now: datetime, keep_days: float,
+           purge: bool = True) -> None:
+    """Store one heartbeat's figures and forget this node's samples older than keep_days
+    (purge=False: the caller forgets them once for a whole batch)."""
     s.add(HealthSample(node_id=node_id, at=now, fps=h.fps, temperature_c=h.temperature_c,
                        cpu_percent=h.cpu_percent, throttled=h.throttled,
                        outbox_depth=h.outbox_depth))
-    cutoff = now - timedelta(days=keep_days)
-    s.execute(delete(HealthSample).where(HealthSample.node_id == node_id,
-                                         HealthSample.at < cutoff))
+    if purge:
+        forget(s, {node_id}, now, keep_days)
+
+
+def forget(s: Session, node_ids: set[str], now: datetime, keep_days: float) -> None:
+    """Drop these nodes' samples older than keep_days, in one statement."""
+    if node_ids:
+        s.execute(delete(HealthSample).where(HealthSample.node_id.in_(sorted(node_ids)),
+                                             HealthSample.at < now - timedelta(days=keep_days)))
 
 
 def samples(s: Session, node_id: str, since: datetime) -> list[dict[str, Any]]:

@@ -280,12 +280,16 @@ class Ingestor:
                 with self.sessions() as s, s.begin():
                     outs: list[Outcome | None] = []
                     nodes = self._preload(s, batch)  # noqa: F841  (held in the identity map)
+                    beats: set[str] = set()
                     for item in batch:
                         try:  # Rejected is always raised before anything is written
-                            outs.append(self._in_tx(s, item))
+                            outs.append(self._in_tx(s, item, beats))
                         except Rejected as exc:
                             rejected.append((item, exc))
                             outs.append(Outcome())
+                    # one retention delete for the batch, not a round trip per heartbeat
+                    health_history.forget(s, beats, self.clock.now(),
+                                          self.cfg.health_history_days)
             except Exception as exc:  # a race with a replica, the DB away, a bug: go slowly
                 log.info("batch of %d failed (%s); retrying one by one", len(batch), exc)
             else:
@@ -345,13 +349,14 @@ class Ingestor:
         self.metrics.messages.labels(topic.kind).inc()
         return topic
 
-    def _in_tx(self, s: Session, item: Inbound) -> Outcome:
-        """Validate and store one message inside the caller's transaction."""
+    def _in_tx(self, s: Session, item: Inbound, beats: set[str] | None = None) -> Outcome:
+        """Validate and store one message inside the caller's transaction; a heartbeat's
+        node goes into beats when given (the caller forgets their old samples at once)."""
         topic = self._parse(item)
         node = s.get(Node, topic.node_id)
         if node is None:
             raise Rejected("unknown_node", f"node {topic.node_id!r} is not in the registry")
-        return self._dispatch(s, topic, node, item.payload)
+        return self._dispatch(s, topic, node, item.payload, beats)
 
     def process(self, item: Inbound) -> Outcome:
         """Validate and store one message in its own transaction; Rejected when unusable."""
@@ -374,7 +379,8 @@ class Ingestor:
         except PayloadError:
             return None
 
-    def _dispatch(self, s: Session, topic: Topic, node: Node, payload: bytes) -> Outcome:
+    def _dispatch(self, s: Session, topic: Topic, node: Node, payload: bytes,
+                  beats: set[str] | None = None) -> Outcome:
         """Route one message by kind."""
         now = self.clock.now()
         if topic.kind == "event":
@@ -400,7 +406,10 @@ class Ingestor:
             steady = node.state == "online"
             with s.no_autoflush if steady else contextlib.nullcontext():
                 node.health, node.health_at = h.model_dump(mode="json"), now
-                health_history.record(s, node.id, h, now, self.cfg.health_history_days)
+                health_history.record(s, node.id, h, now, self.cfg.health_history_days,
+                                      purge=beats is None)
+                if beats is not None:
+                    beats.add(node.id)
                 watch.heard(s, self.cfg, node, now, h.interval_s)
                 if h.version:
                     node.version = h.version

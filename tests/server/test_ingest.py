@@ -272,3 +272,24 @@ def test_an_event_is_written_before_a_heartbeat_backlog(svc: Services) -> None:
     assert [m.mid for m in ing.take_batch(0)] == [902]  # ahead of the 50 heartbeats left
     assert [m.mid for m in ing.take_batch(0)] == list(range(200, 250))
     assert ing.take_batch(0) == []
+
+
+def test_a_heartbeat_batch_forgets_samples_past_retention_once(svc: Services) -> None:
+    from datetime import timedelta
+
+    from protocol.payloads import Health
+    from server.db import HealthSample
+
+    now = svc.clock.now()
+    old = now - timedelta(days=svc.cfg.health_history_days, hours=1)
+    with svc.sessions() as s, s.begin():
+        s.add_all([HealthSample(node_id=n, at=old, fps=1.0) for n in ("heyuan-01", "xiatang-01",
+                                                                      "beitang-01")])
+    beat = encode(Health(ts=now, version="1", fps=5.0))
+    assert svc.ingest is not None
+    svc.ingest.handle_batch([Inbound(f"{P}/{n}/health", beat, 0, 0)
+                             for n in ("heyuan-01", "xiatang-01", "heyuan-01")])
+    with svc.sessions() as s:
+        kept = sorted((r.node_id, r.fps) for r in s.scalars(select(HealthSample)))
+    assert kept == [("beitang-01", 1.0), ("heyuan-01", 5.0), ("heyuan-01", 5.0),
+                    ("xiatang-01", 5.0)]  # beitang sent nothing: its old sample waits

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
+import json
 import os
 import platform
 import re
@@ -28,25 +28,22 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from edge.config import NodeConfig, load_config  # noqa: E402
-from edge.detector import UltralyticsDetector  # noqa: E402
+from edge.detector import TRACK_FLOOR, UltralyticsDetector  # noqa: E402
 from edge.pipeline import Pipeline  # noqa: E402
 from edge.replay import EPOCH, replay_ids  # noqa: E402
 from edge.sources import LatestFrameSlot, open_source  # noqa: E402
+from edge.views import detect_people, region_window, zoom_windows  # noqa: E402
 
 THROUGHPUT_SCENES = ("child_to_bank", "person_into_water")
+VIEW_SCENES = ("child_to_bank_shore", "children_side_by_side", "adult_on_bank_quay", "wader")
 LATENCY_SCENES = ("child_to_bank", "child_leaves", "person_into_water", "two_children")
 START, END = "<!-- bench:edge_pipeline:start -->", "<!-- bench:edge_pipeline:end -->"
 
 
 def scenes_dir() -> Path:
     """Generated clips, made the same way (and in the same cache) as the test fixture."""
-    script = ROOT / "scripts" / "make_scenes.py"
-    out = ROOT / "build" / f"scenes-{hashlib.sha256(script.read_bytes()).hexdigest()[:12]}"
-    if not (out / ".complete").exists():
-        subprocess.run([sys.executable, str(script), str(out), "--model",
-                        str(ROOT / "models" / "person-offline.pt")], check=True, cwd=ROOT)
-        (out / ".complete").write_text("ok\n")
-    return out
+    from bench.land_set import scenes_dir as shared
+    return shared()
 
 
 def frames_of(path: Path, fps: float) -> list[tuple[np.ndarray, float]]:
@@ -57,6 +54,13 @@ def frames_of(path: Path, fps: float) -> list[tuple[np.ndarray, float]]:
         out.append(item)
     src.close()
     return out
+
+
+def people_frames(sd: Path, scene: str, fps: float) -> list[np.ndarray]:
+    """The frames of a clip in which its truth has someone in view."""
+    truth = json.loads((sd / f"{scene}.truth.json").read_text())["frames"]
+    return [f for (f, _), tr in zip(frames_of(sd / f"{scene}.mp4", fps), truth, strict=False)
+            if tr["persons"]]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -70,7 +74,7 @@ def throughput(cfg: NodeConfig, frames: list[np.ndarray], rounds: int) -> dict[s
     from ultralytics import YOLO  # type: ignore[attr-defined]
     bare = YOLO(cfg.model.path, task="detect")
     det = UltralyticsDetector(cfg.model)
-    classes = sorted(det._meaning)  # the same class filter the detector uses
+    classes = det.classes  # the same class filter the detector uses
     for f in frames[:3]:  # warm both up
         bare.predict(f, imgsz=cfg.model.imgsz, conf=cfg.model.conf, classes=classes, verbose=False)
         det.track(f)
@@ -92,6 +96,49 @@ def throughput(cfg: NodeConfig, frames: list[np.ndarray], rounds: int) -> dict[s
     pipe_fps = n / statistics.median(pipe_s)
     return {"frames": n, "rounds": rounds, "bare_fps": bare_fps, "pipe_fps": pipe_fps,
             "ratio": pipe_fps / bare_fps}
+
+
+# ------------------------------------------------------------------ 1b. regions and zoom cost
+def views_cost(cfg: NodeConfig, busy: list[np.ndarray], empty: list[np.ndarray],
+               det: UltralyticsDetector, rounds: int) -> dict[str, float]:
+    """Per-frame cost of the node's detection step (zones' region + zoom windows + merge)
+    against one whole-frame inference at imgsz on the same frames, A/B alternating."""
+    floor = min(TRACK_FLOOR, cfg.model.conf)
+    for f in busy[:2] + empty[:2]:      # warm up both paths and both input sizes
+        detect_people(cfg, det, f)
+        det.predict([f], cfg.model.imgsz, floor)
+    out: dict[str, float] = {}
+    for label, frames in (("busy", busy), ("empty", empty)):
+        bare_s, step_s = [], []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for f in frames:
+                det.predict([f], cfg.model.imgsz, floor)
+            bare_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            for f in frames:
+                detect_people(cfg, det, f)
+            step_s.append(time.perf_counter() - t0)
+        bare, step = statistics.median(bare_s), statistics.median(step_s)
+        h, w = frames[0].shape[:2]
+        zooms = [len(zoom_windows([c for c in _first_pass(cfg, det, f, floor)],
+                                  region_window(cfg, w, h), cfg, w, h)) for f in frames]
+        out[f"{label}_frames"] = len(frames)
+        out[f"{label}_bare_ms"] = 1000 * bare / len(frames)
+        out[f"{label}_step_ms"] = 1000 * step / len(frames)
+        out[f"{label}_ratio"] = step / bare
+        out[f"{label}_zooms"] = sum(zooms) / len(frames)
+    return out
+
+
+def _first_pass(cfg: NodeConfig, det: UltralyticsDetector, frame: np.ndarray,
+                floor: float) -> list[Any]:
+    """Pass-1 candidates in frame pixels (to count the zoom windows they ask for)."""
+    from edge.views import shift
+    h, w = frame.shape[:2]
+    win = region_window(cfg, w, h)
+    crop = frame[win[1]:win[3], win[0]:win[2]]
+    return [shift(c, win) for c in det.predict([crop], cfg.model.imgsz, floor)[0]]
 
 
 # ------------------------------------------------------------------ 2. latency
@@ -258,6 +305,21 @@ def machine() -> str:
             f" (CPU, {torch.get_num_threads()} threads), Ultralytics {ultralytics.__version__}")
 
 
+def previous_formats() -> list[str]:
+    """The export-format table of the section as last written (kept by --no-formats runs)."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
+    if START not in text or END not in text:
+        return []
+    old = text[text.index(START):text.index(END)].splitlines()
+    head = next((i for i, ln in enumerate(old) if ln.startswith("Inference per frame")), None)
+    if head is None:
+        return []
+    end = next((i for i in range(head + 2, len(old)) if not old[i].strip()), len(old))
+    return [old[head] + " (kept from that earlier run; this run used --no-formats)", "",
+            *old[head + 2:end], ""]
+
+
 def write_section(text: str) -> None:
     """Replace (or append) this benchmark's section in docs/benchmarks.md."""
     doc = ROOT / "docs" / "benchmarks.md"
@@ -295,6 +357,16 @@ def main() -> int:
           f"ratio {tp['ratio']:.3f}")
 
     det = UltralyticsDetector(cfg.model)
+    print("1b. detection step (zones' region + zoom windows) vs one whole-frame inference ...",
+          flush=True)
+    busy = [f for s in VIEW_SCENES for f in people_frames(sd, s, cfg.camera.fps)]
+    empty_cfg = load_config(sd / "empty_static.yaml")
+    empty = [f for f, _ in frames_of(sd / "empty_static.mp4", empty_cfg.camera.fps)]
+    vc = views_cost(cfg, busy, empty, det, args.rounds)
+    print(f"   someone in view: {vc['busy_step_ms']:.0f} vs {vc['busy_bare_ms']:.0f} ms/frame, "
+          f"ratio {vc['busy_ratio']:.2f} ({vc['busy_zooms']:.2f} zoom windows/frame); empty: "
+          f"{vc['empty_step_ms']:.0f} vs {vc['empty_bare_ms']:.0f} ms, ratio "
+          f"{vc['empty_ratio']:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         print("2. latency, real-time play through the slot into the outbox ...", flush=True)
         lat = latency(sd, LATENCY_SCENES, det, Path(tmp))
@@ -340,6 +412,14 @@ def main() -> int:
         f"{tp['pipe_fps']:.2f} frames/s |",
         f"| **ratio pipeline / bare** (goal ≥ 0.90; {tp['frames']} frames, median of "
         f"{tp['rounds']} A/B rounds) | **{tp['ratio']:.3f}** |",
+        f"| detection step per frame with someone in view (zones' region + "
+        f"{vc['busy_zooms']:.2f} zoom windows/frame at {cfg.model.zoom_imgsz}) vs one "
+        f"whole-frame inference at {cfg.model.imgsz} ({vc['busy_frames']:.0f} frames of "
+        f"{', '.join(VIEW_SCENES)}) | {vc['busy_step_ms']:.0f} vs {vc['busy_bare_ms']:.0f} ms, "
+        f"**ratio {vc['busy_ratio']:.2f}** (budget ≤ 2) |",
+        f"| detection step per frame on the empty scene vs one whole-frame inference "
+        f"({vc['empty_frames']:.0f} frames of empty_static) | {vc['empty_step_ms']:.0f} vs "
+        f"{vc['empty_bare_ms']:.0f} ms, **ratio {vc['empty_ratio']:.2f}** (budget ≤ 1) |",
         f"| capture → decision, p50 / p95 ({lat['frames']} frames at 5 fps, real time, "
         f"{lat['dropped']} dropped) | {lat['frame_p50']:.0f} / {lat['frame_p95']:.0f} ms |",
         f"| capture → event in the SQLite outbox, p50 / p95 / max ({lat['events']} events) | "
@@ -353,6 +433,8 @@ def main() -> int:
         f"{idle['idle_detected']:.0%} of frames) |",
         "",
     ]
+    if not fmt_res:
+        lines += previous_formats()
     if fmt_res:
         sizes = sorted({s for _, s in fmt_res})
         lines += ["Inference per frame, median (best) ms of "

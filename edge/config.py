@@ -35,15 +35,19 @@ class CameraConfig(_Section):
     stall_s: float = Field(10.0, gt=0, le=600, description="No frame for this long is a fault.")
 
 
+DEFAULT_CONF = 0.25  # person-offline's operating point
+
+
 class ModelConfig(_Section):
     """The detector and what its classes mean."""
 
     path: str = Field("models/person.pt", description="Anything Ultralytics loads.")
     imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, description="Inference size.")
-    conf: float = Field(0.25, gt=0, lt=1, description="Operating point: a track counts as a "
-                        "person once its median score reaches this (Frigate's threshold); eval "
-                        "scores stills at it. 0.25 is calibrated for person-offline with "
-                        "`pondwatch-edge eval`; recalibrate for another model.")
+    conf: float = Field(DEFAULT_CONF, gt=0, lt=1, description="Operating point: a track counts "
+                        "as a person once its median score reaches this (Frigate's threshold); "
+                        "eval scores stills at it. Left out, load_config takes the model's own "
+                        "calibrated point from models/manifest.yaml (operating_conf, measured "
+                        "with `pondwatch-edge eval`), else 0.25 (person-offline's).")
     tracker: str = Field("pondwatch.yaml", description="Tracker config: edge/trackers/ "
                          "(pondwatch.yaml), an Ultralytics one (bytetrack.yaml) or a path.")
     labels: dict[str, list[str]] = Field(
@@ -318,7 +322,11 @@ def load_config(path: str | Path) -> NodeConfig:
     src = cfg.camera.source
     if isinstance(src, str):
         updates["camera"] = cfg.camera.model_copy(update={"source": _resolve(base, src)})
-    updates["model"] = cfg.model.model_copy(update={"path": _resolve(base, cfg.model.path)})
+    model_update: dict[str, Any] = {"path": _resolve(base, cfg.model.path)}
+    if "conf" not in (raw.get("model") or {}):
+        from edge.modelstore import operating_conf
+        model_update["conf"] = operating_conf(model_update["path"]) or DEFAULT_CONF
+    updates["model"] = cfg.model.model_copy(update=model_update)
     updates["equipment"] = [
         e.model_copy(update={"reference": _resolve(base, e.reference)}) if e.reference else e
         for e in cfg.equipment

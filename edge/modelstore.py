@@ -75,6 +75,9 @@ class ModelEntry(_Strict):
     eval: dict[str, dict[str, Any]] | None = Field(
         None, description="Validation set -> measured figures (recall, precision, …).")
     trained_at: str | None = Field(None, description="When it was trained (ISO 8601 UTC).")
+    operating_conf: float | None = Field(
+        None, gt=0, lt=1, description="The model's calibrated operating point (conf), from "
+        "`pondwatch-edge eval`; a node config without model.conf uses it.")
 
 
 class Manifest(_Strict):
@@ -156,6 +159,23 @@ def identify(path: str | Path, manifest: Manifest | None = None) -> str | None:
         if entry.sha256 == digest:
             return name
     log.debug("model %s is not in the manifest", p)
+    return None
+
+
+def operating_conf(path: str | Path) -> float | None:
+    """The operating point of a weights file from the manifest beside it (or the repo's)."""
+    real = Path(path).resolve()
+    for candidate in (real.parent / "manifest.yaml", MANIFEST):
+        if not candidate.is_file():
+            continue
+        try:
+            man = load_manifest(candidate)
+        except ModelStoreError as exc:
+            log.warning("operating point of %s: %s", real.name, exc)
+            continue
+        name = identify(real, man)
+        if name is not None:
+            return man.models[name].operating_conf
     return None
 
 

@@ -122,3 +122,28 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["run", str(bad), "--check-config"]) == 2
     err = capsys.readouterr().err
     assert "field rules.dwell_s" in err and "greater than or equal to 0" in err
+
+
+def test_operating_point_comes_from_the_models_manifest_entry(tmp_path: Path) -> None:
+    """Without model.conf a node runs at its model's calibrated point; a set conf wins."""
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "tuned.pt").write_bytes(b"weights of a fine-tune")
+    (models / "person.pt").symlink_to("tuned.pt")
+    (models / "manifest.yaml").write_text(yaml.safe_dump({"models": {"tuned": {
+        "file": "tuned.pt", "source": {"kind": "local"}, "licence": "Apache-2.0",
+        "classes": {0: "person"}, "labels": {"person": ["person"]},
+        "operating_conf": 0.2}}}))
+    assert load_config(write(tmp_path, with_change("model.conf", None))).model.conf == 0.2
+    assert load_config(write(tmp_path, EXAMPLE)).model.conf == 0.35
+    (models / "person.pt").unlink()
+    (models / "person.pt").write_bytes(b"a model the manifest does not know")
+    assert load_config(write(tmp_path, with_change("model.conf", None))).model.conf == 0.25
+
+
+def test_shipped_models_carry_their_operating_points() -> None:
+    """The committed manifest: pond-person-v1 at 0.20, person-offline at 0.25 (eval figures)."""
+    from edge.modelstore import MANIFEST, load_manifest
+    man = load_manifest(MANIFEST)
+    assert man.models["pond-person-v1"].operating_conf == 0.20
+    assert man.models["person-offline"].operating_conf == 0.25

@@ -29,7 +29,9 @@ log = logging.getLogger("fetch_model")
 def main(argv: list[str] | None = None) -> int:
     """Command line: fetch one model (or auto) and link person.pt; exit 0 on success."""
     p = argparse.ArgumentParser(description="Fetch PondWatch detector weights.")
-    p.add_argument("--model", default="auto", help="auto, or a name from models/manifest.yaml")
+    p.add_argument("--model", default="default",
+                   help="default (the manifest's), auto (yolo11n when it can be downloaded, "
+                   "else person-offline), or a name from models/manifest.yaml")
     p.add_argument("--dest", default=str(MANIFEST.parent), help="folder for the weights")
     p.add_argument("--manifest", default=str(MANIFEST), help="manifest file")
     p.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT_S, help="connect timeout")
@@ -38,14 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     dest = Path(args.dest)
     try:
         manifest = load_manifest(args.manifest)
-        if args.model == "auto":
+        name = manifest.default if args.model == "default" else args.model
+        if name == "auto":
             try:
                 path = fetch("yolo11n", dest, manifest, args.timeout)
             except (OSError, ModelStoreError) as exc:
                 log.warning("yolo11n unavailable (%s); using person-offline", exc)
                 path = fetch("person-offline", dest, manifest, args.timeout)
         else:
-            path = fetch(args.model, dest, manifest, args.timeout)
+            path = fetch(name, dest, manifest, args.timeout)
     except (OSError, ModelStoreError) as exc:
         print(f"模型获取失败 / model fetch failed: {exc}", file=sys.stderr)
         return 1

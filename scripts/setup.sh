@@ -51,7 +51,7 @@ from ultralytics import settings
 settings.update({"sync": False})
 PY
 
-"$py" scripts/fetch_model.py --model "${PONDWATCH_MODEL:-auto}"
+"$py" scripts/fetch_model.py --model "${PONDWATCH_MODEL:-default}"
 
 case "$mode" in
   demo)

@@ -61,7 +61,7 @@ case "$(uname -m)" in
 esac
 run "$prefix/.venv/bin/pip" install -q "$prefix[edge]"
 if ! ls "$prefix"/models/*.pt >/dev/null 2>&1; then
-  run "$prefix/.venv/bin/python" "$prefix/scripts/fetch_model.py" --model auto
+  run "$prefix/.venv/bin/python" "$prefix/scripts/fetch_model.py" --model default
 fi
 
 step "config in $etc, state in $state"

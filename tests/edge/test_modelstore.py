@@ -140,9 +140,22 @@ def test_auto_falls_back_when_url_unreachable(tmp_path: Path) -> None:
     """auto: yolo11n on a dead loopback port fails fast; person-offline is used."""
     shutil.copyfile(OFFLINE, tmp_path / "person-offline.pt")
     man = _manifest(tmp_path, "http://127.0.0.1:9/yolo11n.pt", None)
-    assert fm.main(["--dest", str(tmp_path), "--manifest", str(man), "--timeout", "2"]) == 0
+    assert fm.main(["--model", "auto", "--dest", str(tmp_path), "--manifest", str(man),
+                    "--timeout", "2"]) == 0
     assert (tmp_path / "person.pt").resolve().name == "person-offline.pt"
     assert not (tmp_path / "yolo11n.pt").exists()
+
+
+def test_default_links_the_manifests_default(tmp_path: Path) -> None:
+    """No --model: the manifest's default (pond-person-v1 in the repo) becomes person.pt."""
+    assert load_manifest().default == "pond-person-v1"
+    shutil.copyfile(OFFLINE, tmp_path / "person-offline.pt")
+    man = _manifest(tmp_path, "http://127.0.0.1:9/yolo11n.pt", None)
+    data = yaml.safe_load(man.read_text())
+    data["default"] = "person-offline"
+    man.write_text(yaml.safe_dump(data))
+    assert fm.main(["--dest", str(tmp_path), "--manifest", str(man)]) == 0
+    assert (tmp_path / "person.pt").resolve().name == "person-offline.pt"
 
 
 def test_url_download_verified(tmp_path: Path, http_root: tuple[str, Path]) -> None:

@@ -7,8 +7,7 @@ The node's one detection step (`detect_people`), used by `run`, `replay` and `ev
 2. zoom windows around small, unsure candidates of pass 1, scaled to a small model input,
    so a distant person is seen at a higher resolution (only when pass 1 found something:
    an empty scene costs one inference);
-3. cross-view non-maximum suppression (the same person seen in two views is one box), and
-   per-object filters (area, aspect ratio).
+3. cross-view non-maximum suppression, and per-object filters (area, aspect ratio).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ TALL_M = 2.0            # the zones' region reaches this far above the far edge 
 UNCALIBRATED_UP = 0.25  # without a stature calibration: this share of the frame height
 FULL_FRAME_SHARE = 0.85  # a region covering this much of the frame is the whole frame
 MERGE_IOU = 0.5         # boxes from different views overlapping this much are one object
+CONTAINED = 0.8         # a weaker box lying this much inside a stronger one is a part of it
 ZOOM_MIN_CONF = 0.15    # weaker pass-1 boxes are noise, not someone to look at closer: an
                         # empty scene costs one inference
 
@@ -97,30 +97,29 @@ def zoom_windows(cands: Sequence[Candidate], pass1: Window, cfg: NodeConfig, w: 
     return out
 
 
-def _iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes."""
+def _iou_and_inside(a: Box, b: Box) -> tuple[float, float]:
+    """IoU of a and b, and the share of a lying inside b."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     area_a = max(1e-9, (a[2] - a[0]) * (a[3] - a[1]))
     area_b = max(1e-9, (b[2] - b[0]) * (b[3] - b[1]))
-    return inter / (area_a + area_b - inter)
+    return inter / (area_a + area_b - inter), inter / area_a
 
 
-def merge(views: Sequence[Sequence[Candidate]]) -> list[Candidate]:
-    """Cross-view NMS: a box from a later view that overlaps one from another view by
-    MERGE_IOU is the same person: the stronger of the two stays. Boxes of one view are left
-    as the model's own NMS gave them (a child in front of an adult stays two people)."""
-    kept: list[tuple[int, Candidate]] = [(0, c) for c in views[0]] if views else []
-    for v, cands in enumerate(views[1:], start=1):
-        for c in cands:
-            dups = [(i, k) for i, (kv, k) in enumerate(kept)
-                    if kv != v and _iou(c.box, k.box) >= MERGE_IOU]
-            if any(k.conf >= c.conf for _, k in dups):
-                continue
-            drop = {i for i, _ in dups}
-            kept = [item for i, item in enumerate(kept) if i not in drop] + [(v, c)]
-    return sorted((c for _, c in kept), key=lambda c: -c.conf)
+def merge(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Cross-view NMS: strongest first; drop boxes overlapping or lying inside a kept one."""
+    kept: list[Candidate] = []
+    for c in sorted(cands, key=lambda c: -c.conf):
+        if all(_keep(c, k) for k in kept):
+            kept.append(c)
+    return kept
+
+
+def _keep(c: Candidate, k: Candidate) -> bool:
+    """False when weaker c is the same object as stronger k (overlap, or a part of it)."""
+    iou, inside = _iou_and_inside(c.box, k.box)
+    return iou < MERGE_IOU and inside < CONTAINED
 
 
 def passes_filters(box: Box, w: int, h: int, cfg: NodeConfig) -> bool:
@@ -162,14 +161,13 @@ def detect_people(cfg: NodeConfig, detector: Detector, frame: np.ndarray,
     first = [clip_to(shift(c, win), w, h)
              for c in detector.predict([crop], cfg.model.imgsz, floor)[0]]
     zooms = zoom_windows(first, win, cfg, w, h)
-    views = [first]
+    found = list(first)
     if zooms:
         crops = [frame[y0:y1, x0:x1] for x0, y0, x1, y1 in zooms]
         for zw, cands in zip(zooms, detector.predict(crops, cfg.model.zoom_imgsz, floor),
                              strict=True):
-            views.append([clip_to(shift(c, zw), w, h) for c in cands
-                          if not _cut_by(c, zw, w, h)])
-    dets = [detector.label(c, w, h) for c in merge(views)]
+            found += [clip_to(shift(c, zw), w, h) for c in cands if not _cut_by(c, zw, w, h)]
+    dets = [detector.label(c, w, h) for c in merge(found)]
     return [d for d in dets if passes_filters(d.box, w, h, cfg)]
 
 

@@ -37,7 +37,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     *)       torch_pins=(torch==2.14.1 torchvision==0.29.1) ;;
   esac
   "$py" -m pip install -q "${torch_pins[@]}" 2>&1 | grep -v "is ignored" || true
-  "$py" -m pip install -q -e ".[edge,server,test]" 2>&1 | grep -v "is ignored" || true
+  "$py" -m pip install -q -e ".[edge,server,test,bench]" 2>&1 | grep -v "is ignored" || true
   "$py" -c "import torch, torchvision, ultralytics, cv2, paho.mqtt, fastapi, apprise" \
     || { echo "setup: Python packages failed to install" >&2; exit 1; }
   echo "$want" > "$stamp"

@@ -12,7 +12,7 @@ from typing import Any
 
 from edge.config import NodeConfig
 from edge.detector import Detector, DetectorError, load_detector
-from edge.views import detect_people
+from edge.views import detect_people, iou_and_inside
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +68,9 @@ def dataset_images(root: Path) -> list[Path]:
     return found
 
 
-def _overlap(det: Box, gt: Box) -> tuple[float, float]:
-    """IoU of det and gt, and the share of gt that det covers."""
-    ix = max(0.0, min(det[2], gt[2]) - max(det[0], gt[0]))
-    iy = max(0.0, min(det[3], gt[3]) - max(det[1], gt[1]))
-    inter = ix * iy
-    a = max(1e-12, (det[2] - det[0]) * (det[3] - det[1]))
-    b = max(1e-12, (gt[2] - gt[0]) * (gt[3] - gt[1]))
-    return inter / (a + b - inter), inter / b
-
-
 def matches(det: Box, gt: Box) -> bool:
     """True when det finds the person gt (IoU >= 0.3 or >= half of gt covered)."""
-    iou, cover = _overlap(det, gt)
+    iou, cover = iou_and_inside(gt, det)  # cover: the share of gt inside det
     return iou >= FOUND_IOU or cover >= FOUND_COVER
 
 

@@ -97,7 +97,7 @@ def zoom_windows(cands: Sequence[Candidate], pass1: Window, cfg: NodeConfig, w: 
     return out
 
 
-def _iou_and_inside(a: Box, b: Box) -> tuple[float, float]:
+def iou_and_inside(a: Box, b: Box) -> tuple[float, float]:
     """IoU of a and b, and the share of a lying inside b."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -118,7 +118,7 @@ def merge(cands: Sequence[Candidate]) -> list[Candidate]:
 
 def _keep(c: Candidate, k: Candidate) -> bool:
     """False when weaker c is the same object as stronger k (overlap, or a part of it)."""
-    iou, inside = _iou_and_inside(c.box, k.box)
+    iou, inside = iou_and_inside(c.box, k.box)
     return iou < MERGE_IOU and inside < CONTAINED
 
 

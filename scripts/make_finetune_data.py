@@ -23,6 +23,14 @@ SEED = 20261201
 LIGHTS = [(1.0, 0.0), (0.55, 0.0), (1.0, 0.35), (1.3, 0.0), (0.8, 0.15)]  # gain, haze
 
 
+def _light(frame: np.ndarray, rng: random.Random) -> np.ndarray:
+    """One of LIGHTS applied to a float frame: haze (flat grey mixed in), then gain."""
+    gain, haze = rng.choice(LIGHTS)
+    if haze:
+        frame = (1.0 - haze) * frame + haze * frame.mean()
+    return frame * gain
+
+
 def link_split(src: Path, out: Path, prefix: str, names: Sequence[str]) -> int:
     """Symlink images and copy labels of a YOLO folder into out/{images,labels}; count."""
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -64,10 +72,8 @@ def bank_scene(rng: random.Random, cuts: dict[str, tuple[np.ndarray, np.ndarray,
         if box is None:
             continue
         lines.append(yolo_line(box, W, H))
-    gain, haze = rng.choice(LIGHTS)
-    if haze:
-        frame = (1.0 - haze) * frame + haze * frame.mean()
-    frame = frame * gain + np.random.default_rng(rng.randrange(1 << 30)).normal(0, 2.0, frame.shape)
+    frame = _light(frame, rng)
+    frame = frame + np.random.default_rng(rng.randrange(1 << 30)).normal(0, 2.0, frame.shape)
     return np.clip(frame, 0, 255).astype(np.uint8), lines
 
 
@@ -91,10 +97,7 @@ def near_scene(rng: random.Random, cuts: dict[str, tuple[np.ndarray, np.ndarray,
                     0.0, rng.random() < 0.5, near)
         if box is not None:
             lines.append(yolo_line(box, W, H))
-    gain, haze = rng.choice(LIGHTS)
-    if haze:
-        frame = (1.0 - haze) * frame + haze * frame.mean()
-    return np.clip(frame * gain, 0, 255).astype(np.uint8), lines
+    return np.clip(_light(frame, rng), 0, 255).astype(np.uint8), lines
 
 
 def yolo_line(box: Sequence[float], w: int, h: int) -> str:

@@ -163,7 +163,8 @@ def identify(path: str | Path, manifest: Manifest | None = None) -> str | None:
 
 
 def operating_conf(path: str | Path) -> float | None:
-    """The operating point of a weights file from the manifest beside it (or the repo's)."""
+    """The operating point of a model (a .pt or an export) from the manifest beside it, or
+    the repo's."""
     real = Path(path).resolve()
     for candidate in (real.parent / "manifest.yaml", MANIFEST):
         if not candidate.is_file():
@@ -173,7 +174,7 @@ def operating_conf(path: str | Path) -> float | None:
         except ModelStoreError as exc:
             log.warning("operating point of %s: %s", real.name, exc)
             continue
-        name = identify(real, man)
+        name = manifest_name(real, man)
         if name is not None:
             return man.models[name].operating_conf
     return None
@@ -393,17 +394,20 @@ def describe(path: str | Path, manifest: Manifest | None = None) -> ModelIdentit
         man = manifest or load_manifest()
     except ModelStoreError:
         man = None
-    name = None
-    if man is not None:
-        if fmt == "pytorch":
-            name = identify(p, man)
-        else:
-            stem = p.name
-            for suffix in EXPORT_DIRS:
-                stem = stem.removesuffix(suffix)
-            stem = stem.removesuffix(".onnx")
-            name = next((n for n, e in man.models.items() if Path(e.file).stem == stem), None)
+    name = manifest_name(p, man) if man is not None else None
     return ModelIdentity(name=name, format=fmt, sha256=tree_sha256(p))
+
+
+def manifest_name(path: str | Path, manifest: Manifest) -> str | None:
+    """The manifest name of a .pt (by file name or sha256) or of an export (by its .pt's stem)."""
+    p = Path(path)
+    if model_format(p) == "pytorch":
+        return identify(p, manifest)
+    stem = p.name
+    for suffix in EXPORT_DIRS:
+        stem = stem.removesuffix(suffix)
+    stem = stem.removesuffix(".onnx")
+    return next((n for n, e in manifest.models.items() if Path(e.file).stem == stem), None)
 
 
 def add_entry(manifest_path: str | Path, name: str, entry: ModelEntry) -> None:

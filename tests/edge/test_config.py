@@ -136,6 +136,11 @@ def test_operating_point_comes_from_the_models_manifest_entry(tmp_path: Path) ->
         "operating_conf": 0.2}}}))
     assert load_config(write(tmp_path, with_change("model.conf", None))).model.conf == 0.2
     assert load_config(write(tmp_path, EXAMPLE)).model.conf == 0.35
+    export = models / "tuned_openvino_model"   # an export takes its .pt's point
+    export.mkdir()
+    on_export = with_change("model.conf", None)
+    on_export["model"]["path"] = "models/tuned_openvino_model"
+    assert load_config(write(tmp_path, on_export)).model.conf == 0.2
     (models / "person.pt").unlink()
     (models / "person.pt").write_bytes(b"a model the manifest does not know")
     assert load_config(write(tmp_path, with_change("model.conf", None))).model.conf == 0.25

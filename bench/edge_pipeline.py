@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from edge.camera.sources import LatestFrameSlot, open_source  # noqa: E402
 from edge.config import NodeConfig, load_config  # noqa: E402
-from edge.detector import TRACK_FLOOR, UltralyticsDetector  # noqa: E402
-from edge.pipeline import Pipeline  # noqa: E402
 from edge.replay import EPOCH, replay_ids  # noqa: E402
-from edge.sources import LatestFrameSlot, open_source  # noqa: E402
-from edge.views import detect_people, region_window, zoom_windows  # noqa: E402
+from edge.rules.pipeline import Pipeline  # noqa: E402
+from edge.vision.detector import TRACK_FLOOR, UltralyticsDetector  # noqa: E402
+from edge.vision.windows import detect_people, region_window, zoom_windows  # noqa: E402
 
 THROUGHPUT_SCENES = ("child_to_bank", "person_into_water")
 VIEW_SCENES = ("child_to_bank_shore", "children_side_by_side", "adult_on_bank_quay", "wader")
@@ -134,7 +134,7 @@ def views_cost(cfg: NodeConfig, busy: list[np.ndarray], empty: list[np.ndarray],
 def _first_pass(cfg: NodeConfig, det: UltralyticsDetector, frame: np.ndarray,
                 floor: float) -> list[Any]:
     """Pass-1 candidates in frame pixels (to count the zoom windows they ask for)."""
-    from edge.views import shift
+    from edge.vision.windows import shift
     h, w = frame.shape[:2]
     win = region_window(cfg, w, h)
     crop = frame[win[1]:win[3], win[0]:win[2]]
@@ -146,7 +146,7 @@ def latency(cfg_dir: Path, scenes: tuple[str, ...], det: UltralyticsDetector,
             outbox_dir: Path) -> dict[str, Any]:
     """Real-time play through the latest-frame slot into the outbox: capture→decision and
     capture→event-in-outbox latencies."""
-    from edge.outbox import Outbox
+    from edge.link.outbox import Outbox
     frame_ms: list[float] = []
     event_ms: list[float] = []
     dropped = 0

@@ -46,8 +46,8 @@ from bench.paging import Receiver, pct, registry  # noqa: E402
 from bench.report import DOC, write_section  # noqa: E402
 from protocol.payloads import Event, Health, Status, encode  # noqa: E402
 from protocol.topics import Topics  # noqa: E402
-from server.broker import Mosquitto, free_port  # noqa: E402
-from server.db import Alert, Delivery, EventRow, Node  # noqa: E402
+from server.core.db import Alert, Delivery, EventRow, Node  # noqa: E402
+from server.link.broker import Mosquitto, free_port  # noqa: E402
 
 SECTION = "Fleet simulation (`bench/fleet_sim.py`)"
 T = Topics()

@@ -23,11 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from edge.outbox import Outbox  # noqa: E402
+from edge.link.outbox import Outbox  # noqa: E402
 from protocol import Event, Topics  # noqa: E402
-from server.broker import Mosquitto, free_port  # noqa: E402
-from server.config import parse_config  # noqa: E402
-from server.db import EventRow  # noqa: E402
+from server.core.config import parse_config  # noqa: E402
+from server.core.db import EventRow  # noqa: E402
+from server.link.broker import Mosquitto, free_port  # noqa: E402
 from server.runner import Server  # noqa: E402
 
 T = Topics()

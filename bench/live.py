@@ -28,8 +28,8 @@ from bench.report import write_section  # noqa: E402
 from protocol import Event, Topics  # noqa: E402
 from protocol.payloads import encode  # noqa: E402
 from server import auth  # noqa: E402
-from server.broker import Mosquitto, free_port  # noqa: E402
-from server.config import parse_config  # noqa: E402
+from server.core.config import parse_config  # noqa: E402
+from server.link.broker import Mosquitto, free_port  # noqa: E402
 from server.runner import Server  # noqa: E402
 
 T = Topics()

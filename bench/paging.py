@@ -30,10 +30,10 @@ from sqlalchemy import func, select  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from protocol.payloads import Event, encode  # noqa: E402
 from protocol.topics import Topics  # noqa: E402
-from server.broker import Mosquitto, free_port  # noqa: E402
-from server.config import parse_config  # noqa: E402
-from server.db import Alert, EventRow  # noqa: E402
-from server.paging import apprise_send  # noqa: E402
+from server.alerting.paging import apprise_send  # noqa: E402
+from server.core.config import parse_config  # noqa: E402
+from server.core.db import Alert, EventRow  # noqa: E402
+from server.link.broker import Mosquitto, free_port  # noqa: E402
 from server.runner import Server  # noqa: E402
 
 

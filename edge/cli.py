@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", dest="json_out", metavar="FILE", help="write the figures as JSON")
     ev.add_argument("--plot", metavar="FILE.png", help="recall / false-detections curve")
 
-    from edge.model_cli import add_parser as add_model_parser
+    from edge.model.cli import add_parser as add_model_parser
     add_model_parser(sub)
     return p
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _offline_ultralytics()
     if args.command == "model":
-        from edge.model_cli import run as run_model
+        from edge.model.cli import run as run_model
         return run_model(args)
     try:
         cfg = load_config(args.config)
@@ -85,16 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return replay(cfg, args.source, args.events_out, snapshots_dir=args.snapshots_dir,
                       config_path=args.config)
     if args.command == "preview":
-        from edge.preview import preview
+        from edge.ops.preview import preview
         return preview(cfg, args.source, args.out)
     if args.command == "enrol":
-        from edge.equipment import enrol
+        from edge.site.equipment import enrol
         return enrol(cfg, args.config, source=args.source, frames=args.frames)
     if args.command == "diag":
-        from edge.diag import run_diag
+        from edge.ops.diag import run_diag
         return run_diag(cfg, args.config, as_json=args.json)
     if args.command == "eval":
-        from edge.eval import run_eval
+        from edge.model.eval import run_eval
         return run_eval(cfg, args.dataset, json_out=args.json_out, plot_out=args.plot)
     raise AssertionError(args.command)
 

@@ -48,7 +48,7 @@ class ModelConfig(_Section):
                         "eval scores stills at it. Left out, load_config takes the model's own "
                         "calibrated point from models/manifest.yaml (operating_conf, measured "
                         "with `pondwatch-edge eval`), else 0.25 (person-offline's).")
-    tracker: str = Field("pondwatch.yaml", description="Tracker config: edge/trackers/ "
+    tracker: str = Field("pondwatch.yaml", description="Tracker config: edge/vision/trackers/ "
                          "(pondwatch.yaml), an Ultralytics one (bytetrack.yaml) or a path.")
     labels: dict[str, list[str]] = Field(
         default_factory=lambda: {"person": ["person"]},
@@ -197,7 +197,7 @@ class WarningConfig(_Section):
     """Local warning on the spot: horn relay, flashing light and the spoken warning."""
 
     voice: str | None = Field(None, description="WAV file to play; omitted: the built-in "
-                              "Mandarin warning edge/assets/warning_zh.wav.")
+                              "Mandarin warning edge/warning/assets/warning_zh.wav.")
     audio_device: str | None = Field(None, max_length=64,
                                      description="ALSA device for aplay -D (default device).")
     repeat_s: float = Field(8.0, ge=1, le=600,
@@ -324,7 +324,7 @@ def load_config(path: str | Path) -> NodeConfig:
         updates["camera"] = cfg.camera.model_copy(update={"source": _resolve(base, src)})
     model_update: dict[str, Any] = {"path": _resolve(base, cfg.model.path)}
     if "conf" not in (raw.get("model") or {}):
-        from edge.modelstore import operating_conf
+        from edge.model.store import operating_conf
         model_update["conf"] = operating_conf(model_update["path"]) or DEFAULT_CONF
     updates["model"] = cfg.model.model_copy(update=model_update)
     updates["equipment"] = [

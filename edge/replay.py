@@ -8,12 +8,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from edge.camera.sources import SourceError, open_source
 from edge.config import NodeConfig
-from edge.detector import Detector, DetectorError, load_detector
-from edge.pipeline import Pipeline
-from edge.rules import IdFactory
-from edge.sources import SourceError, open_source
-from edge.watch import SiteWatch
+from edge.rules.engine import IdFactory
+from edge.rules.pipeline import Pipeline
+from edge.site.watch import SiteWatch
+from edge.vision.detector import Detector, DetectorError, load_detector
 from protocol import Event
 
 log = logging.getLogger(__name__)

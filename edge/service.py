@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from edge.camera.sources import FrameSource, LatestFrameSlot, SourceError, is_live, open_source
 from edge.config import NodeConfig
-from edge.link import NodeLink
-from edge.outbox import Outbox
-from edge.sources import FrameSource, LatestFrameSlot, SourceError, is_live, open_source
-from edge.watch import SiteWatch
+from edge.link.mqtt import NodeLink
+from edge.link.outbox import Outbox
+from edge.site.watch import SiteWatch
 from protocol import Command, CommandResult, Event
 from protocol.payloads import utc_now
 
@@ -31,12 +31,12 @@ class NodeService:
     def __init__(self, cfg: NodeConfig, config_path: str, *, pin_factory: Any = None,
                  player: Any = None) -> None:
         """Open the outbox and the link, load the model and the local warning outputs."""
-        from edge.commands import CommandHandler
-        from edge.detector import load_detector
-        from edge.health import HealthCollector
-        from edge.pipeline import Pipeline
-        from edge.sdnotify import Watchdog
-        from edge.warning import LocalWarning
+        from edge.ops.heartbeat import HealthCollector
+        from edge.ops.remote import CommandHandler
+        from edge.ops.sdnotify import Watchdog
+        from edge.rules.pipeline import Pipeline
+        from edge.vision.detector import load_detector
+        from edge.warning.local import LocalWarning
 
         self.cfg = cfg
         self.config_path = config_path
@@ -110,12 +110,11 @@ class NodeService:
         except SourceError as exc:
             log.error("%s", exc)
             return 1
-        from edge import sdnotify
-
+        from edge.ops import sdnotify
         self.link.start()
         self._spawn(self._capture, "capture")
         if self.cfg.sms.enabled:
-            from edge.sms import SmsFallback
+            from edge.link.sms import SmsFallback
 
             sms = SmsFallback(self.cfg, self.outbox)
             self._spawn(lambda: sms.run(self.stop_event), "sms-fallback")
@@ -237,7 +236,7 @@ class NodeService:
 
     def _re_enrol(self, args: dict[str, Any]) -> str:
         """Re-enrol the rescue kit from the live view (median of frames a second apart)."""
-        from edge.equipment import enrol_frames
+        from edge.site.equipment import enrol_frames
 
         shots: list[Any] = []
         for _ in range(int(args.get("frames", 9))):
@@ -253,7 +252,7 @@ class NodeService:
 
     def _report_model(self) -> None:
         """Tell the heartbeat which model runs: manifest name, format and sha256."""
-        from edge.modelstore import describe
+        from edge.model.store import describe
 
         try:
             ident = describe(self.cfg.model.path)
@@ -264,10 +263,10 @@ class NodeService:
                               ident.sha256)
 
     def _model_update(self, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-        """Switch to the model the server assigned (edge/model_deploy.py), or roll back."""
-        from edge.detector import Detector, load_detector
-        from edge.link import mqtt_password
-        from edge.model_deploy import ModelDeployer
+        """Switch to the model the server assigned (edge/model/deploy.py), or roll back."""
+        from edge.link.mqtt import mqtt_password
+        from edge.model.deploy import ModelDeployer
+        from edge.vision.detector import Detector, load_detector
 
         def swap(new: Detector) -> Detector:
             old, self.detector = self.detector, new
@@ -294,8 +293,7 @@ class NodeService:
 
     def close(self) -> None:
         """Stop everything; safe to call twice."""
-        from edge import sdnotify
-
+        from edge.ops import sdnotify
         sdnotify.stopping()
         self.stop_event.set()
         if self.source is not None:

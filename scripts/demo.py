@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scripts.page_receiver import PageReceiver  # noqa: E402
-from server.broker import free_port  # noqa: E402
-from server.config import parse_config  # noqa: E402
+from server.core.config import parse_config  # noqa: E402
+from server.link.broker import free_port  # noqa: E402
 from server.runner import Server  # noqa: E402
 
 log = logging.getLogger("demo")

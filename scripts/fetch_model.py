@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fetch the detector weights named in models/manifest.yaml and point models/person.pt at them.
 
-A thin wrapper over edge.modelstore (the same code as `pondwatch-edge model fetch`), kept for
+A thin wrapper over edge.model.store (the same code as `pondwatch-edge model fetch`), kept for
 setup.sh and install-node.sh, which run before the package is installed.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.modelstore import (  # noqa: E402
+from edge.model.store import (  # noqa: E402
     CONNECT_TIMEOUT_S,
     MANIFEST,
     ModelStoreError,

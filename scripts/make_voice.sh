@@ -1,5 +1,5 @@
 #!/bin/sh
-# Regenerate edge/assets/warning_zh.wav, the spoken Mandarin pond warning, with espeak-ng and sox.
+# Regenerate edge/warning/assets/warning_zh.wav, the spoken Mandarin pond warning, with espeak-ng and sox.
 set -eu
 TEXT="${1:-危险水域，请勿靠近}"
 OUT="${2:-$(dirname "$0")/../edge/assets/warning_zh.wav}"

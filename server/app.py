@@ -10,14 +10,15 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from server import live
-from server.api import ack, admin, alert_pages, api, fleet, ponds, report, web
+from server.alerting import live
+from server.alerting.paging import Sender, apprise_send
+from server.api import ack, admin, alert_pages, fleet, ponds, report, web
+from server.api import json_api as api
 from server.api.deps import ApiUser, LoginRequired, PageUser
-from server.api.models import router as models_router
+from server.api.rollout import router as models_router
 from server.api.security import SecurityMiddleware, warn_plain_http
-from server.clock import Clock
-from server.config import ServerConfig
-from server.paging import Sender, apprise_send
+from server.core.clock import Clock
+from server.core.config import ServerConfig
 from server.services import Services
 
 OPENAPI_URL = "/api/openapi.json"

@@ -9,8 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from server.config import ConfigError, load_config, parse_config
-from server.registry import RegistryError
+from server.access.registry import RegistryError
+from server.core.config import ConfigError, load_config, parse_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"PondWatch dashboard: {cfg.http.public_url}/", flush=True)
             return srv.serve_forever()
         if args.command == "import":
-            from server import registry
+            from server.access import registry
             from server.services import Services
             svc = Services(_db_config(args).model_copy(update={"registry": None}))
             svc.prepare()
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("imported: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
         if args.command == "adduser":
-            from server import auth
+            from server.access import auth
             from server.services import Services
             svc = Services(load_config(args.config))
             svc.prepare()
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"user {args.username} ({args.role}) saved")
             return 0
         if args.command == "dataset":
-            from server.dataset import run_export
+            from server.fleet.dataset import run_export
             return run_export(args, _db_config(args))
     except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)

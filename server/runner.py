@@ -10,10 +10,10 @@ from types import FrameType, TracebackType
 
 import uvicorn
 
+from server.alerting.paging import Sender, apprise_send
 from server.app import build
-from server.clock import Clock
-from server.config import ServerConfig
-from server.paging import Sender, apprise_send
+from server.core.clock import Clock
+from server.core.config import ServerConfig
 
 log = logging.getLogger(__name__)
 

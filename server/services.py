@@ -11,19 +11,19 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server import auth, registry
-from server.auth import Sessions
-from server.clock import Clock, SystemClock
-from server.config import ServerConfig
-from server.db import EventFrame, Grid, Node, Snapshot, make_engine, make_sessions
-from server.escalation import Escalator
-from server.ingest import Ingestor
-from server.links import AckLinks
-from server.metrics import Metrics
-from server.migrate import upgrade
-from server.paging import Pager, Sender, apprise_send
-from server.supervisor import BrokerSupervisor
-from server.watch import NodeWatch
+from server.access import auth, registry
+from server.access.auth import Sessions
+from server.access.links import AckLinks
+from server.alerting.escalation import Escalator
+from server.alerting.paging import Pager, Sender, apprise_send
+from server.core.clock import Clock, SystemClock
+from server.core.config import ServerConfig
+from server.core.db import EventFrame, Grid, Node, Snapshot, make_engine, make_sessions
+from server.core.metrics import Metrics
+from server.core.migrate import upgrade
+from server.fleet.node_watch import NodeWatch
+from server.link.ingest import Ingestor
+from server.link.supervisor import BrokerSupervisor
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ class Services:
     def resend_models(self) -> int:
         """model_update again to nodes running another model than assigned that never got
         (or missed, being offline) the last one; returns how many were sent."""
-        from server import commands, models
-
+        from server.fleet import rollout as models
+        from server.link import commands
         if self.ingest is None or not self.ingest.connected.is_set():
             return 0
         now, sent = self.clock.now(), 0

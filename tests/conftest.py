@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from server.broker import Mosquitto
+from server.link.broker import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("YOLO_OFFLINE", "1")

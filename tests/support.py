@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from server.broker import Mosquitto, free_port
+from server.link.broker import Mosquitto, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MOSQUITTO = ROOT / "systemd" / "mosquitto"

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from server import alerts
+from server.access.links import AckClaims, LinkError
+from server.alerting import alerts
 from server.api.deps import Db, Svc, templates
-from server.api.views import alert_dict
-from server.db import Alert, Person, Pond, Snapshot
-from server.links import AckClaims, LinkError
+from server.api.queries import alert_dict
+from server.core.db import Alert, Person, Pond, Snapshot
 
 router = APIRouter()
 

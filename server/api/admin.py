@@ -12,10 +12,10 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from server import registry
+from server.access import registry
 from server.api.deps import CurrentScope, Db, require
 from server.api.pages import render
-from server.db import Grid, Node, Person, Pond, RosterEntry, Station
+from server.core.db import Grid, Node, Person, Pond, RosterEntry, Station
 
 router = APIRouter()
 MAX_UPLOAD = 2 * 1024 * 1024

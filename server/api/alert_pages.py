@@ -12,7 +12,10 @@ from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
-from server import alerts, i18n
+from server.access.scope import Scope, pond_filter
+from server.alerting import alerts
+from server.alerting.live import Hub
+from server.api import i18n
 from server.api.deps import (
     CurrentScope,
     Db,
@@ -24,10 +27,8 @@ from server.api.deps import (
     require,
 )
 from server.api.pages import render
-from server.api.views import alert_dict, event_dicts, local
-from server.db import Alert, Person, Pond, TimelineEntry, User
-from server.live import Hub
-from server.scope import Scope, pond_filter
+from server.api.queries import alert_dict, event_dicts, local
+from server.core.db import Alert, Person, Pond, TimelineEntry, User
 from server.services import Services
 
 router = APIRouter()

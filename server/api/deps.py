@@ -13,10 +13,10 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
-from server import auth
+from server.access import auth
+from server.access.scope import Scope, scope_for
 from server.api import security
-from server.db import Alert, Node, Pond, User
-from server.scope import Scope, scope_for
+from server.core.db import Alert, Node, Pond, User
 from server.services import Services
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"),

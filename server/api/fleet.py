@@ -12,12 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.topics import Topics
-from server import commands, health_history, models
+from server.access.scope import node_filter
 from server.api.deps import CurrentScope, Db, Svc, node_in_scope, not_found, require
 from server.api.pages import render
-from server.api.views import local
-from server.db import CommandRow, Node, Pond, Snapshot
-from server.scope import node_filter
+from server.api.queries import local
+from server.core.db import CommandRow, Node, Pond, Snapshot
+from server.fleet import health as health_history
+from server.fleet import rollout as models
+from server.link import commands
 
 router = APIRouter()
 # What the buttons send, and how long each command may wait for the node.

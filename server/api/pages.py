@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from server import i18n
+from server.access.scope import Scope
+from server.api import i18n
 from server.api.deps import templates
-from server.scope import Scope
 
 if i18n.context not in templates.context_processors:
     templates.context_processors.append(i18n.context)

@@ -8,10 +8,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
-from server import i18n, report, weekly
+from server.access.scope import Scope
+from server.alerting import report, weekly
+from server.api import i18n
 from server.api.deps import Db, PageScope, PageUser, Svc, scope_context, templates
-from server.api.views import local
-from server.scope import Scope
+from server.api.queries import local
 
 router = APIRouter()
 

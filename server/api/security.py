@@ -11,7 +11,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.config import ServerConfig
+from server.core.config import ServerConfig
 from server.services import _loopback
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,9 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import or_, select
 
-from server import alerts, auth
+from server.access import auth
+from server.access.scope import Scope, node_filter, pond_filter
+from server.alerting import alerts
 from server.api.deps import (
     Db,
     MaybeUser,
@@ -24,10 +26,9 @@ from server.api.deps import (
     require,
     templates,
 )
+from server.api.queries import local
 from server.api.security import LOGIN_NONCE_COOKIE, cookies_secure
-from server.api.views import local
-from server.db import Alert, EquipmentState, Node, Pond, Silence, Snapshot
-from server.scope import Scope, node_filter, pond_filter
+from server.core.db import Alert, EquipmentState, Node, Pond, Silence, Snapshot
 
 router = APIRouter()
 

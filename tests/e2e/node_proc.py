@@ -11,8 +11,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from edge.config import NodeConfig  # noqa: E402
-from edge.link import NodeLink  # noqa: E402
-from edge.outbox import Outbox  # noqa: E402
+from edge.link.mqtt import NodeLink  # noqa: E402
+from edge.link.outbox import Outbox  # noqa: E402
 from protocol import Event  # noqa: E402
 
 

@@ -7,7 +7,7 @@ import select
 import socket
 import threading
 
-from server.broker import free_port
+from server.link.broker import free_port
 
 
 class TcpProxy:

@@ -12,10 +12,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import NodeConfig
-from edge.link import NodeLink
-from edge.outbox import Outbox
+from edge.link.mqtt import NodeLink
+from edge.link.outbox import Outbox
 from protocol import Event, Topics
-from server.broker import Mosquitto
+from server.link.broker import Mosquitto
 from tests.support import shipped_secure_broker
 
 T = Topics()

@@ -17,13 +17,13 @@ import yaml
 from sqlalchemy import create_engine, func, select, text
 
 from edge.config import NodeConfig
-from edge.link import CRITICAL_RECONNECT_S, NodeLink
-from edge.outbox import Outbox
+from edge.link.mqtt import CRITICAL_RECONNECT_S, NodeLink
+from edge.link.outbox import Outbox
 from protocol import Event
 from scripts.page_receiver import PageReceiver
-from server.broker import Mosquitto, free_port
-from server.config import parse_config
-from server.db import Alert, EventRow
+from server.core.config import parse_config
+from server.core.db import Alert, EventRow
+from server.link.broker import Mosquitto, free_port
 from server.runner import Server
 from tests.support import wait_for
 

@@ -23,11 +23,11 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from edge import modelstore
 from edge.cli import main as edge_main
+from edge.model import store as modelstore
 from scripts.demo import DemoStack
-from server import models as server_models
-from server.db import CommandRow, Node
+from server.core.db import CommandRow, Node
+from server.fleet import rollout as server_models
 from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

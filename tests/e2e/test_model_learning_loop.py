@@ -15,17 +15,17 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from edge import modelstore
 from edge.cli import main as edge_main
 from edge.config import NodeConfig
-from edge.link import NodeLink
-from edge.outbox import Outbox
-from edge.snapshot import encode_jpeg
+from edge.link.mqtt import NodeLink
+from edge.link.outbox import Outbox
+from edge.model import store as modelstore
+from edge.vision.snapshot import encode_jpeg
 from protocol import Event
 from scripts.page_receiver import PageReceiver
-from server import auth
+from server.access import auth
 from server.cli import main as server_main
-from server.db import Alert, EventFrame, EventRow
+from server.core.db import Alert, EventFrame, EventRow
 from server.runner import Server
 from tests.server.conftest import make_config
 from tests.support import wait_for
@@ -156,7 +156,7 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
     entry = modelstore.load_manifest(manifest).models["loop-v1"]
     assert entry.data == [str(out / "data.yaml")] and entry.base == "person-offline"
 
-    pytest.importorskip("edge.eval")
+    pytest.importorskip("edge.model.eval")
     val = tmp_path / "val-set"
     (val / "images").mkdir(parents=True)
     (val / "labels").mkdir()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from protocol import Status, encode
 from scripts.page_receiver import PageReceiver
-from server.broker import Mosquitto
-from server.db import Alert, Node
-from server.ingest import Inbound
+from server.core.db import Alert, Node
+from server.link.broker import Mosquitto
+from server.link.ingest import Inbound
 from server.runner import Server
 from tests.server.conftest import make_config, receiver  # noqa: F401  (fixture)
 from tests.support import wait_for

@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocol import Topics
 from scripts.demo import DemoStack
-from server.supervisor import SERVER_USER
+from server.link.supervisor import SERVER_USER
 
 T = Topics()
 

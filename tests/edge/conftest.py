@@ -62,7 +62,7 @@ def model_cfg(model_path: Path) -> Any:
 @pytest.fixture(scope="session")
 def detector(model_cfg: Any) -> Any:
     """One Ultralytics detector for the whole session (reset() between users)."""
-    from edge.detector import UltralyticsDetector
+    from edge.vision.detector import UltralyticsDetector
     return UltralyticsDetector(model_cfg)
 
 

@@ -13,9 +13,9 @@ import yaml
 from gpiozero.pins.mock import MockFactory
 
 from edge.config import load_config
-from edge.outbox import Outbox
+from edge.link.outbox import Outbox
 from edge.service import NodeService
-from server.broker import free_port
+from server.link.broker import free_port
 from tests.support import wait_for
 
 HORN, LIGHT, LED, SOS = 17, 27, 22, 5

@@ -17,8 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol.payloads import Event, encode
 from protocol.topics import Topics
 from scripts.page_receiver import PageReceiver
-from server.broker import Mosquitto, free_port
-from server.config import ServerConfig, parse_config
+from server.core.config import ServerConfig, parse_config
+from server.link.broker import Mosquitto, free_port
 from tests.support import wait_for  # noqa: F401  (re-exported for tests/server)
 
 SECRET = "test-secret-key-0123456789abcdef"

@@ -17,8 +17,8 @@ from sqlalchemy import MetaData, create_engine, text
 from sqlalchemy.engine import make_url
 
 from protocol.payloads import Event, encode
-from server.config import parse_config
-from server.ingest import Inbound, Ingestor
+from server.core.config import parse_config
+from server.link.ingest import Inbound, Ingestor
 from server.services import Services
 from tests.server.conftest import SECRET, PageReceiver, registry_text
 from tests.support import ROOT

@@ -19,12 +19,12 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from server.broker import Mosquitto, free_port
-from server.db import Alert, Delivery
-from server.paging import LEASE_S, SWEEP_AGE_S, Pager
+from server.alerting.paging import LEASE_S, SWEEP_AGE_S, Pager
+from server.core.db import Alert, Delivery
+from server.link.broker import Mosquitto, free_port
+from tests.server.alerting.test_escalation import Harness
 from tests.server.conftest import SECRET, FakeNode, PageReceiver, registry_text
-from tests.server.test_escalation import Harness
-from tests.server.test_postgres import PG_URL, pg_url  # noqa: F401  (fixture)
+from tests.server.core.test_postgres import PG_URL, pg_url  # noqa: F401  (fixture)
 from tests.support import ROOT, wait_for
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from protocol.payloads import Event, encode
-from server.broker import Mosquitto, free_port
+from server.link.broker import Mosquitto, free_port
 from tests.server.conftest import SECRET, FakeNode, PageReceiver, registry_text, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

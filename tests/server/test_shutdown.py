@@ -18,7 +18,7 @@ import pytest
 
 from protocol.topics import Topics
 from scripts.page_receiver import PageReceiver
-from server.broker import free_port
+from server.link.broker import free_port
 from tests.server.conftest import SECRET, registry_text
 from tests.support import ROOT, wait_for
 

@@ -8,7 +8,7 @@ import time
 import httpx
 from sqlalchemy import func, select
 
-from server.db import Alert, EventRow
+from server.core.db import Alert, EventRow
 from server.runner import Server
 from tests.server.conftest import FakeNode, PageReceiver
 

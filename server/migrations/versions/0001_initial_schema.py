@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import server.db
+import server.core.db
 
 revision: str = '0001'
 down_revision: str | None = None
@@ -24,8 +24,8 @@ def upgrade() -> None:
     sa.Column('pond_id', sa.String(length=64), nullable=False),
     sa.Column('item', sa.String(length=32), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('since', server.db.UTCDateTime(), nullable=True),
-    sa.Column('updated_at', server.db.UTCDateTime(), nullable=True),
+    sa.Column('since', server.core.db.UTCDateTime(), nullable=True),
+    sa.Column('updated_at', server.core.db.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('pond_id', 'item')
     )
     op.create_table('people',
@@ -40,8 +40,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('pond_id', sa.String(length=64), nullable=True),
     sa.Column('node_id', sa.String(length=64), nullable=True),
-    sa.Column('starts', server.db.UTCDateTime(), nullable=False),
-    sa.Column('ends', server.db.UTCDateTime(), nullable=False),
+    sa.Column('starts', server.core.db.UTCDateTime(), nullable=False),
+    sa.Column('ends', server.core.db.UTCDateTime(), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
     sa.Column('created_by', sa.String(length=64), nullable=False),
     sa.PrimaryKeyConstraint('id')
@@ -49,7 +49,7 @@ def upgrade() -> None:
     op.create_table('snapshots',
     sa.Column('event_id', sa.String(length=64), nullable=False),
     sa.Column('node_id', sa.String(length=64), nullable=False),
-    sa.Column('received_at', server.db.UTCDateTime(), nullable=False),
+    sa.Column('received_at', server.core.db.UTCDateTime(), nullable=False),
     sa.Column('data', sa.LargeBinary(), nullable=False),
     sa.PrimaryKeyConstraint('event_id')
     )
@@ -95,8 +95,8 @@ def upgrade() -> None:
     sa.Column('grid_id', sa.String(length=64), nullable=False),
     sa.Column('person_id', sa.String(length=64), nullable=False),
     sa.Column('role', sa.String(length=16), nullable=False),
-    sa.Column('starts', server.db.UTCDateTime(), nullable=False),
-    sa.Column('ends', server.db.UTCDateTime(), nullable=False),
+    sa.Column('starts', server.core.db.UTCDateTime(), nullable=False),
+    sa.Column('ends', server.core.db.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['grid_id'], ['grids.id'], ),
     sa.ForeignKeyConstraint(['person_id'], ['people.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -114,19 +114,19 @@ def upgrade() -> None:
     sa.Column('urgent', sa.Boolean(), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
     sa.Column('outcome', sa.String(length=16), nullable=True),
-    sa.Column('opened_at', server.db.UTCDateTime(), nullable=False),
-    sa.Column('notified_at', server.db.UTCDateTime(), nullable=True),
-    sa.Column('acked_at', server.db.UTCDateTime(), nullable=True),
-    sa.Column('on_scene_at', server.db.UTCDateTime(), nullable=True),
-    sa.Column('resolved_at', server.db.UTCDateTime(), nullable=True),
+    sa.Column('opened_at', server.core.db.UTCDateTime(), nullable=False),
+    sa.Column('notified_at', server.core.db.UTCDateTime(), nullable=True),
+    sa.Column('acked_at', server.core.db.UTCDateTime(), nullable=True),
+    sa.Column('on_scene_at', server.core.db.UTCDateTime(), nullable=True),
+    sa.Column('resolved_at', server.core.db.UTCDateTime(), nullable=True),
     sa.Column('acked_by', sa.String(length=64), nullable=True),
     sa.Column('first_event_id', sa.String(length=64), nullable=True),
-    sa.Column('last_event_at', server.db.UTCDateTime(), nullable=True),
+    sa.Column('last_event_at', server.core.db.UTCDateTime(), nullable=True),
     sa.Column('event_count', sa.Integer(), nullable=False),
     sa.Column('silenced', sa.Boolean(), nullable=False),
     sa.Column('policy', sa.String(length=64), nullable=False),
     sa.Column('step', sa.Integer(), nullable=False),
-    sa.Column('next_step_at', server.db.UTCDateTime(), nullable=True),
+    sa.Column('next_step_at', server.core.db.UTCDateTime(), nullable=True),
     sa.Column('snapshot_event_id', sa.String(length=64), nullable=True),
     sa.ForeignKeyConstraint(['pond_id'], ['ponds.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -143,10 +143,10 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=64), nullable=False),
     sa.Column('pond_id', sa.String(length=64), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
-    sa.Column('state_at', server.db.UTCDateTime(), nullable=True),
+    sa.Column('state_at', server.core.db.UTCDateTime(), nullable=True),
     sa.Column('version', sa.String(length=40), nullable=True),
     sa.Column('health', sa.JSON(), nullable=True),
-    sa.Column('health_at', server.db.UTCDateTime(), nullable=True),
+    sa.Column('health_at', server.core.db.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['pond_id'], ['ponds.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
@@ -156,8 +156,8 @@ def upgrade() -> None:
     sa.Column('step', sa.Integer(), nullable=False),
     sa.Column('person_id', sa.String(length=64), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('created_at', server.db.UTCDateTime(), nullable=False),
-    sa.Column('sent_at', server.db.UTCDateTime(), nullable=True),
+    sa.Column('created_at', server.core.db.UTCDateTime(), nullable=False),
+    sa.Column('sent_at', server.core.db.UTCDateTime(), nullable=True),
     sa.Column('detail', sa.Text(), nullable=False),
     sa.ForeignKeyConstraint(['alert_id'], ['alerts.id'], ),
     sa.PrimaryKeyConstraint('id')
@@ -172,8 +172,8 @@ def upgrade() -> None:
     sa.Column('pond_id', sa.String(length=64), nullable=False),
     sa.Column('type', sa.String(length=32), nullable=False),
     sa.Column('severity', sa.String(length=16), nullable=False),
-    sa.Column('ts', server.db.UTCDateTime(), nullable=False),
-    sa.Column('received_at', server.db.UTCDateTime(), nullable=False),
+    sa.Column('ts', server.core.db.UTCDateTime(), nullable=False),
+    sa.Column('received_at', server.core.db.UTCDateTime(), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('alert_id', sa.Integer(), nullable=True),
     sa.Column('silenced', sa.Boolean(), nullable=False),
@@ -189,7 +189,7 @@ def upgrade() -> None:
     op.create_table('timeline',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('alert_id', sa.Integer(), nullable=False),
-    sa.Column('at', server.db.UTCDateTime(), nullable=False),
+    sa.Column('at', server.core.db.UTCDateTime(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=True),
     sa.Column('person_id', sa.String(length=64), nullable=True),

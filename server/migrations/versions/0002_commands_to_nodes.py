@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import server.db
+import server.core.db
 
 revision: str = '0002'
 down_revision: str | None = '0001'
@@ -25,12 +25,12 @@ def upgrade() -> None:
     sa.Column('node_id', sa.String(length=64), nullable=False),
     sa.Column('cmd', sa.String(length=40), nullable=False),
     sa.Column('args', sa.JSON(), nullable=False),
-    sa.Column('created_at', server.db.UTCDateTime(), nullable=False),
-    sa.Column('expires_at', server.db.UTCDateTime(), nullable=False),
+    sa.Column('created_at', server.core.db.UTCDateTime(), nullable=False),
+    sa.Column('expires_at', server.core.db.UTCDateTime(), nullable=False),
     sa.Column('created_by', sa.String(length=64), nullable=False),
     sa.Column('ok', sa.Boolean(), nullable=True),
     sa.Column('result', sa.JSON(), nullable=True),
-    sa.Column('result_at', server.db.UTCDateTime(), nullable=True),
+    sa.Column('result_at', server.core.db.UTCDateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('commands', schema=None) as batch_op:

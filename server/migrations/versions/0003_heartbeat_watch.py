@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import server.db
+import server.core.db
 
 revision: str = '0003'
 down_revision: str | None = '0002'
@@ -21,7 +21,8 @@ def upgrade() -> None:
     """Apply this revision."""
     with op.batch_alter_table('nodes', schema=None) as batch_op:
         batch_op.add_column(sa.Column('heartbeat_s', sa.Float(), nullable=True))
-        batch_op.add_column(sa.Column('watch_deadline', server.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('watch_deadline', server.core.db.UTCDateTime(),
+                                      nullable=True))
         batch_op.create_index(batch_op.f('ix_nodes_watch_deadline'), ['watch_deadline'],
                               unique=False)
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import server.db
+import server.core.db
 
 revision: str = '0006'
 down_revision: str | None = '0004'
@@ -23,7 +23,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('state_reason', sa.String(length=32), nullable=True))
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('claimed_by', sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column('lease_until', server.db.UTCDateTime(), nullable=True))
+        batch_op.add_column(sa.Column('lease_until', server.core.db.UTCDateTime(), nullable=True))
 
 
 def downgrade() -> None:

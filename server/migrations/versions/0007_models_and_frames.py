@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from server.db import UTCDateTime
+from server.core.db import UTCDateTime
 
 revision: str = '0007'
 down_revision: str | None = '0008'

@@ -1,0 +1,4 @@
+"""Reaching the server: the durable outbox, the MQTT v5 link and the SMS fallback.
+
+May import: edge.config, protocol.
+"""

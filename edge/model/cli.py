@@ -1,0 +1,273 @@
+"""pondwatch-edge model list|fetch|verify|export|train|eval: the model lifecycle commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from edge.model import store as modelstore
+from edge.model.store import MANIFEST, MODELS_DIR, ModelStoreError
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMATS = ("onnx", "openvino", "ncnn")
+VALIDATION = MODELS_DIR / "validation.yaml"
+# Python packages each export needs; Ultralytics would try to pip-install them at run time.
+EXPORT_NEEDS = {"onnx": ("onnx",), "openvino": ("openvino",), "ncnn": ("ncnn", "pnnx")}
+
+
+class Bar:
+    """A text progress bar on stderr: redrawn in place on a terminal, a few lines otherwise."""
+
+    WIDTH = 30
+
+    def __init__(self, label: str, out: TextIO | None = None) -> None:
+        """A bar titled label."""
+        self.label = label
+        self.out = out or sys.stderr
+        self.tty = self.out.isatty()
+        self._last_pct = -1
+        self._t0 = time.monotonic()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Show done of total bytes (total None: bytes only)."""
+        mb = done / 1e6
+        if total:
+            pct = min(100, int(100 * done / total))
+            if not self.tty and pct // 25 == self._last_pct // 25:
+                return  # off a terminal: one line per quarter
+            fill = self.WIDTH * pct // 100
+            text = (f"{self.label} [{'#' * fill}{'.' * (self.WIDTH - fill)}] {pct:3d}% "
+                    f"{mb:.1f}/{total / 1e6:.1f} MB")
+            self._last_pct = pct
+        else:
+            text = f"{self.label} {mb:.1f} MB"
+        self.out.write(("\r" + text) if self.tty else text + "\n")
+        self.out.flush()
+
+    def done(self, message: str = "") -> None:
+        """End the bar's line."""
+        secs = time.monotonic() - self._t0
+        tail = f" {message}" if message else ""
+        self.out.write(("\n" if self.tty else "") + f"{self.label}: {secs:.1f} s{tail}\n")
+        self.out.flush()
+
+
+def add_parser(sub: Any) -> None:
+    """Register `model` and its subcommands on the pondwatch-edge subparsers."""
+    m = sub.add_parser("model", help="list, fetch, verify, export, train or evaluate models",
+                       description="模型管理 / the model lifecycle against models/manifest.yaml "
+                       "(sha256 always checked).")
+    m.add_argument("--manifest", default=str(MANIFEST), help="manifest file")
+    m.add_argument("--dir", default=str(MODELS_DIR), help="folder holding the weights")
+    ms = m.add_subparsers(dest="model_command", required=True)
+
+    ms.add_parser("list", help="the manifest's models and whether each is installed")
+
+    f = ms.add_parser("fetch", help="download a model (or install it from a local file)")
+    f.add_argument("name", help="model name from the manifest")
+    f.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="install from this local file (air-gapped sites); sha256 checked")
+    f.add_argument("--timeout", type=float, default=modelstore.CONNECT_TIMEOUT_S,
+                   help="connect timeout in seconds (default 5)")
+    f.add_argument("--link", action="store_true", help="also point person.pt at it")
+
+    ms.add_parser("verify", help="check every installed model against its sha256")
+
+    e = ms.add_parser("export", help="export a model for the node (onnx, openvino, ncnn)")
+    e.add_argument("name", help="model name from the manifest")
+    e.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="target format")
+    e.add_argument("--imgsz", type=int, default=640, help="input size (multiple of 32)")
+
+    v = ms.add_parser("eval", help="measure a model on the validation sets (the gate's figures)")
+    v.add_argument("name", help="model name from the manifest")
+    v.add_argument("--config", required=True, help="node config whose detection path is scored")
+    v.add_argument("--sets", default=str(VALIDATION), help="validation sets file")
+    v.add_argument("--set", action="append", default=[], metavar="NAME",
+                   help="only these sets (repeatable; default: all)")
+    v.add_argument("--record", action="store_true",
+                   help="write the figures into the model's manifest entry")
+
+    u = ms.add_parser("push", help="upload a model and its manifest entry to the server (admins)")
+    u.add_argument("name", help="model name from the manifest")
+    u.add_argument("--server", required=True, help="server base URL, e.g. https://pw.county")
+    u.add_argument("--user", required=True, help="admin user (password from PONDWATCH_PASSWORD "
+                   "or a prompt)")
+    u.add_argument("--ca-file", help="CA bundle for an https server")
+
+    a = ms.add_parser("add", help="register weights trained with a recipe outside `model train`")
+    a.add_argument("name", help="name of the new model")
+    a.add_argument("--file", required=True, help="the trained weights (.pt)")
+    a.add_argument("--base", required=True, help="manifest model it was fine-tuned from")
+    a.add_argument("--data", required=True, help="the DATASET.yaml it was trained on")
+    a.add_argument("--epochs", type=int, required=True, help="epochs it was trained for")
+    a.add_argument("--imgsz", type=int, required=True, help="training image size")
+    a.add_argument("--freeze", type=int, help="layers frozen, if not the recipe's")
+    a.add_argument("--batch", type=int, help="batch size, if not the recipe's")
+    from edge.model.train import RECIPE
+    a.add_argument("--recipe", default=str(RECIPE), help="recipe file it was trained with")
+
+    t = ms.add_parser("train", help="fine-tune a model with the domain recipe")
+    from edge.model.train import add_train_args
+    add_train_args(t)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run one model subcommand; exit code 0 ok, 1 failed, 2 bad input."""
+    try:
+        manifest = modelstore.load_manifest(args.manifest)
+        cmd = args.model_command
+        if cmd == "list":
+            return _list(manifest, Path(args.dir))
+        if cmd == "fetch":
+            return _fetch(args, manifest)
+        if cmd == "verify":
+            return _verify(manifest, Path(args.dir))
+        if cmd == "export":
+            return _export(args, manifest)
+        if cmd == "eval":
+            return _eval(args, manifest)
+        if cmd == "add":
+            from edge.model.train import run_add
+            return run_add(args, manifest)
+        if cmd == "push":
+            from edge.model.push import push
+            return push(args, manifest)
+        if cmd == "train":
+            from edge.model.train import run_train
+            return run_train(args, manifest)
+    except ModelStoreError as exc:
+        print(f"模型错误 / model error: {exc}", file=sys.stderr)
+        return 1
+    raise AssertionError(args.model_command)
+
+
+def _list(manifest: modelstore.Manifest, folder: Path) -> int:
+    """Print name, installed state, licence and file of every model."""
+    states = {i.name: i.state for i in modelstore.check_installed(folder, manifest)}
+    person = folder / "person.pt"
+    current = modelstore.identify(person, manifest) if person.exists() else None
+    print(f"{'name':<20} {'state':<11} {'licence':<12} file")
+    for name, entry in sorted(manifest.models.items()):
+        mark = " (person.pt)" if name == current else ""
+        print(f"{name:<20} {states[name]:<11} {entry.licence:<12} {entry.file}{mark}")
+    return 0
+
+
+def _fetch(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:
+    """Fetch or install one model with a progress bar."""
+    bar = Bar(f"{args.name}")
+    path = modelstore.fetch(args.name, args.dir, manifest, timeout=args.timeout, progress=bar,
+                            from_file=args.from_file)
+    bar.done("sha256 ok")
+    if args.link:
+        modelstore.link_person(path, Path(args.dir))
+    print(f"{path}: ok")
+    return 0
+
+
+def _verify(manifest: modelstore.Manifest, folder: Path) -> int:
+    """Check every installed model; exit 1 when one does not match its sha256."""
+    bad = 0
+    installed = 0
+    for item in modelstore.check_installed(folder, manifest):
+        if item.state == "missing":
+            continue
+        installed += 1
+        if item.state == "mismatch":
+            bad += 1
+            expected = manifest.models[item.name].sha256
+            print(f"{item.name}: 校验失败 / MISMATCH {item.path}: sha256 {item.sha256}, "
+                  f"manifest {expected}")
+        elif item.state == "unverified":
+            print(f"{item.name}: no sha256 in the manifest; file has {item.sha256}")
+        else:
+            print(f"{item.name}: ok")
+    if installed == 0:
+        print(f"no model of the manifest is installed in {folder}", file=sys.stderr)
+        return 1
+    return 1 if bad else 0
+
+
+def validation_sets(path: str | Path, only: list[str] | None = None) -> dict[str, Path]:
+    """Set name -> folder from the validation sets file (folders relative to it)."""
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        sets = {str(k): (p.parent / str(v["dir"])).resolve() for k, v in raw["sets"].items()}
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise ModelStoreError(f"{p}: cannot read validation sets ({exc})") from exc
+    unknown = sorted(set(only or []) - set(sets))
+    if unknown:
+        raise ModelStoreError(f"unknown set(s) {unknown}; {p} has {sorted(sets)}")
+    chosen = {k: v for k, v in sets.items() if not only or k in only}
+    missing = [f"{k} ({v})" for k, v in chosen.items() if not v.is_dir()]
+    if missing:
+        raise ModelStoreError(f"validation folder(s) missing: {', '.join(missing)}")
+    return chosen
+
+
+def _num(v: Any) -> str:
+    """A figure with three decimals, or n/a."""
+    return f"{v:.3f}" if isinstance(v, int | float) else "n/a"
+
+
+def _eval(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:
+    """Score a model on the validation sets; optionally record the figures in the manifest."""
+    from edge.model.train import measure
+
+    model = modelstore.resolve(args.name, args.dir, manifest)
+    sets = validation_sets(args.sets, args.set)
+    figures = measure(model.path, model.labels, args.config, sets)
+    for name, f in figures.items():
+        sizes = " ".join(f"{k} {_num(v)}" for k, v in f["by_size"].items())
+        print(f"{name}: recall {_num(f['recall'])} precision {_num(f['precision'])} "
+              f"false/image {_num(f['false_per_image'])} (recall by size: {sizes})")
+    if args.record:
+        modelstore.record_eval(args.manifest, args.name, figures)
+        print(f"figures recorded in {args.manifest} under {args.name}.eval")
+    return 0
+
+
+def _export(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:
+    """Export a verified model with Ultralytics; print the node config lines for it."""
+    if args.imgsz % 32 or not 64 <= args.imgsz <= 1920:
+        print("--imgsz must be a multiple of 32 between 64 and 1920", file=sys.stderr)
+        return 2
+    missing = [m for m in EXPORT_NEEDS[args.format] if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"导出 {args.format} 需要 / exporting to {args.format} needs the Python "
+              f"package(s) {', '.join(missing)}: pip install {' '.join(missing)}", file=sys.stderr)
+        return 1
+    model = modelstore.resolve(args.name, args.dir, manifest)
+    out = export_model(model.path, args.format, args.imgsz)
+    ident = modelstore.describe(out, manifest)
+    print(json.dumps({"path": str(out), "format": ident.format, "imgsz": args.imgsz,
+                      "sha256": ident.sha256}))
+    print(f"# node config:\nmodel:\n  path: {out}\n  imgsz: {args.imgsz}", file=sys.stderr)
+    return 0
+
+
+def export_model(pt: Path, fmt: str, imgsz: int) -> Path:
+    """Export pt to fmt at imgsz (written beside pt, as Ultralytics names it); its path."""
+    from ultralytics import YOLO  # type: ignore[attr-defined]
+
+    bar = Bar(f"export {pt.name} -> {fmt} @ {imgsz}")
+    bar.out.write(f"{bar.label}: 导出中 / exporting (a minute or two on a Pi)…\n")
+    kw: dict[str, Any] = {"format": fmt, "imgsz": imgsz}
+    if fmt == "onnx":
+        kw["simplify"] = importlib.util.find_spec("onnxslim") is not None
+    try:
+        out = Path(YOLO(str(pt), task="detect").export(**kw))
+    except Exception as exc:  # Ultralytics raises many types for a failed export
+        raise ModelStoreError(f"export of {pt} to {fmt} failed: {exc}") from exc
+    bar.done(str(out))
+    return out

@@ -1,0 +1,158 @@
+"""The detector seam: Detection, the Detector protocol and the Ultralytics backend."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge.config import ModelConfig
+from edge.vision.tracking import new_tracker, track_update
+from edge.vision.windows import Candidate
+
+log = logging.getLogger(__name__)
+
+TRACK_FLOOR = 0.1  # detections down to this confidence feed the tracker's second stage
+
+
+class DetectorError(RuntimeError):
+    """A model that cannot be loaded or run."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One object in one frame; box is (x1, y1, x2, y2) normalised to 0..1."""
+
+    track_id: int | None
+    meaning: str
+    cls_name: str
+    conf: float
+    box: tuple[float, float, float, float]
+
+
+class Detector(Protocol):
+    """Finds (and tracks) the objects named in the label map."""
+
+    def predict(self, crops: Sequence[np.ndarray], imgsz: int, floor: float
+                ) -> list[list[Candidate]]:
+        """Candidates per crop (pixel boxes in the crop) of the label map's classes."""
+
+    def label(self, c: Candidate, w: int, h: int) -> Detection:
+        """A frame-pixel candidate as a normalised Detection with its meaning."""
+
+    def track(self, frame: np.ndarray, detections: Sequence[Detection] | None = None
+              ) -> list[Detection]:
+        """Tracked detections (persisting across calls) from this frame's detections."""
+
+    def reset(self) -> None:
+        """Forget all tracks (a new video or a camera that reconnected)."""
+
+
+def meaning_map(labels: dict[str, list[str]]) -> dict[str, str]:
+    """Lower-cased model class name → meaning; the first meaning listing a name wins."""
+    out: dict[str, str] = {}
+    for meaning, names in labels.items():
+        for name in names:
+            out.setdefault(name.lower(), meaning)
+    return out
+
+
+class UltralyticsDetector:
+    """Any model Ultralytics loads (.pt, ONNX, OpenVINO, NCNN), tracked by ByteTrack/BoT-SORT."""
+
+    def __init__(self, model_cfg: ModelConfig) -> None:
+        """Load the model and work out which of its classes the label map asks for."""
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        self.cfg = model_cfg
+        self._model = self._load()
+        names: dict[int, str] = dict(self._model.names)
+        wanted = meaning_map(model_cfg.labels)
+        self._meaning = {i: wanted[n.lower()] for i, n in names.items() if n.lower() in wanted}
+        self._names = names
+        if not self._meaning:
+            raise DetectorError(
+                f"model {model_cfg.path} has classes {sorted(names.values())}, none of which "
+                f"the label map {model_cfg.labels} names")
+        self._classes = sorted(self._meaning)
+        self._tracker = new_tracker(model_cfg.tracker)
+        log.info("model %s: classes %s; tracker %s", model_cfg.path,
+                 {names[i]: m for i, m in self._meaning.items()}, model_cfg.tracker)
+
+    def _load(self) -> Any:
+        """A fresh Ultralytics model object."""
+        if not os.path.exists(self.cfg.path):
+            raise DetectorError(f"model file not found: {self.cfg.path}")
+        from ultralytics import YOLO  # type: ignore[attr-defined]
+        try:
+            return YOLO(self.cfg.path, task="detect")
+        except Exception as exc:  # Ultralytics raises many types for a bad file
+            raise DetectorError(f"cannot load model {self.cfg.path}: {exc}") from exc
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        """The model's own class names."""
+        return dict(self._names)
+
+    @property
+    def classes(self) -> list[int]:
+        """Indices of the classes the label map names (the predict class filter)."""
+        return list(self._classes)
+
+    def predict(self, crops: Sequence[np.ndarray], imgsz: int, floor: float
+                ) -> list[list[Candidate]]:
+        """Candidates (pixel boxes in each crop) of the label map's classes, >= floor."""
+        if not crops:
+            return []
+        res = self._model.predict(list(crops), imgsz=imgsz, conf=floor, classes=self._classes,
+                                  verbose=False)
+        out: list[list[Candidate]] = []
+        for r in res:
+            boxes = r.boxes
+            if boxes is None or len(boxes) == 0:
+                out.append([])
+                continue
+            xyxy = boxes.xyxy.cpu().numpy()
+            confs = boxes.conf.cpu().numpy()
+            clss = boxes.cls.cpu().numpy().astype(int)
+            out.append([Candidate((float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                                  float(c), int(k))
+                        for b, c, k in zip(xyxy, confs, clss, strict=True)
+                        if int(k) in self._meaning])
+        return out
+
+    def label(self, c: Candidate, w: int, h: int) -> Detection:
+        """A frame-pixel candidate as a Detection with its meaning, normalised to 0..1."""
+        x1, y1, x2, y2 = (float(v) for v in np.clip(
+            np.array(c.box) / np.array([w, h, w, h]), 0.0, 1.0))
+        return Detection(track_id=None, meaning=self._meaning[c.cls],
+                         cls_name=self._names[c.cls], conf=c.conf, box=(x1, y1, x2, y2))
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        """Whole-frame detections at or above cfg.conf, without track ids."""
+        h, w = frame.shape[:2]
+        return [self.label(c, w, h) for c in self.predict([frame], self.cfg.imgsz,
+                                                         self.cfg.conf)[0]]
+
+    def track(self, frame: np.ndarray, detections: Sequence[Detection] | None = None
+              ) -> list[Detection]:
+        """Feed one frame's detections (default: whole-frame ones >= TRACK_FLOOR) to the
+        tracker; returns those that belong to a track, with its id."""
+        if detections is None:
+            h, w = frame.shape[:2]
+            floor = min(TRACK_FLOOR, self.cfg.conf)
+            detections = [self.label(c, w, h)
+                          for c in self.predict([frame], self.cfg.imgsz, floor)[0]]
+        return track_update(self._tracker, frame, detections)
+
+    def reset(self) -> None:
+        """Forget all tracks and restart track ids."""
+        self._tracker.reset()
+
+
+def load_detector(model_cfg: ModelConfig) -> Detector:
+    """The detector for a node's model config."""
+    return UltralyticsDetector(model_cfg)

@@ -1,0 +1,4 @@
+"""Warning on the spot: horn, voice and light through gpiozero and the sound card.
+
+May import: edge.config, protocol.
+"""

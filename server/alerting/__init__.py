@@ -1,0 +1,5 @@
+"""Alerts and people: the alert state machine, paging, escalation, live updates, the 1-3-5 report
+and weekly summary.
+
+May import: server.access, server.core, protocol.
+"""

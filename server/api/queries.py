@@ -1,0 +1,81 @@
+"""Plain data for templates and JSON: alerts with their pond, timeline and timings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.access.scope import Scope, pond_filter
+from server.alerting import alerts
+from server.alerting.paging import BEIJING, map_link
+from server.core.db import Alert, EventRow, Person, Pond, TimelineEntry
+
+
+def local(ts: datetime | None) -> str:
+    """Beijing time for display."""
+    return ts.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+def what(alert: Alert) -> str:
+    """The alert kind in Chinese, with the item for equipment."""
+    if alert.kind == "equipment_missing":
+        return f"{alerts.ITEM_ZH.get(alert.subject, alert.subject)}缺失"
+    return alerts.KIND_ZH.get(alert.kind, alert.kind)
+
+
+def alert_dict(alert: Alert, pond: Pond | None) -> dict[str, Any]:
+    """An alert as JSON-ready data."""
+    def iso(t: datetime | None) -> str | None:
+        """ISO 8601 or None."""
+        return t.isoformat() if t else None
+    return {
+        "id": alert.id, "pond_id": alert.pond_id, "pond": pond.name if pond else alert.pond_id,
+        "village": pond.village if pond else "", "node_id": alert.node_id, "kind": alert.kind,
+        "subject": alert.subject, "what": what(alert), "severity": alert.severity,
+        "urgent": alert.urgent, "state": alert.state, "state_zh": alerts.STATE_ZH[alert.state],
+        "outcome": alert.outcome, "silenced": alert.silenced, "event_count": alert.event_count,
+        "opened_at": iso(alert.opened_at), "notified_at": iso(alert.notified_at),
+        "acked_at": iso(alert.acked_at), "on_scene_at": iso(alert.on_scene_at),
+        "resolved_at": iso(alert.resolved_at), "acked_by": alert.acked_by, "step": alert.step,
+        "next_step_at": iso(alert.next_step_at),
+        "has_snapshot": alert.snapshot_event_id is not None,
+        "map_url": map_link(pond.lat, pond.lon, pond.name) if pond else None,
+        "opened_local": local(alert.opened_at),
+    }
+
+
+def timeline_dicts(s: Session, alert_id: int) -> list[dict[str, Any]]:
+    """Every timeline row of an alert, oldest first."""
+    names = {p.id: p.name for p in s.scalars(select(Person))}
+    rows = s.scalars(select(TimelineEntry).where(TimelineEntry.alert_id == alert_id)
+                     .order_by(TimelineEntry.at, TimelineEntry.id))
+    return [{"at": r.at.isoformat(), "at_local": local(r.at), "kind": r.kind, "state": r.state,
+             "person_id": r.person_id, "person": names.get(r.person_id or "", r.person_id),
+             "channel": r.channel, "result": r.result, "detail": r.detail} for r in rows]
+
+
+def event_dicts(s: Session, alert_id: int, limit: int = 200) -> list[dict[str, Any]]:
+    """The events folded into an alert, oldest first, with what the node measured."""
+    rows = s.scalars(select(EventRow).where(EventRow.alert_id == alert_id)
+                     .order_by(EventRow.ts, EventRow.id).limit(limit))
+    keep = ("track_id", "zone", "stature_m", "possible_child", "supervised", "item", "reason",
+            "ref", "snapshot")
+    return [{"id": e.id, "type": e.type, "node_id": e.node_id, "ts": e.ts.isoformat(),
+             "ts_local": local(e.ts), **{k: e.payload.get(k) for k in keep if k in e.payload}}
+            for e in rows]
+
+
+def list_alerts(s: Session, state: str | None = None, limit: int = 200, *,
+                scope: Scope) -> list[dict[str, Any]]:
+    """Newest alerts in scope first, optionally one state or 'active' (not resolved)."""
+    q = (select(Alert, Pond).join(Pond, Pond.id == Alert.pond_id, isouter=True)
+         .where(pond_filter(scope, Alert.pond_id)))
+    if state == "active":
+        q = q.where(Alert.state != "resolved")
+    elif state:
+        q = q.where(Alert.state == state)
+    q = q.order_by(Alert.id.desc()).limit(limit)
+    return [alert_dict(a, p) for a, p in s.execute(q)]

@@ -1,0 +1,4 @@
+"""Talking to nodes: MQTT ingest, commands, the private broker and its supervisor.
+
+May import: server.fleet, server.alerting, server.access, server.core, protocol.
+"""

@@ -1,0 +1,55 @@
+"""Commands to nodes: an id, an expiry (payload and MQTT message expiry), the answer stored."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy.orm import Session
+
+from protocol.payloads import Command, CommandResult, encode
+from protocol.topics import Topics
+from server.core.db import CommandRow
+
+log = logging.getLogger(__name__)
+
+
+class CommandError(ValueError):
+    """A command that cannot be sent."""
+
+
+def send(s: Session, client: mqtt.Client | None, topics: Topics, node_id: str, cmd: str,
+         args: dict[str, Any], ttl_s: int, by: str, now: datetime) -> CommandRow:
+    """Record the command, then publish it at QoS 1 with message expiry (caller commits)."""
+    if client is None or not client.is_connected():
+        raise CommandError("not connected to the broker")
+    if not 1 <= ttl_s <= 7 * 86400:
+        raise CommandError("ttl_s must be between 1 s and 7 days")
+    c = Command(id=uuid.uuid4().hex, cmd=cmd, args=args, expires_at=now + timedelta(seconds=ttl_s))
+    row = CommandRow(id=c.id, node_id=node_id, cmd=cmd, args=args, created_at=now,
+                     expires_at=c.expires_at, created_by=by)
+    s.add(row)
+    s.flush()
+    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    props.MessageExpiryInterval = ttl_s
+    info = client.publish(topics.cmd(node_id), encode(c), qos=1, properties=props)
+    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+        raise CommandError(f"publish failed: {mqtt.error_string(info.rc)}")
+    log.info("command %s %s -> %s (expires %s)", c.id, cmd, node_id, c.expires_at.isoformat())
+    return row
+
+
+def record_result(s: Session, node_id: str, res: CommandResult, now: datetime) -> bool:
+    """Store a node's answer to one of our commands; False for unknown or foreign ids."""
+    row = s.get(CommandRow, res.id)
+    if row is None or row.node_id != node_id:
+        log.warning("result for unknown command %s from %s", res.id, node_id)
+        return False
+    if row.result_at is None:
+        row.ok, row.result, row.result_at = res.ok, res.result, now
+    return True

@@ -1,0 +1,47 @@
+"""Migrations: head matches the models, and 0002 → head keeps existing rows usable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from server.core.db import Base, Node, Person, make_engine, make_sessions
+from server.core.migrate import alembic_config, upgrade
+
+
+def test_head_matches_models(tmp_path: Path) -> None:
+    eng = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    upgrade(eng)
+    with eng.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    eng.dispose()
+    assert diff == []
+
+
+def test_upgrade_from_0002_keeps_people_and_nodes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    eng = make_engine(url)
+    cfg = alembic_config(url)
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+    with eng.begin() as conn:
+        conn.execute(text("INSERT INTO stations (id, name, duty_desk, area_officers) "
+                          "VALUES ('s', 'S', '[]', '[]')"))
+        conn.execute(text("INSERT INTO grids (id, name, station_id, policy) "
+                          "VALUES ('g', 'G', 's', 'default')"))
+        conn.execute(text("INSERT INTO ponds (id, name, village, grid_id) "
+                          "VALUES ('p', 'P', '', 'g')"))
+        conn.execute(text("INSERT INTO nodes (id, pond_id, state) VALUES ('n-01', 'p', 'online')"))
+        conn.execute(text("INSERT INTO people (id, name, role, notify) "
+                          "VALUES ('t', 'T', 'technician', '[]')"))
+    upgrade(eng)
+    with make_sessions(eng)() as s:
+        person, node = s.get(Person, "t"), s.get(Node, "n-01")
+        assert person is not None and person.stations == []
+        assert node is not None and (node.heartbeat_s, node.watch_deadline) == (None, None)
+    eng.dispose()

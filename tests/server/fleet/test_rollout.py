@@ -1,0 +1,233 @@
+"""Model upload, the recall gate, assignment per pond or all, fleet model status, node downloads."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from protocol.payloads import Health, encode
+from server.access import auth
+from server.app import create_app
+from server.core.config import ConfigError, parse_config
+from server.core.db import Person
+from server.fleet.rollout import check_node_password
+from server.link.ingest import Inbound
+from tests.server.alerting.test_escalation import Harness, P
+from tests.server.conftest import PageReceiver
+
+WEIGHTS = b"pretend weights " * 4096
+SHA = hashlib.sha256(WEIGHTS).hexdigest()
+
+
+def _basic(user: str, pw: str) -> dict[str, str]:
+    """An HTTP Basic header."""
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
+
+
+ADMIN = _basic("admin", "admin-pass-1")
+TECH = _basic("tech", "tech-pass-12")
+
+
+@pytest.fixture
+def env(tmp_path: Path, receiver: PageReceiver) -> Any:
+    """Services with users, a Mosquitto password file for the nodes, and a client."""
+    passwd = tmp_path / "pondwatch.passwd"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "heyuan-01", "node-pw-1"],
+                   check=True)
+    h = Harness(tmp_path, receiver, models={
+        "dir": str(tmp_path / "models"), "node_password_file": str(passwd),
+        "pond_floors": {"beitang": {"water-people-valid": 0.8}}})
+    with h.svc.sessions() as s, s.begin():
+        auth.set_user(s, "admin", "admin-pass-1", "admin")
+        s.get(Person, "tech-wang").stations = ["quanjiang"]
+        auth.set_user(s, "tech", "tech-pass-12", "technician", "tech-wang")
+    client = TestClient(create_app(h.svc), follow_redirects=False)
+    yield h, client
+    client.close()
+    h.close()
+
+
+def _evals(water: float, land: float, sha: str = SHA) -> dict[str, Any]:
+    """Figures as `pondwatch-edge model train --eval-set` records them."""
+    return {"water-people-valid": {"recall": water, "sha256": sha},
+            "scenes-land": {"recall": land, "sha256": sha}}
+
+
+def _upload(client: TestClient, name: str, evals: dict[str, Any] | None,
+            data: bytes = WEIGHTS, headers: dict[str, str] = ADMIN) -> Any:
+    """POST a model with its manifest entry."""
+    entry = {"labels": {"person": ["Normal", "Fall"]}, "eval": evals,
+             "sha256": hashlib.sha256(data).hexdigest()}
+    return client.post("/api/models", headers=headers, files={"file": ("m.pt", data)},
+                       data={"name": name, "entry": json.dumps(entry)})
+
+
+def test_upload_admin_only_and_checked(env: Any) -> None:
+    """Technicians cannot upload; a wrong digest, a duplicate name and bad JSON are refused."""
+    _h, client = env
+    assert _upload(client, "v1", _evals(0.6, 0.97), headers=TECH).status_code == 403
+    assert client.post("/api/models").status_code == 401
+    r = _upload(client, "v1", _evals(0.6, 0.97))
+    assert r.status_code == 201 and r.json()["sha256"] == SHA
+    assert _upload(client, "v1", None, data=b"other").status_code == 409
+    assert "already stored" in _upload(client, "v1b", None).json()["detail"]
+    bad = client.post("/api/models", headers=ADMIN, files={"file": ("m.pt", b"x")},
+                      data={"name": "v2", "entry": json.dumps({"labels": {}, "sha256": "0" * 64})})
+    assert bad.status_code == 409 and "the form says " + "0" * 64 in bad.json()["detail"]
+    assert client.post("/api/models", headers=ADMIN, files={"file": ("m.pt", b"x")},
+                       data={"name": "v3", "entry": "{"}).status_code == 422
+    listed = client.get("/api/models", headers=TECH).json()
+    assert [m["name"] for m in listed] == ["v1"]
+
+
+def test_gate_names_set_and_figure(env: Any) -> None:
+    """Unmeasured or too low recall is refused naming the set; a pond may be stricter."""
+    _h, client = env
+    _upload(client, "nofig", None, data=b"a" * 100)
+    r = client.post("/api/models/nofig/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert r.status_code == 409 and "water-people-valid: not measured" in r.json()["detail"]
+    _upload(client, "weak", _evals(0.30, 0.97, hashlib.sha256(b"b" * 100).hexdigest()),
+            data=b"b" * 100)
+    r = client.post("/api/models/weak/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert r.status_code == 409
+    assert "water-people-valid: recall 0.300 < floor 0.35" in r.json()["detail"]
+    assert "scenes-land" not in r.json()["detail"]
+    _upload(client, "forgets", _evals(0.7, 0.80, hashlib.sha256(b"d" * 100).hexdigest()),
+            data=b"d" * 100)  # better in water, worse on land: refused
+    r = client.post("/api/models/forgets/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert r.status_code == 409
+    assert "scenes-land: recall 0.800 < floor 0.95" in r.json()["detail"]
+    _upload(client, "v1", _evals(0.6, 0.97))
+    r = client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "beitang"})
+    assert r.status_code == 409
+    assert "recall 0.600 < floor 0.80 for pond beitang" in r.json()["detail"]
+    r = client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": None})
+    assert r.status_code == 409  # 'all' must also pass every pond's own floors
+    _upload(client, "stale", _evals(0.9, 0.9, sha="f" * 64), data=b"c" * 100)
+    r = client.post("/api/models/stale/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert r.status_code == 409 and "measured on another file" in r.json()["detail"]
+    assert client.post("/api/models/v1/assign", headers=TECH,
+                       json={"pond_id": "xiatang"}).status_code == 403
+    assert client.post("/api/models/nope/assign", headers=ADMIN,
+                       json={"pond_id": "xiatang"}).status_code == 404
+    assert client.post("/api/models/v1/assign", headers=ADMIN,
+                       json={"pond_id": "no-such-pond"}).status_code == 404
+    ok = client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "heyuan-shantang"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["figures"] == {"water-people-valid": 0.6, "scenes-land": 0.97}
+    assert ok.json()["not_sent"] == ["heyuan-01"]  # this harness has no broker connection
+    listed = {m["name"]: m["assigned_to"] for m in client.get("/api/models", headers=ADMIN).json()}
+    assert listed["v1"] == ["heyuan-shantang"]
+
+
+def _heartbeat(h: Harness, node: str, sha: str | None) -> None:
+    """A heartbeat through the real ingest path."""
+    hb = Health(ts=h.clock.now(), version="0.1.0", model="v1", model_format="pytorch",
+                model_sha256=sha)
+    h.ing.process(Inbound(f"{P}/{node}/health", encode(hb), 1, 1))
+
+
+def test_fleet_flags_node_with_other_model(env: Any) -> None:
+    """A node reporting another sha256 than its pond's assigned model is flagged."""
+    h, client = env
+    _upload(client, "v1", _evals(0.9, 0.97))
+    assert client.post("/api/models/v1/assign", headers=ADMIN,
+                       json={"pond_id": "heyuan-shantang"}).status_code == 200
+    _heartbeat(h, "heyuan-01", SHA)
+    _heartbeat(h, "xiatang-01", "e" * 64)
+    rows = {r["node_id"]: r for r in client.get("/api/fleet/models", headers=TECH).json()}
+    assert rows["heyuan-01"]["model_mismatch"] is False
+    assert rows["heyuan-01"]["model_format"] == "pytorch"
+    assert rows["xiatang-01"]["model_mismatch"] is None  # nothing assigned to its pond
+    assert client.post("/api/models/v1/assign", headers=ADMIN,
+                       json={"pond_id": None}).status_code == 200
+    rows = {r["node_id"]: r for r in client.get("/api/fleet/models", headers=TECH).json()}
+    assert rows["xiatang-01"]["model_mismatch"] is True
+    assert rows["xiatang-01"]["assigned_model"] == "v1"
+    assert rows["beitang-01"]["model_mismatch"] is None  # no heartbeat yet
+
+
+def test_node_download_needs_its_own_credentials(env: Any) -> None:
+    """Only a node with its broker password gets the model assigned to its own pond."""
+    _h, client = env
+    _upload(client, "v1", _evals(0.9, 0.97))
+    url = f"/node-api/models/{SHA}"
+    assert client.get(url).status_code == 401
+    assert client.get(url, headers=_basic("heyuan-01", "wrong")).status_code == 401
+    assert client.get(url, headers=ADMIN).status_code == 401  # web users are not nodes
+    node = _basic("heyuan-01", "node-pw-1")
+    assert client.get(url, headers=node).status_code == 404  # not assigned yet
+    client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert client.get(url, headers=node).status_code == 404  # assigned to another pond
+    client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "heyuan-shantang"})
+    r = client.get(url, headers=node)
+    assert r.status_code == 200 and r.content == WEIGHTS
+    for _ in range(5):  # guessing a node's password is throttled like a web login
+        assert client.get(url, headers=_basic("heyuan-01", "guess")).status_code == 401
+    assert client.get(url, headers=node).status_code == 429
+
+
+def test_password_file_formats(tmp_path: Path) -> None:
+    """mosquitto_passwd's PBKDF2 hash and the older salted SHA-512 both verify."""
+    f = tmp_path / "pw"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(f), "n1", "s3cret"], check=True)
+    salt = b"0123456789abcdef"
+    digest = hashlib.sha512(b"old-pw" + salt).digest()
+    with f.open("a") as fh:
+        fh.write(f"n2:$6${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}\n")
+    assert check_node_password(f, "n1", "s3cret") and not check_node_password(f, "n1", "x")
+    assert check_node_password(f, "n2", "old-pw") and not check_node_password(f, "n3", "old-pw")
+    assert not check_node_password(None, "n1", "s3cret")
+
+
+def test_gate_config_needs_water_and_land() -> None:
+    """A gate without a land set, or a pond floor for an unknown set, is a config error."""
+    with pytest.raises(ConfigError, match="water.*land"):
+        parse_config({"models": {"gate": [{"name": "w", "kind": "water", "floor": 0.5}]}})
+    with pytest.raises(ConfigError, match="unknown set"):
+        parse_config({"models": {"pond_floors": {"p": {"nope": 0.5}}}})
+
+
+def test_models_resent_to_nodes_that_missed_them(config: Any) -> None:
+    """A node heard running another model is sent model_update once; again only when that
+    one expired unanswered; never again after it answered (an admin reads the refusal)."""
+    import io
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from server.core.db import CommandRow
+    from server.fleet import rollout as server_models
+    from server.runner import Server
+
+    with Server(config) as srv:
+        svc = srv.services
+        assert svc.ingest is not None and svc.ingest.connected.wait(10)
+        now = svc.clock.now()
+        with svc.sessions() as s, s.begin():
+            server_models.store(s, svc.cfg, "v1", io.BytesIO(WEIGHTS),
+                                {"person": ["Normal"]}, _evals(0.9, 0.97), "admin", now)
+            s.flush()
+            server_models.assign(s, svc.cfg.models, "v1", "heyuan-shantang", "admin", now)
+        assert svc.resend_models() == 0  # the node has not said what it runs
+        hb = Health(ts=now, version="0.1.0", model="person-offline", model_sha256="e" * 64)
+        svc.ingest.process(Inbound(f"{P}/heyuan-01/health", encode(hb), 1, 1))
+        assert svc.resend_models() == 1
+        assert svc.resend_models() == 0  # still waiting for the node
+        with svc.sessions() as s, s.begin():
+            row = s.scalars(select(CommandRow).where(CommandRow.cmd == "model_update")).one()
+            assert row.node_id == "heyuan-01" and row.args["sha256"] == SHA
+            assert row.args["url"].endswith(f"/node-api/models/{SHA}")
+            row.expires_at = now - timedelta(seconds=1)  # the node was offline all along
+        assert svc.resend_models() == 1
+        with svc.sessions() as s, s.begin():
+            for row in s.scalars(select(CommandRow)):
+                row.result_at, row.ok = now, False
+        assert svc.resend_models() == 0

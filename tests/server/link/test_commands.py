@@ -1,0 +1,75 @@
+"""Commands to a node over the real broker: id, expiry, message expiry, answer stored."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+
+import httpx
+from fastapi.testclient import TestClient
+
+from protocol.payloads import CommandResult, encode
+from server.access import auth
+from server.core.db import Person
+from server.runner import Server
+from tests.server.conftest import FakeNode, PageReceiver, wait_for
+
+
+def test_command_round_trip(config, receiver: PageReceiver, node: FakeNode) -> None:
+    got: list[tuple[dict, int | None]] = []
+    done = threading.Event()
+
+    def on_cmd(_c, _u, msg) -> None:
+        got.append((json.loads(msg.payload),
+                    getattr(msg.properties, "MessageExpiryInterval", None)))
+        done.set()
+
+    node.client.message_callback_add(node.topics.cmd("heyuan-01"), on_cmd)
+    node.client.subscribe(node.topics.cmd("heyuan-01"), qos=1)
+    with Server(config) as srv:
+        assert srv.services.ingest.connected.wait(10)
+        with srv.services.sessions() as s, s.begin():
+            s.get(Person, "tech-wang").stations = ["quanjiang"]
+            auth.set_user(s, "tech", "tech-pass-12", "technician", "tech-wang")
+            auth.set_user(s, "viewer", "viewer-pass-1", "viewer", "guo-yong")
+        api = httpx.Client(base_url=srv.url, auth=("tech", "tech-pass-12"))
+        assert api.post("/api/nodes/heyuan-01/commands", json={"cmd": "snapshot"},
+                        auth=("viewer", "viewer-pass-1")).status_code == 403
+        assert api.post("/api/nodes/ghost/commands", json={"cmd": "x"}).status_code == 404
+        assert api.post("/api/nodes/heyuan-01/commands",
+                        json={"cmd": "x", "ttl_s": 0}).status_code == 422
+        r = api.post("/api/nodes/heyuan-01/commands",
+                     json={"cmd": "restart", "args": {"delay_s": 5}, "ttl_s": 120})
+        assert r.status_code == 201
+        cid = r.json()["id"]
+        assert done.wait(10)
+        payload, expiry = got[0]
+        assert payload["id"] == cid and payload["cmd"] == "restart"
+        assert payload["args"] == {"delay_s": 5} and "expires_at" in payload
+        assert expiry is not None and 0 < expiry <= 120
+        node.publish(node.topics.cmd_result("heyuan-01"), encode(CommandResult(
+            id=cid, ok=True, result="restarting", ts=datetime.now(UTC))))
+        node.publish(node.topics.cmd_result("heyuan-01"), encode(CommandResult(
+            id="nope", ok=True, ts=datetime.now(UTC))))
+        rows = wait_for(lambda: [c for c in api.get("/api/nodes/heyuan-01/commands").json()
+                                 if c["result_at"]], 10, "command result")
+        assert rows[0]["ok"] is True and rows[0]["result"] == "restarting"
+        wait_for(lambda: srv.services.metrics.registry.get_sample_value(
+            "pondwatch_ingest_rejected_total", {"reason": "unknown_command"}), 10, "reject")
+        api.close()
+
+
+def test_command_without_broker_is_503(config, receiver: PageReceiver) -> None:
+    from server.app import build
+
+    app, svc = build(config)
+    svc.prepare()
+    with svc.sessions() as s, s.begin():
+        s.get(Person, "tech-wang").stations = ["quanjiang"]
+        auth.set_user(s, "tech", "tech-pass-12", "technician", "tech-wang")
+    with TestClient(app) as c:
+        r = c.post("/api/nodes/heyuan-01/commands", json={"cmd": "x"},
+                   auth=("tech", "tech-pass-12"))
+        assert r.status_code == 503
+    svc.stop()

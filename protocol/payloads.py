@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from protocol.limits import MAX_EVENT_BYTES
 from protocol.topics import NODE_ID_PATTERN
-from protocol.validation import field_errors
+from protocol.validation import StrictModel, field_errors
 
 
 class PayloadError(ValueError):
@@ -82,10 +82,6 @@ def _aware(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class Event(BaseModel):
     """An event raised by a node; type-specific fields beyond these are allowed."""
 
@@ -131,7 +127,7 @@ class Event(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-class Status(_Payload):
+class Status(StrictModel):
     """Retained node status; the Last Will says offline (with no reason: unplanned)."""
 
     state: Literal["online", "offline"]
@@ -171,13 +167,13 @@ class Health(BaseModel):
         "the node offline after three missed ones).")
 
 
-class Ack(_Payload):
+class Ack(StrictModel):
     """Server → node: these event ids are committed; the node may forget them."""
 
     ids: list[str] = Field(max_length=1000)
 
 
-class Command(_Payload):
+class Command(StrictModel):
     """Server → node command with an expiry."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -188,7 +184,7 @@ class Command(_Payload):
     _check_exp = field_validator("expires_at")(classmethod(lambda cls, v: _aware(v)))
 
 
-class CommandResult(_Payload):
+class CommandResult(StrictModel):
     """Node → server answer to one command."""
 
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from datetime import timedelta
@@ -21,21 +20,12 @@ from server.core.config import ServerConfig
 from server.core.db import EventFrame, Grid, Node, Snapshot, make_engine, make_sessions
 from server.core.metrics import Metrics
 from server.core.migrate import upgrade
+from server.core.net import is_loopback
 from server.fleet.node_watch import NodeWatch
 from server.link.ingest import Ingestor
 from server.link.supervisor import BrokerSupervisor
 
 log = logging.getLogger(__name__)
-
-
-def _loopback(host: str) -> bool:
-    """Whether a bind host only listens on this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class Services:
@@ -58,7 +48,7 @@ class Services:
         self.escalator = Escalator(cfg, self.sessions, self.clock, self.metrics, self.pager)
         self.watch = NodeWatch(cfg, self.sessions, self.clock, on_alert=self.escalator.wake)
         self.metrics_token = cfg.resolved_metrics_token()
-        if self.metrics_token is None and not _loopback(cfg.bind_host):
+        if self.metrics_token is None and not is_loopback(cfg.bind_host):
             log.warning("/metrics is open to anyone who reaches %s; set metrics_token (env "
                         "PONDWATCH_METRICS_TOKEN) to require a bearer token", cfg.http.bind)
         self.supervisor: BrokerSupervisor | None = None

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.core.config import ServerConfig
-from server.services import _loopback
+from server.core.net import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ def cookies_secure(cfg: ServerConfig) -> bool:
     unless the site is only served on this machine (http://127.0.0.1, localhost)."""
     if cfg.http.secure_cookies or cfg.http.public_url.lower().startswith("https://"):
         return True
-    return cfg.environment != "dev" and not _loopback(urlsplit(cfg.http.public_url).hostname or "")
+    host = urlsplit(cfg.http.public_url).hostname or ""
+    return cfg.environment != "dev" and not is_loopback(host)
 
 
 def warn_plain_http(cfg: ServerConfig) -> None:

@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from server.access.registry import RegistryError
 from server.core.config import ConfigError, load_config, parse_config
@@ -66,6 +68,41 @@ def _db_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                       + ", ".join(DEFAULT_CONFIGS) + ")")
 
 
+def _dataset_export(args: argparse.Namespace) -> int:
+    """`dataset export`: check the admin (when --user is given), then export; the exit code."""
+    from server.access import auth
+    from server.fleet.dataset import DatasetError, export
+    from server.services import Services
+
+    try:
+        since = datetime.fromisoformat(args.since)
+    except ValueError:
+        print(f"error: --since {args.since!r} is not an ISO 8601 date", file=sys.stderr)
+        return 2
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    svc = Services(_db_config(args).model_copy(update={"registry": None}))
+    svc.prepare()
+    try:
+        with svc.sessions() as s:
+            if args.user is not None:
+                password = os.environ.get("PONDWATCH_PASSWORD") or getpass.getpass("password: ")
+                user = auth.authenticate(s, args.user, password)
+                if user is None or user.role != "admin":
+                    print("error: 仅管理员 (admins only): wrong user or password, or not an admin",
+                          file=sys.stderr)
+                    return 2
+            counts = export(s, since, Path(args.out), args.names.split(","), args.val_share)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        svc.engine.dispose()
+    print(f"{args.out}: {counts.real} real, {counts.background} background; train "
+          f"{counts.train}, val {counts.val}; skipped {counts.skipped or 'none'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -102,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"user {args.username} ({args.role}) saved")
             return 0
         if args.command == "dataset":
-            from server.fleet.dataset import run_export
-            return run_export(args, _db_config(args))
+            return _dataset_export(args)
     except (ConfigError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

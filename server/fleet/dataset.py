@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,6 @@ import yaml
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from server.core.config import ServerConfig
 from server.core.db import Alert, EventFrame, EventRow, TimelineEntry
 
 log = logging.getLogger(__name__)
@@ -117,41 +116,3 @@ def export(s: Session, since: datetime, out: Path, names: list[str] | None = Non
     log.info("dataset %s: %d real, %d background (train %d, val %d), skipped %s", out,
              counts.real, counts.background, counts.train, counts.val, counts.skipped)
     return counts
-
-
-def run_export(args: Any, cfg: ServerConfig) -> int:
-    """`pondwatch-server dataset export`: check the admin, then export; the exit code."""
-    import getpass
-    import os
-    import sys
-
-    from server.access import auth
-    from server.services import Services
-
-    try:
-        since = datetime.fromisoformat(args.since)
-    except ValueError:
-        print(f"error: --since {args.since!r} is not an ISO 8601 date", file=sys.stderr)
-        return 2
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    svc = Services(cfg.model_copy(update={"registry": None}))
-    svc.prepare()
-    try:
-        with svc.sessions() as s:
-            if args.user is not None:
-                password = os.environ.get("PONDWATCH_PASSWORD") or getpass.getpass("password: ")
-                user = auth.authenticate(s, args.user, password)
-                if user is None or user.role != "admin":
-                    print("error: 仅管理员 (admins only): wrong user or password, or not an admin",
-                          file=sys.stderr)
-                    return 2
-            counts = export(s, since, Path(args.out), args.names.split(","), args.val_share)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        svc.engine.dispose()
-    print(f"{args.out}: {counts.real} real, {counts.background} background; train "
-          f"{counts.train}, val {counts.val}; skipped {counts.skipped or 'none'}")
-    return 0

@@ -16,6 +16,7 @@ Pt = tuple[float, float]
 WATER = "water"
 BANK = "bank"
 BORDER_MARGIN = 0.01  # a box edge this close to the frame edge counts as cut by it
+EDGE_INSET = 1e-6     # a foot on the frame's edge is tested this far inside it
 
 
 def foot_point(box: Box) -> Pt:
@@ -43,8 +44,17 @@ def point_in_polygon(pt: Pt, poly: Sequence[Sequence[float]]) -> bool:
     return inside
 
 
+def inside_frame(pt: Pt) -> Pt:
+    """pt pulled just inside the frame: feet cut by an edge lie at 0.0 or 1.0, exactly on the
+    border of a zone drawn to that edge, where the even-odd test may go either way."""
+    x, y = pt
+    return (min(max(x, EDGE_INSET), 1.0 - EDGE_INSET), min(max(y, EDGE_INSET), 1.0 - EDGE_INSET))
+
+
 def zone_of(pt: Pt, cfg: NodeConfig) -> str | None:
-    """"water", "bank" or None for a foot point; water wins where the polygons overlap."""
+    """"water", "bank" or None for a foot point; water wins where the polygons overlap. A foot
+    cut by the frame's edge counts as inside the zone that touches that edge."""
+    pt = inside_frame(pt)
     if point_in_polygon(pt, cfg.zones.water):
         return WATER
     if cfg.zones.bank and point_in_polygon(pt, cfg.zones.bank):

@@ -82,3 +82,16 @@ def test_stature_none_where_fit_goes_negative() -> None:
     """Rows above the horizon of the fit have no stature."""
     model = StatureModel(slope=1.0, intercept=-0.2)
     assert model.stature_m((0.1, 0.0, 0.2, 0.1)) is None
+
+
+def test_feet_cut_by_the_frame_edge_are_in_the_zone_touching_it(
+        make_cfg: Callable[..., NodeConfig]) -> None:
+    """A box cut by the bottom or right edge has its foot at 1.0: inside a zone drawn to that
+    edge (here: the whole frame is water), never outside every zone."""
+    cfg = make_cfg(zones={"water": [[0, 0], [1, 0], [1, 1], [0, 1]]})
+    assert zone_of(foot_point((0.40, 0.55, 0.60, 1.0)), cfg) == "water"
+    assert zone_of((1.0, 0.5), cfg) == "water"
+    assert zone_of((0.0, 0.0), cfg) == "water"
+    # a zone that stops short of the edge still does not reach a foot on the edge
+    cfg = make_cfg(zones={"water": [[0, 0.5], [1, 0.5], [1, 0.9], [0, 0.9]]})
+    assert zone_of((0.5, 1.0), cfg) is None

@@ -14,7 +14,7 @@ from server.alerting import live
 from server.alerting.paging import Sender, apprise_send
 from server.api import ack, admin, alert_pages, fleet, ponds, report, web
 from server.api import json_api as api
-from server.api.deps import ApiUser, LoginRequired, PageUser
+from server.api.deps import ApiUser, LoginRequired, PageUser, ServerParts
 from server.api.rollout import router as models_router
 from server.api.security import SecurityMiddleware, warn_plain_http
 from server.core.clock import Clock
@@ -44,7 +44,8 @@ def _docs(app: FastAPI) -> None:
 def create_app(services: Services) -> FastAPI:
     """The web app for already built services."""
     app = FastAPI(title="PondWatch", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.services = services
+    parts: ServerParts = services  # mypy checks that Services gives routers what they use
+    app.state.services = parts
     app.add_middleware(SecurityMiddleware, public_url=services.cfg.http.public_url)
     warn_plain_http(services.cfg)
     app.state.live = live.Hub()

@@ -20,6 +20,7 @@ from server.api.deps import (
     CurrentScope,
     Db,
     LoginRequired,
+    ServerParts,
     Svc,
     alert_in_scope,
     current_scope,
@@ -29,7 +30,6 @@ from server.api.deps import (
 from server.api.pages import render
 from server.api.queries import alert_dict, event_dicts, local
 from server.core.db import Alert, Person, Pond, TimelineEntry, User
-from server.services import Services
 
 router = APIRouter()
 KEEPALIVE_S = 15.0
@@ -114,13 +114,13 @@ def alert_action(request: Request, alert_id: int, scope: CurrentScope, svc: Svc,
     return RedirectResponse(f"/alerts/{alert_id}?done={action}", status_code=303)
 
 
-def _read_scope(request: Request, svc: Services) -> Scope:
+def _read_scope(request: Request, svc: ServerParts) -> Scope:
     """The requester's scope, read with a short session of its own (LoginRequired if none)."""
     with svc.sessions() as s:
         return current_scope(request, svc, s, optional_user(request, svc, s, None))
 
 
-async def _stream(hub: Hub, svc: Services, scope: Scope,
+async def _stream(hub: Hub, svc: ServerParts, scope: Scope,
                   request: Request) -> AsyncIterator[str]:
     """SSE frames for alerts in scope until the client leaves, its session ends or the server
     stops; the scope is read again at every keepalive (logout and registry edits apply)."""

@@ -1,4 +1,5 @@
-"""Shared FastAPI dependencies: services, database session, the logged-in user and scope."""
+"""Shared FastAPI dependencies: the server's parts, database session, the logged-in user and
+scope."""
 
 from __future__ import annotations
 
@@ -7,20 +8,41 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from server.access import auth
+from server.access.links import AckLinks
 from server.access.scope import Scope, scope_for
 from server.api import security
+from server.core.clock import Clock
+from server.core.config import ServerConfig
 from server.core.db import Alert, Node, Pond, User
-from server.services import Services
+from server.core.metrics import Metrics
+from server.link.ingest import Ingestor
+from server.link.supervisor import BrokerSupervisor
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent.parent / "templates"),
                             context_processors=[security.csrf_context])
+
+
+class ServerParts(Protocol):
+    """What routers use of the running server; server.services.Services is one (the app
+    checks), so routers never import the wiring above them."""
+
+    cfg: ServerConfig
+    clock: Clock
+    sessions: sessionmaker[Session]
+    metrics: Metrics
+    metrics_token: str | None
+    links: AckLinks
+    web_sessions: auth.Sessions
+    throttle: auth.LoginThrottle
+    ingest: Ingestor | None
+    supervisor: BrokerSupervisor | None
 
 
 @dataclass(frozen=True)
@@ -37,13 +59,13 @@ class LoginRequired(Exception):
     """Raised for HTML pages; the app turns it into a redirect to /login."""
 
 
-def get_services(request: Request) -> Services:
-    """The Services this app was built with."""
-    svc: Services = request.app.state.services
+def get_services(request: Request) -> ServerParts:
+    """The server parts (Services) this app was built with."""
+    svc: ServerParts = request.app.state.services
     return svc
 
 
-Svc = Annotated[Services, Depends(get_services)]
+Svc = Annotated[ServerParts, Depends(get_services)]
 
 
 def get_db(svc: Svc) -> Iterator[Session]:
@@ -59,7 +81,7 @@ def client_ip(request: Request) -> str:
     """The client address (the throttle's key): the peer, or behind a trusted proxy the
     right-most X-Forwarded-For entry that is not itself a trusted proxy."""
     peer = request.client.host if request.client else "unknown"
-    svc: Services = request.app.state.services
+    svc: ServerParts = request.app.state.services
     proxies = svc.cfg.http.trusted_proxies
     if not proxies or not _within(peer, proxies):
         return peer
@@ -79,7 +101,7 @@ def _within(address: str, networks: list[Any]) -> bool:
     return any(ip in net for net in networks)
 
 
-def _basic(request: Request, svc: Services, s: Session) -> WebUser | None:
+def _basic(request: Request, svc: ServerParts, s: Session) -> WebUser | None:
     """A user from HTTP Basic credentials, for API clients."""
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("basic "):
@@ -134,7 +156,7 @@ PageUser = Annotated[WebUser, Depends(page_user)]
 ApiUser = Annotated[WebUser, Depends(api_user)]
 
 
-def _scope(svc: Services, s: Session, user: WebUser) -> Scope:
+def _scope(svc: ServerParts, s: Session, user: WebUser) -> Scope:
     """The scope of a logged-in user, from the registry as it is now."""
     row = User(username=user.username, role=user.role, person_id=user.person_id,
                password_hash="")

@@ -16,11 +16,10 @@ from sqlalchemy.orm import Session
 
 from protocol.topics import Topics
 from server.access.scope import node_filter
-from server.api.deps import ApiScope, Db, Svc, client_ip, require
+from server.api.deps import ApiScope, Db, ServerParts, Svc, client_ip, require
 from server.core.db import ModelAssignment, Node, ServerModel
 from server.fleet import rollout as models
 from server.link import commands
-from server.services import Services
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -120,7 +119,7 @@ def api_fleet_models(scope: ApiScope, s: Db) -> list[dict[str, Any]]:
     return [models.node_status(s, n) for n in s.scalars(q)]
 
 
-def node_password_file(svc: Services) -> Path | None:
+def node_password_file(svc: ServerParts) -> Path | None:
     """models.node_password_file, else the password file of the server's private broker."""
     if svc.cfg.models.node_password_file is not None:
         return svc.cfg.models.node_password_file
@@ -128,7 +127,7 @@ def node_password_file(svc: Services) -> Path | None:
     return sup.credentials.dir / "mosquitto.passwd" if sup is not None else None
 
 
-def _node_auth(request: Request, svc: Services, s: Session) -> Node:
+def _node_auth(request: Request, svc: ServerParts, s: Session) -> Node:
     """The node proving itself with its MQTT user and password (HTTP Basic), else 401."""
     header = request.headers.get("authorization", "")
     user = pw = ""

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from server.access.links import AckClaims, LinkError
-from server.alerting import alerts
+from server.api.actions import AckAction, apply_action
 from server.api.deps import Db, Svc, templates
 from server.api.queries import alert_dict
 from server.core.db import Alert, Person, Pond, Snapshot
 
 router = APIRouter()
-
-
-class AckAction(BaseModel):
-    """An action taken through a link or the API."""
-
-    model_config = ConfigDict(extra="forbid")
-    action: Literal["ack", "on_scene", "resolve"] = Field(description="ack, on_scene or resolve.")
-    outcome: Literal["real", "false_alarm", "test"] | None = Field(
-        None, description="Required with resolve.")
 
 
 def _claims(svc: Svc, token: str) -> AckClaims:
@@ -42,16 +32,6 @@ def _alert(s: Db, claims: AckClaims) -> Alert:
     if alert is None:
         raise HTTPException(404, "告警不存在 (alert not found)")
     return alert
-
-
-def apply_action(svc: Svc, s: Db, alert: Alert, body: AckAction, by: str) -> bool:
-    """Apply an action and commit; 422 when it does not fit."""
-    try:
-        changed = alerts.act(s, alert, body.action, by, svc.clock.now(), body.outcome)
-    except alerts.AlertError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    s.commit()
-    return changed
 
 
 def snapshot_shown(svc: Svc, alert: Alert) -> bool:

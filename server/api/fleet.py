@@ -5,26 +5,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from protocol.topics import Topics
 from server.access.scope import node_filter
+from server.api.actions import BUTTONS, send_command
 from server.api.deps import CurrentScope, Db, Svc, node_in_scope, not_found, require
 from server.api.pages import render
 from server.api.queries import local
 from server.core.db import CommandRow, Node, Pond, Snapshot
 from server.fleet import health as health_history
 from server.fleet import rollout as models
-from server.link import commands
 
 router = APIRouter()
-# What the buttons send, and how long each command may wait for the node.
-BUTTONS: dict[str, int] = {"snapshot": 300, "selftest": 300, "horn_test": 120, "enrol": 600,
-                           "restart": 120}
 SERIES = (("fps", "#0b57a4", "fps"), ("temperature_c", "#b00020", "temp"),
           ("outbox_depth", "#a65e00", "outbox"))
 
@@ -109,21 +105,6 @@ def node_commands(request: Request, node_id: str, scope: CurrentScope, svc: Svc,
     node = node_in_scope(s, scope, node_id)
     return render(request, "_commands.html", scope, n={"id": node.id},
                   commands=command_rows(s, node.id, svc.clock.now()))
-
-
-def send_command(svc: Svc, s: Session, node_id: str, cmd: str, by: str) -> CommandRow:
-    """Send one of the button commands to a node (caller checked scope; commits)."""
-    if cmd not in BUTTONS:
-        raise HTTPException(422, f"unknown command {cmd!r}; one of {', '.join(BUTTONS)}")
-    client = svc.ingest.client if svc.ingest else None
-    topics = svc.ingest.topics if svc.ingest else Topics(svc.cfg.mqtt.topic_prefix)
-    try:
-        row = commands.send(s, client, topics, node_id, cmd, {}, BUTTONS[cmd], by,
-                            svc.clock.now())
-    except commands.CommandError as exc:
-        raise HTTPException(503, f"指令未发出 (command not sent): {exc}") from exc
-    s.commit()
-    return row
 
 
 @router.get("/snapshots/{node_id}/{snapshot_id}.jpg")

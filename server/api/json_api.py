@@ -12,10 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from protocol.topics import Topics
-from server.api.ack import AckAction, apply_action
+from server.api.actions import AckAction, add_silence, apply_action
 from server.api.deps import ApiScope, Db, Svc, alert_in_scope, node_in_scope, require
-from server.api.queries import alert_dict, event_dicts, list_alerts, timeline_dicts
-from server.api.web import add_silence, pond_rows
+from server.api.queries import (
+    alert_dict,
+    event_dicts,
+    list_alerts,
+    pond_rows,
+    timeline_dicts,
+)
 from server.core.db import Alert, CommandRow, Pond
 from server.link import commands
 

@@ -11,11 +11,10 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from server.access.scope import Scope, pond_filter
+from server.api.actions import send_command
 from server.api.deps import CurrentScope, Db, Svc, pond_in_scope, require
-from server.api.fleet import send_command
 from server.api.pages import render
-from server.api.queries import local
-from server.api.web import pond_rows, silences_in_scope
+from server.api.queries import local, pond_rows, silences_in_scope
 from server.core.db import Alert, EventRow, Node, Pond, Snapshot
 
 router = APIRouter()

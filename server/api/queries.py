@@ -1,17 +1,26 @@
-"""Plain data for templates and JSON: alerts with their pond, timeline and timings."""
+"""Plain data for templates and JSON: alerts with timeline and events, ponds, silences in scope."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from server.access.scope import Scope, pond_filter
+from server.access.scope import Scope, node_filter, pond_filter
 from server.alerting import alerts
 from server.alerting.paging import BEIJING, map_link
-from server.core.db import Alert, EventRow, Person, Pond, TimelineEntry
+from server.core.db import (
+    Alert,
+    EquipmentState,
+    EventRow,
+    Node,
+    Person,
+    Pond,
+    Silence,
+    TimelineEntry,
+)
 
 
 def local(ts: datetime | None) -> str:
@@ -79,3 +88,45 @@ def list_alerts(s: Session, state: str | None = None, limit: int = 200, *,
         q = q.where(Alert.state == state)
     q = q.order_by(Alert.id.desc()).limit(limit)
     return [alert_dict(a, p) for a, p in s.execute(q)]
+
+
+def pond_rows(s: Session, scope: Scope) -> list[dict[str, Any]]:
+    """Per pond in scope: nodes with their state and each kit item present/missing/unknown."""
+    out: list[dict[str, Any]] = []
+    equipment: dict[str, list[EquipmentState]] = {}
+    for e in s.scalars(select(EquipmentState).where(pond_filter(scope, EquipmentState.pond_id))
+                       .order_by(EquipmentState.item)):
+        equipment.setdefault(e.pond_id, []).append(e)
+    nodes: dict[str, list[Node]] = {}
+    for n in s.scalars(select(Node).where(pond_filter(scope, Node.pond_id)).order_by(Node.id)):
+        nodes.setdefault(n.pond_id, []).append(n)
+    blind: dict[str, list[str]] = {}
+    for a in s.scalars(select(Alert).where(Alert.state != "resolved",
+                                           Alert.kind.in_(("camera_fault", "node_offline")),
+                                           pond_filter(scope, Alert.pond_id))):
+        blind.setdefault(a.pond_id, []).append(alerts.KIND_ZH.get(a.kind, a.kind))
+    for p in s.scalars(select(Pond).where(pond_filter(scope, Pond.id)).order_by(Pond.id)):
+        out.append({
+            "watched": p.id not in blind and bool(nodes.get(p.id)),
+            "faults": blind.get(p.id, []),
+            "id": p.id, "name": p.name, "village": p.village, "grid": p.grid_id,
+            "nodes": [{"id": n.id, "state": n.state, "since": local(n.state_at),
+                       "camera": (n.health or {}).get("camera"),
+                       "fps": (n.health or {}).get("fps"),
+                       "temperature_c": (n.health or {}).get("temperature_c"),
+                       "outbox_depth": (n.health or {}).get("outbox_depth"),
+                       "health_at": local(n.health_at)} for n in nodes.get(p.id, [])],
+            "equipment": [{"item": e.item, "item_zh": alerts.ITEM_ZH.get(e.item, e.item),
+                           "state": e.state, "since": local(e.since),
+                           "since_iso": e.since.isoformat() if e.since else None}
+                          for e in equipment.get(p.id, [])],
+        })
+    return out
+
+
+def silences_in_scope(s: Session, scope: Scope, now: datetime) -> list[Silence]:
+    """Current and future silences on ponds or nodes in scope."""
+    return list(s.scalars(select(Silence).where(
+        Silence.ends > now, or_(pond_filter(scope, Silence.pond_id),
+                                node_filter(scope, Silence.node_id)))
+        .order_by(Silence.starts)))

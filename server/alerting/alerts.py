@@ -22,18 +22,6 @@ TASK_TARGETS = {
     EventType.CAMERA_FAULT.value: "technicians",
     NODE_OFFLINE: "technicians",
 }
-KIND_ZH = {
-    "person_submerged": "有人没入水中", "child_near_water": "儿童靠近水边",
-    "person_in_water": "有人在水中", "sos": "求救按钮被按下",
-    "equipment_missing": "救援器材缺失", "camera_fault": "摄像头故障", NODE_OFFLINE: "设备离线",
-}
-STATE_ZH = {"open": "新告警", "notified": "已通知", "acknowledged": "已收到",
-            "on_scene": "已到场", "resolved": "已处理"}
-OUTCOME_ZH = {"real": "真实", "false_alarm": "误报", "test": "测试"}
-ITEM_ZH = {"lifebuoy": "救生圈", "sign": "警示牌", "warning_sign": "警示牌", "rope": "救生绳",
-           "safety_rope": "救生绳", "poles": "竹竿", "bamboo_poles": "竹竿"}
-
-
 class AlertError(ValueError):
     """An action that does not fit the alert's state."""
 

@@ -10,10 +10,9 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import apprise
 from sqlalchemy import or_, select, update
@@ -21,12 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.access.links import AckLinks
 from server.alerting import alerts
+from server.alerting.wording import page_text
 from server.core.clock import Clock
 from server.core.db import Alert, Delivery, Person, Pond, Snapshot
 from server.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
-BEIJING = timezone(timedelta(hours=8))
 Sender = Callable[[str, str, str, Path | None], bool]
 LEASE_S = 120.0  # a delivery 'sending' longer than this by a replica that is gone is re-sent
 SWEEP_AGE_S = 2.0  # pending this long and in nobody's queue: a replica died before sending
@@ -40,38 +39,6 @@ def apprise_send(url: str, title: str, body: str, attachment: Path | None) -> bo
         return False
     attach = apprise.AppriseAttachment(str(attachment)) if attachment else None
     return bool(ap.notify(body=body, title=title, attach=attach))
-
-
-def map_link(lat: float | None, lon: float | None, name: str) -> str | None:
-    """An Amap marker link for the pond's WGS-84 coordinates."""
-    if lat is None or lon is None:
-        return None
-    return (f"https://uri.amap.com/marker?position={lon:.6f},{lat:.6f}"
-            f"&name={quote(name)}&coordinate=wgs84")
-
-
-def compose(alert: Alert, pond: Pond, link: str, step: int, item_zh: str = "") -> tuple[str, str]:
-    """Title and body of a page, in Simplified Chinese, with the acknowledge link."""
-    what = alerts.KIND_ZH.get(alert.kind, alert.kind)
-    if alert.kind == "equipment_missing":
-        what = f"{alerts.ITEM_ZH.get(alert.subject, alert.subject)}缺失"
-    if alert.urgent:
-        tag = "【紧急】"
-    else:
-        tag = "【待办】" if alert.kind == "equipment_missing" else "【运维】"
-    title = f"{tag}{pond.name}：{what}"
-    when = alert.opened_at.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S")
-    lines = [f"{pond.name}（{pond.village}）" if pond.village else pond.name,
-             f"{what}{item_zh}", f"时间：{when}（北京时间）",
-             f"告警编号 #{alert.id}" + (f"，第{step + 1}次通知" if alert.urgent else "")]
-    if alert.urgent:
-        lines.append(f"请立即确认：{link}")
-    else:
-        lines.append(f"请查看并处理：{link}")
-    maplink = map_link(pond.lat, pond.lon, pond.name)
-    if maplink:
-        lines.append(f"地图：{maplink}")
-    return title, "\n".join(lines)
 
 
 class Pager:
@@ -278,7 +245,7 @@ class Pager:
                 s.commit()
                 return None
             link = self.links.url(alert.id, person.id, now)
-            title, body = compose(alert, pond, link, d.step)
+            title, body = page_text(alert, pond, link, d.step)
             attachment = self._attachment(s, alert)
         results: list[tuple[str, bool]] = []
         try:

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.access.scope import Scope, pond_filter
-from server.alerting.paging import BEIJING
 from server.alerting.report import safe_cell
+from server.alerting.wording import BEIJING
 from server.core.db import Alert, EquipmentState, Grid, Pond
 
 

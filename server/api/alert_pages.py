@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from server.access.scope import Scope, pond_filter
 from server.alerting import alerts
 from server.alerting.live import Hub
+from server.alerting.wording import beijing_time
 from server.api import i18n
 from server.api.deps import (
     CurrentScope,
@@ -28,7 +29,7 @@ from server.api.deps import (
     require,
 )
 from server.api.pages import render
-from server.api.queries import alert_dict, event_dicts, local
+from server.api.queries import alert_dict, event_dicts
 from server.core.db import Alert, Person, Pond, TimelineEntry, User
 
 router = APIRouter()
@@ -64,7 +65,7 @@ def timeline_rows(s: Session, alert_id: int, lang: str) -> list[dict[str, Any]]:
     w = i18n.worder(lang)
     rows = s.scalars(select(TimelineEntry).where(TimelineEntry.alert_id == alert_id)
                      .order_by(TimelineEntry.at, TimelineEntry.id))
-    return [{"at": local(r.at), "kind": r.kind, "kind_words": w("timeline", r.kind),
+    return [{"at": beijing_time(r.at), "kind": r.kind, "kind_words": w("timeline", r.kind),
              "state": r.state, "state_words": w("state", r.state),
              "person": names.get(r.person_id or "", r.person_id or ""),
              "channel": r.channel or "", "result_words": w("result", r.result),

@@ -12,10 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.access.scope import node_filter
+from server.alerting.wording import beijing_time
 from server.api.actions import BUTTONS, send_command
 from server.api.deps import CurrentScope, Db, Svc, node_in_scope, not_found, require
 from server.api.pages import render
-from server.api.queries import local
 from server.core.db import CommandRow, Node, Pond, Snapshot
 from server.fleet import health as health_history
 from server.fleet import rollout as models
@@ -33,7 +33,7 @@ def node_row(s: Session, n: Node, pond: Pond | None, now: datetime) -> dict[str,
     model = models.node_status(s, n)
     return {"id": n.id, "pond_id": n.pond_id, "pond": pond.name if pond else n.pond_id,
             "state": n.state, "state_reason": n.state_reason if n.state == "offline" else None,
-            "last_seen": local(seen),
+            "last_seen": beijing_time(seen),
             "ago_s": (now - seen).total_seconds() if seen else None,
             "fps": h.get("fps"), "temperature_c": h.get("temperature_c"),
             "throttled": h.get("throttled"), "outbox_depth": h.get("outbox_depth"),
@@ -51,10 +51,11 @@ def command_rows(s: Session, node_id: str, now: datetime, limit: int = 20) -> li
     for r in rows:
         checks = r.result.get("checks") if isinstance(r.result, dict) else None
         snap = r.result.get("snapshot_id") if isinstance(r.result, dict) and r.ok else None
-        out.append({"id": r.id, "cmd": r.cmd, "by": r.created_by, "sent": local(r.created_at),
+        out.append({"id": r.id, "cmd": r.cmd, "by": r.created_by,
+                    "sent": beijing_time(r.created_at),
                     "answered": r.result_at is not None, "ok": r.ok,
                     "expired": r.result_at is None and r.expires_at < now,
-                    "at": local(r.result_at),
+                    "at": beijing_time(r.result_at),
                     "checks": checks if isinstance(checks, list) else None,
                     "snapshot_id": snap if isinstance(snap, str) else None,
                     "result": r.result})

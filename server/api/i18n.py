@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.alerting import alerts
-from server.alerting.paging import BEIJING
+from server.alerting.wording import ITEM_ZH, KIND_ZH, OUTCOME_ZH, STATE_ZH, beijing_time
 
 LANGS = ("zh", "en")
 COOKIE = "pw_lang"
 
-# Words for stored ids: {group: {id: (zh, en)}}; the Chinese comes from server.alerting.alerts.
+# Words for stored ids: {group: {id: (zh, en)}}; the Chinese comes from server.alerting.wording.
 _EN_KIND = {"person_submerged": "Person under water", "child_near_water": "Child near water",
             "person_in_water": "Person in water", "sos": "SOS button pressed",
             "equipment_missing": "Rescue kit missing", "camera_fault": "Camera fault",
@@ -35,14 +33,14 @@ def _pair(zh: dict[str, str], en: dict[str, str]) -> dict[str, tuple[str, str]]:
 
 
 WORDS: dict[str, dict[str, tuple[str, str]]] = {
-    "kind": {**_pair(alerts.KIND_ZH, _EN_KIND),
+    "kind": {**_pair(KIND_ZH, _EN_KIND),
              "person_near_water": ("有人靠近水边", "Person near water"),
              "event_end": ("事件结束", "Event ended"),
              "equipment_restored": ("器材已恢复", "Kit back in place"),
              "camera_ok": ("摄像头恢复", "Camera working again")},
-    "state": _pair(alerts.STATE_ZH, _EN_STATE),
-    "outcome": _pair(alerts.OUTCOME_ZH, _EN_OUTCOME),
-    "item": _pair(alerts.ITEM_ZH, _EN_ITEM),
+    "state": _pair(STATE_ZH, _EN_STATE),
+    "outcome": _pair(OUTCOME_ZH, _EN_OUTCOME),
+    "item": _pair(ITEM_ZH, _EN_ITEM),
     "timeline": {"state": ("状态变更", "State change"), "delivery": ("通知", "Page"),
                  "event": ("事件", "Event"), "note": ("备注", "Note")},
     "result": {"sent": ("已送达", "Delivered"), "failed": ("失败", "Failed"),
@@ -169,11 +167,6 @@ STRINGS: dict[str, tuple[str, str]] = {
 }
 
 
-def beijing(ts: datetime | None) -> str:
-    """A time as Beijing wall-clock text for pages."""
-    return ts.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
-
-
 def lang_of(request: Request) -> str:
     """?lang= wins, then the cookie, then Chinese."""
     q = request.query_params.get("lang")
@@ -214,7 +207,7 @@ def context(request: Request) -> dict[str, Any]:
     """Template globals: lang, t(), w() and the link to the other language."""
     lang = lang_of(request)
     other = "en" if lang == "zh" else "zh"
-    return {"lang": lang, "t": translator(lang), "w": worder(lang), "local": beijing,
+    return {"lang": lang, "t": translator(lang), "w": worder(lang), "local": beijing_time,
             "other_lang_url": str(request.url.include_query_params(lang=other))}
 
 

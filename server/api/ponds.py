@@ -11,10 +11,11 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from server.access.scope import Scope, pond_filter
+from server.alerting.wording import beijing_time
 from server.api.actions import send_command
 from server.api.deps import CurrentScope, Db, Svc, pond_in_scope, require
 from server.api.pages import render
-from server.api.queries import local, pond_rows, silences_in_scope
+from server.api.queries import pond_rows, silences_in_scope
 from server.core.db import Alert, EventRow, Node, Pond, Snapshot
 
 router = APIRouter()
@@ -29,7 +30,7 @@ def last_events(s: Session, scope: Scope) -> dict[str, dict[str, Any]]:
               .where(pond_filter(scope, EventRow.pond_id)).group_by(EventRow.pond_id).subquery())
     q = select(EventRow).join(newest, and_(EventRow.pond_id == newest.c.pond_id,
                                            EventRow.ts == newest.c.ts))
-    return {e.pond_id: {"type": e.type, "at": local(e.ts), "alert_id": e.alert_id}
+    return {e.pond_id: {"type": e.type, "at": beijing_time(e.ts), "alert_id": e.alert_id}
             for e in s.scalars(q)}
 
 
@@ -41,7 +42,8 @@ def requested_snapshots(s: Session, scope: Scope) -> dict[str, dict[str, Any]]:
          .order_by(Snapshot.received_at.desc()).limit(500))
     out: dict[str, dict[str, Any]] = {}
     for event_id, node_id, at, pond_id in s.execute(q):
-        out.setdefault(pond_id, {"url": f"/snapshots/{node_id}/{event_id}.jpg", "at": local(at)})
+        out.setdefault(pond_id, {"url": f"/snapshots/{node_id}/{event_id}.jpg",
+                                 "at": beijing_time(at)})
     return out
 
 
@@ -174,7 +176,7 @@ def silences_page(request: Request, scope: CurrentScope, svc: Svc, s: Db) -> Res
                                         .order_by(Pond.name))}
     nodes = list(s.scalars(select(Node).where(pond_filter(scope, Node.pond_id)).order_by(Node.id)))
     rows = [{"pond": ponds[r.pond_id].name if r.pond_id in ponds else r.pond_id,
-             "node": r.node_id, "starts": local(r.starts), "ends": local(r.ends),
+             "node": r.node_id, "starts": beijing_time(r.starts), "ends": beijing_time(r.ends),
              "reason": r.reason, "by": r.created_by}
             for r in silences_in_scope(s, scope, svc.clock.now())]
     return render(request, "silences.html", scope, silences=rows, ponds=list(ponds.values()),

@@ -9,8 +9,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from server.access.scope import Scope, node_filter, pond_filter
-from server.alerting import alerts
-from server.alerting.paging import BEIJING, map_link
+from server.alerting.wording import ITEM_ZH, KIND_ZH, STATE_ZH, alert_what, beijing_time, map_link
 from server.core.db import (
     Alert,
     EquipmentState,
@@ -23,18 +22,6 @@ from server.core.db import (
 )
 
 
-def local(ts: datetime | None) -> str:
-    """Beijing time for display."""
-    return ts.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
-
-
-def what(alert: Alert) -> str:
-    """The alert kind in Chinese, with the item for equipment."""
-    if alert.kind == "equipment_missing":
-        return f"{alerts.ITEM_ZH.get(alert.subject, alert.subject)}缺失"
-    return alerts.KIND_ZH.get(alert.kind, alert.kind)
-
-
 def alert_dict(alert: Alert, pond: Pond | None) -> dict[str, Any]:
     """An alert as JSON-ready data."""
     def iso(t: datetime | None) -> str | None:
@@ -43,8 +30,8 @@ def alert_dict(alert: Alert, pond: Pond | None) -> dict[str, Any]:
     return {
         "id": alert.id, "pond_id": alert.pond_id, "pond": pond.name if pond else alert.pond_id,
         "village": pond.village if pond else "", "node_id": alert.node_id, "kind": alert.kind,
-        "subject": alert.subject, "what": what(alert), "severity": alert.severity,
-        "urgent": alert.urgent, "state": alert.state, "state_zh": alerts.STATE_ZH[alert.state],
+        "subject": alert.subject, "what": alert_what(alert), "severity": alert.severity,
+        "urgent": alert.urgent, "state": alert.state, "state_zh": STATE_ZH[alert.state],
         "outcome": alert.outcome, "silenced": alert.silenced, "event_count": alert.event_count,
         "opened_at": iso(alert.opened_at), "notified_at": iso(alert.notified_at),
         "acked_at": iso(alert.acked_at), "on_scene_at": iso(alert.on_scene_at),
@@ -52,7 +39,7 @@ def alert_dict(alert: Alert, pond: Pond | None) -> dict[str, Any]:
         "next_step_at": iso(alert.next_step_at),
         "has_snapshot": alert.snapshot_event_id is not None,
         "map_url": map_link(pond.lat, pond.lon, pond.name) if pond else None,
-        "opened_local": local(alert.opened_at),
+        "opened_local": beijing_time(alert.opened_at),
     }
 
 
@@ -61,7 +48,8 @@ def timeline_dicts(s: Session, alert_id: int) -> list[dict[str, Any]]:
     names = {p.id: p.name for p in s.scalars(select(Person))}
     rows = s.scalars(select(TimelineEntry).where(TimelineEntry.alert_id == alert_id)
                      .order_by(TimelineEntry.at, TimelineEntry.id))
-    return [{"at": r.at.isoformat(), "at_local": local(r.at), "kind": r.kind, "state": r.state,
+    return [{"at": r.at.isoformat(), "at_local": beijing_time(r.at), "kind": r.kind,
+             "state": r.state,
              "person_id": r.person_id, "person": names.get(r.person_id or "", r.person_id),
              "channel": r.channel, "result": r.result, "detail": r.detail} for r in rows]
 
@@ -73,7 +61,8 @@ def event_dicts(s: Session, alert_id: int, limit: int = 200) -> list[dict[str, A
     keep = ("track_id", "zone", "stature_m", "possible_child", "supervised", "item", "reason",
             "ref", "snapshot")
     return [{"id": e.id, "type": e.type, "node_id": e.node_id, "ts": e.ts.isoformat(),
-             "ts_local": local(e.ts), **{k: e.payload.get(k) for k in keep if k in e.payload}}
+             "ts_local": beijing_time(e.ts),
+             **{k: e.payload.get(k) for k in keep if k in e.payload}}
             for e in rows]
 
 
@@ -104,20 +93,20 @@ def pond_rows(s: Session, scope: Scope) -> list[dict[str, Any]]:
     for a in s.scalars(select(Alert).where(Alert.state != "resolved",
                                            Alert.kind.in_(("camera_fault", "node_offline")),
                                            pond_filter(scope, Alert.pond_id))):
-        blind.setdefault(a.pond_id, []).append(alerts.KIND_ZH.get(a.kind, a.kind))
+        blind.setdefault(a.pond_id, []).append(KIND_ZH.get(a.kind, a.kind))
     for p in s.scalars(select(Pond).where(pond_filter(scope, Pond.id)).order_by(Pond.id)):
         out.append({
             "watched": p.id not in blind and bool(nodes.get(p.id)),
             "faults": blind.get(p.id, []),
             "id": p.id, "name": p.name, "village": p.village, "grid": p.grid_id,
-            "nodes": [{"id": n.id, "state": n.state, "since": local(n.state_at),
+            "nodes": [{"id": n.id, "state": n.state, "since": beijing_time(n.state_at),
                        "camera": (n.health or {}).get("camera"),
                        "fps": (n.health or {}).get("fps"),
                        "temperature_c": (n.health or {}).get("temperature_c"),
                        "outbox_depth": (n.health or {}).get("outbox_depth"),
-                       "health_at": local(n.health_at)} for n in nodes.get(p.id, [])],
-            "equipment": [{"item": e.item, "item_zh": alerts.ITEM_ZH.get(e.item, e.item),
-                           "state": e.state, "since": local(e.since),
+                       "health_at": beijing_time(n.health_at)} for n in nodes.get(p.id, [])],
+            "equipment": [{"item": e.item, "item_zh": ITEM_ZH.get(e.item, e.item),
+                           "state": e.state, "since": beijing_time(e.since),
                            "since_iso": e.since.isoformat() if e.since else None}
                           for e in equipment.get(p.id, [])],
         })

@@ -10,9 +10,9 @@ from markupsafe import Markup
 
 from server.access.scope import Scope
 from server.alerting import report, weekly
+from server.alerting.wording import beijing_time
 from server.api import i18n
 from server.api.deps import Db, PageScope, PageUser, Svc, scope_context, templates
-from server.api.queries import local
 
 router = APIRouter()
 
@@ -57,7 +57,7 @@ def report_page(request: Request, user: PageUser, scope: PageScope, svc: Svc, s:
         "user": user, "rows": rows, "county": county, "grids": grids, **scope_context(scope),
         # chart_svg escapes every name it puts into the markup
         "chart": Markup(report.chart_svg([*grids, county], labels)),  # noqa: S704
-        "start": local(a), "end": local(b), "q": request.url.query,
+        "start": beijing_time(a), "end": beijing_time(b), "q": request.url.query,
         "weekly": weekly.weekly(s, a, b, scope=scope),
         "missing": weekly.missing_kit(s, scope=scope)})
 

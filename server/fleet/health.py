@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from protocol.payloads import Health
-from server.alerting.paging import BEIJING
+from server.alerting.wording import BEIJING
 from server.core.db import HealthSample
 
 MAX_POINTS = 2000  # what one chart draws at most

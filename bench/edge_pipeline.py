@@ -31,7 +31,8 @@ from edge.camera.sources import LatestFrameSlot, open_source  # noqa: E402
 from edge.config import NodeConfig, load_config  # noqa: E402
 from edge.replay import EPOCH, replay_ids  # noqa: E402
 from edge.rules.pipeline import Pipeline  # noqa: E402
-from edge.vision.detector import TRACK_FLOOR, UltralyticsDetector  # noqa: E402
+from edge.vision.detector import UltralyticsDetector  # noqa: E402
+from edge.vision.types import TRACK_FLOOR  # noqa: E402
 from edge.vision.windows import detect_people, region_window, zoom_windows  # noqa: E402
 
 THROUGHPUT_SCENES = ("child_to_bank", "person_into_water")

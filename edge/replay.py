@@ -13,7 +13,8 @@ from edge.config import NodeConfig
 from edge.rules.engine import IdFactory
 from edge.rules.pipeline import Pipeline
 from edge.site.watch import SiteWatch
-from edge.vision.detector import Detector, DetectorError, load_detector
+from edge.vision.detector import DetectorError, load_detector
+from edge.vision.types import Detector
 from protocol import Event
 
 log = logging.getLogger(__name__)

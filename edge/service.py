@@ -266,7 +266,8 @@ class NodeService:
         """Switch to the model the server assigned (edge/model/deploy.py), or roll back."""
         from edge.link.mqtt import mqtt_password
         from edge.model.deploy import ModelDeployer
-        from edge.vision.detector import Detector, load_detector
+        from edge.vision.detector import load_detector
+        from edge.vision.types import Detector
 
         def swap(new: Detector) -> Detector:
             old, self.detector = self.detector, new

@@ -16,7 +16,7 @@ from typing import Any
 from edge.config import NodeConfig
 from edge.model import store as modelstore
 from edge.model.store import ModelIdentity, ModelStoreError
-from edge.vision.detector import Detector
+from edge.vision.types import Detector
 
 log = logging.getLogger(__name__)
 

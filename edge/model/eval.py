@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import NodeConfig
-from edge.vision.detector import Detector, DetectorError, load_detector
+from edge.vision.detector import DetectorError, load_detector
+from edge.vision.types import Detector
 from edge.vision.windows import detect_people, iou_and_inside
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from edge.config import NodeConfig
-from edge.vision.detector import Detection
 from edge.vision.geometry import (
     BANK,
     WATER,
@@ -23,6 +22,7 @@ from edge.vision.geometry import (
     touches_border,
     zone_of,
 )
+from edge.vision.types import Detection
 from protocol.payloads import Event, EventType, new_event_id
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ import numpy as np
 from edge.config import NodeConfig
 from edge.rules.engine import PERSON_MEANINGS, IdFactory, RuleEngine, _default_ids
 from edge.vision.background import Background
-from edge.vision.detector import Detection, Detector
 from edge.vision.geometry import foot_point, stature_model, zone_of
 from edge.vision.motion import MotionGate
 from edge.vision.snapshot import Mark, encode_jpeg, snapshot
+from edge.vision.types import Detection, Detector
 from edge.vision.windows import detect_people
 from protocol.payloads import Event, EventType, Severity
 

@@ -13,8 +13,8 @@ import logging
 import cv2
 import numpy as np
 
-from edge.vision.detector import Detection
 from edge.vision.geometry import distance, foot_point
+from edge.vision.types import Detection
 
 log = logging.getLogger(__name__)
 

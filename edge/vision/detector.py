@@ -1,55 +1,23 @@
-"""The detector seam: Detection, the Detector protocol and the Ultralytics backend."""
+"""The Ultralytics detector backend behind the Detector seam of edge.vision.types."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from edge.config import ModelConfig
 from edge.vision.tracking import new_tracker, track_update
-from edge.vision.windows import Candidate
+from edge.vision.types import TRACK_FLOOR, Candidate, Detection, Detector
 
 log = logging.getLogger(__name__)
-
-TRACK_FLOOR = 0.1  # detections down to this confidence feed the tracker's second stage
 
 
 class DetectorError(RuntimeError):
     """A model that cannot be loaded or run."""
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One object in one frame; box is (x1, y1, x2, y2) normalised to 0..1."""
-
-    track_id: int | None
-    meaning: str
-    cls_name: str
-    conf: float
-    box: tuple[float, float, float, float]
-
-
-class Detector(Protocol):
-    """Finds (and tracks) the objects named in the label map."""
-
-    def predict(self, crops: Sequence[np.ndarray], imgsz: int, floor: float
-                ) -> list[list[Candidate]]:
-        """Candidates per crop (pixel boxes in the crop) of the label map's classes."""
-
-    def label(self, c: Candidate, w: int, h: int) -> Detection:
-        """A frame-pixel candidate as a normalised Detection with its meaning."""
-
-    def track(self, frame: np.ndarray, detections: Sequence[Detection] | None = None
-              ) -> list[Detection]:
-        """Tracked detections (persisting across calls) from this frame's detections."""
-
-    def reset(self) -> None:
-        """Forget all tracks (a new video or a camera that reconnected)."""
 
 
 def meaning_map(labels: dict[str, list[str]]) -> dict[str, str]:

@@ -13,16 +13,13 @@ The node's one detection step (`detect_people`), used by `run`, `replay` and `ev
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 import numpy as np
 
 from edge.config import NodeConfig
 from edge.vision.geometry import stature_model
-
-if TYPE_CHECKING:
-    from edge.vision.detector import Detection, Detector
+from edge.vision.types import TRACK_FLOOR, Candidate, Detection, Detector
 
 Window = tuple[int, int, int, int]      # x0, y0, x1, y1 in frame pixels
 Box = tuple[float, float, float, float]
@@ -34,15 +31,6 @@ MERGE_IOU = 0.5         # boxes from different views overlapping this much are o
 CONTAINED = 0.8         # a weaker box lying this much inside a stronger one is a part of it
 ZOOM_MIN_CONF = 0.15    # weaker pass-1 boxes are noise, not someone to look at closer: an
                         # empty scene costs one inference
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A detection before the label map: pixel box, confidence, class index."""
-
-    box: tuple[float, float, float, float]
-    conf: float
-    cls: int
 
 
 def zone_region(cfg: NodeConfig) -> Box:
@@ -153,7 +141,6 @@ def detect_people(cfg: NodeConfig, detector: Detector, frame: np.ndarray,
     Returns every detection >= floor (default: the tracker's floor), strongest first;
     `run`, `replay` and `eval` all call this.
     """
-    from edge.vision.detector import TRACK_FLOOR
     floor = min(TRACK_FLOOR, cfg.model.conf) if floor is None else floor
     h, w = frame.shape[:2]
     win = region_window(cfg, w, h)

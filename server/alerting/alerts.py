@@ -9,7 +9,16 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from protocol.payloads import CRITICAL_TYPES, Event, EventType
-from server.core.db import Alert, EquipmentState, EventRow, Node, Silence, TimelineEntry
+from server.core.db import (
+    Alert,
+    EquipmentState,
+    EventRow,
+    Grid,
+    Node,
+    Pond,
+    Silence,
+    TimelineEntry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +33,13 @@ TASK_TARGETS = {
 }
 class AlertError(ValueError):
     """An action that does not fit the alert's state."""
+
+
+def policy_of(session: Session, pond_id: str) -> str:
+    """The escalation policy of the pond's grid ('default' when it has none)."""
+    pond = session.get(Pond, pond_id)
+    grid = session.get(Grid, pond.grid_id) if pond else None
+    return grid.policy if grid else "default"
 
 
 def timeline(session: Session, alert: Alert, now: datetime, kind: str, detail: str = "",

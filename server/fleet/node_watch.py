@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.alerting import alerts
 from server.core.clock import Clock
 from server.core.config import ServerConfig
-from server.core.db import Alert, Grid, Node, Pond
+from server.core.db import Alert, Node
 
 log = logging.getLogger(__name__)
 # Node.state_reason while offline: said so on a clean stop; the Last Will (the broker saw
@@ -33,7 +33,7 @@ def heard(s: Session, cfg: ServerConfig, node: Node, now: datetime,
         node.heartbeat_s = interval_s
     node.watch_deadline = now + timedelta(seconds=window_s(cfg, node))
     if node.state != "online":
-        alerts.node_status(s, node, "online", policy_of(s, node.pond_id), now)
+        alerts.node_status(s, node, "online", alerts.policy_of(s, node.pond_id), now)
         node.state_reason = None
 
 
@@ -50,17 +50,10 @@ def lost(s: Session, node: Node, reason: str, now: datetime) -> Alert | None:
     """The node went away without saying so: offline, and a technician task opens."""
     if node.state == "offline" and node.state_reason == PLANNED:
         return None  # the Last Will after a clean stop (or a retained copy): still planned
-    alert = alerts.node_status(s, node, "offline", policy_of(s, node.pond_id), now)
+    alert = alerts.node_status(s, node, "offline", alerts.policy_of(s, node.pond_id), now)
     if alert is not None:
         node.state_reason = reason
     return alert
-
-
-def policy_of(s: Session, pond_id: str) -> str:
-    """The escalation policy of the pond's grid."""
-    pond = s.get(Pond, pond_id)
-    grid = s.get(Grid, pond.grid_id) if pond else None
-    return grid.policy if grid else "default"
 
 
 class NodeWatch:

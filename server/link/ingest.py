@@ -427,10 +427,6 @@ class Ingestor:
             return Outcome()
         raise Rejected("topic", f"kind {topic.kind} is not for the server")
 
-    def _policy(self, s: Session, pond_id: str) -> str:
-        """The escalation policy of the pond's grid."""
-        return watch.policy_of(s, pond_id)
-
     def _event(self, s: Session, topic: Topic, node: Node, payload: bytes, now: Any) -> Outcome:
         """Store an event once, route it to an alert."""
         ev: Event = _decode(Event, payload, MAX_EVENT_BYTES)
@@ -449,7 +445,7 @@ class Ingestor:
         s.add(row)
         s.flush()
         before = row.alert_id
-        alert = alerts.on_event(s, row, ev, self._policy(s, node.pond_id), now)
+        alert = alerts.on_event(s, row, ev, alerts.policy_of(s, node.pond_id), now)
         self.metrics.events.labels(ev.type.value).inc()
         new = alert is not None and alert.event_count == 1 and before is None and \
             alert.state == "open"

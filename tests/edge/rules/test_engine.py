@@ -9,10 +9,9 @@ import pytest
 
 from edge.config import NodeConfig
 from edge.rules.engine import RuleEngine
-from edge.vision.detector import Detection
 from edge.vision.geometry import StatureModel, stature_model
+from edge.vision.types import Detection
 from protocol.payloads import Event, EventType
-
 from tests.edge.conftest import T0
 
 FPS = 5.0

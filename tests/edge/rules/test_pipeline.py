@@ -17,7 +17,6 @@ from edge.rules.pipeline import Pipeline
 from edge.vision.motion import MotionGate
 from edge.vision.snapshot import Mark, encode_jpeg, snapshot
 from protocol.limits import MAX_SNAPSHOT_BYTES
-
 from tests.edge.conftest import T0
 
 
@@ -123,7 +122,7 @@ class ScriptedDetector:
         raise AssertionError("predict returns nothing to label")
 
     def track(self, frame: np.ndarray, detections: Any = None) -> list[Any]:
-        from edge.vision.detector import Detection
+        from edge.vision.types import Detection
         return [Detection(tid, "person", "Normal", 0.6, box) for tid, box in self.boxes]
 
     def reset(self) -> None:

@@ -14,10 +14,10 @@ from edge.camera.sources import open_source
 from edge.config import NodeConfig, load_config
 from edge.replay import EPOCH
 from edge.rules.pipeline import Pipeline
-from edge.vision.detector import Detection, UltralyticsDetector
+from edge.vision.detector import UltralyticsDetector
 from edge.vision.geometry import StatureModel, stature_model
 from edge.vision.tracking import tracker_path
-
+from edge.vision.types import Detection
 from tests.edge.conftest import Replays
 from tests.edge.rules.test_engine import person, run, types
 

@@ -15,7 +15,7 @@ from edge.camera.health import CameraHealth
 from edge.cli import main as edge_main
 from edge.config import NodeConfig, load_config
 from edge.site.equipment import EquipmentWatch, enrol, reference_path, roi_px, view_reference_path
-from edge.vision.detector import Detection
+from edge.vision.types import Detection
 from protocol.payloads import Event, EventType
 
 W, H = 960, 540

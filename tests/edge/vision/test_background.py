@@ -14,7 +14,6 @@ from edge.config import NodeConfig, load_config
 from edge.vision.geometry import zone_of
 from protocol.payloads import CRITICAL_TYPES
 from scripts.scene_table import PONDS, pond_scenes
-
 from tests.edge.conftest import Replays
 
 NEW = {s.name: s for s in pond_scenes()}

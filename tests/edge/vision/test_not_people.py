@@ -14,8 +14,8 @@ import pytest
 from edge.config import NodeConfig, load_config
 from edge.model.eval import matches, read_labels
 from edge.rules.pipeline import Pipeline
-from edge.vision.windows import Candidate, detect_people, passes_filters
-
+from edge.vision.types import Candidate
+from edge.vision.windows import detect_people, passes_filters
 from tests.edge.conftest import T0
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "water-people"
@@ -68,7 +68,7 @@ class OneBox:
         return [[Candidate(self.box, self.conf, 0)]] + [[] for _ in crops[1:]]
 
     def label(self, c: Candidate, w: int, h: int) -> Any:
-        from edge.vision.detector import Detection
+        from edge.vision.types import Detection
         b = c.box
         return Detection(None, "person", "Normal", c.conf, (b[0] / w, b[1] / h, b[2] / w,
                                                              b[3] / h))

@@ -11,10 +11,8 @@ import pytest
 
 from edge.config import NodeConfig
 from edge.rules.pipeline import Pipeline
-from edge.vision.detector import Detection
 from edge.vision.tracking import TrackerError, new_tracker, track_update, tracker_path
-from edge.vision.windows import Candidate
-
+from edge.vision.types import Candidate, Detection
 from tests.edge.conftest import T0
 
 W, H = 960, 540

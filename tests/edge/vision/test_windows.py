@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from edge.config import NodeConfig
-from edge.vision.detector import Detection
+from edge.vision.types import Candidate, Detection
 from edge.vision.windows import (
-    Candidate,
     detect_people,
     merge,
     region_window,

@@ -133,7 +133,7 @@ class CameraHealth:
         cond = self._judge(frame, t)
         if cond != self.condition:
             self.condition, self._since = cond, t
-        return self._debounce(t, _wall(wall))
+        return self._debounce(t, wall_time(wall))
 
     def _judge(self, frame: np.ndarray | None, t: float) -> str | None:
         """The raw condition of this moment."""
@@ -187,7 +187,7 @@ class CameraHealth:
         return []
 
 
-def _wall(wall: datetime | float | None) -> datetime:
+def wall_time(wall: datetime | float | None) -> datetime:
     """A timezone-aware UTC datetime from a datetime, an epoch float or None (now)."""
     if wall is None:
         return utc_now()

@@ -46,7 +46,7 @@ class CheckResult:
         return asdict(self)
 
 
-class _Fail(Exception):
+class CheckFailed(Exception):
     """A failed check: the message is the detail, hint says what to do."""
 
     def __init__(self, detail: str, hint: str) -> None:
@@ -62,8 +62,9 @@ def check_config(cfg: NodeConfig, config_path: str) -> str:
     try:
         disk = load_config(config_path)
     except ConfigError as exc:
-        raise _Fail(str(exc).splitlines()[0], "修正上面提到的字段 / fix the field named above, "
-                    "then `pondwatch-edge run CONFIG --check-config`") from exc
+        raise CheckFailed(str(exc).splitlines()[0],
+                          "修正上面提到的字段 / fix the field named above, then "
+                          "`pondwatch-edge run CONFIG --check-config`") from exc
     return f"node {disk.node_id}, pond {disk.pond_id}"
 
 
@@ -75,7 +76,7 @@ def check_camera(cfg: NodeConfig, frames: int = 3, timeout_s: float = 10.0) -> t
         src = open_source(cfg.camera.source, cfg.camera.fps, width=cfg.camera.width,
                           height=cfg.camera.height, stall_s=cfg.camera.stall_s)
     except SourceError as exc:
-        raise _Fail(str(exc), hint) from exc
+        raise CheckFailed(str(exc), hint) from exc
     got: list[Any] = []
     live = is_live(cfg.camera.source)
     deadline = time.monotonic() + timeout_s
@@ -89,15 +90,16 @@ def check_camera(cfg: NodeConfig, frames: int = 3, timeout_s: float = 10.0) -> t
     finally:
         src.close()
     if not got:
-        raise _Fail(f"no frame within {timeout_s:.0f} s", hint)
+        raise CheckFailed(f"no frame within {timeout_s:.0f} s", hint)
     frame = got[-1]
     h, w = frame.shape[:2]
     brightness = float(frame.mean())
     detail = f"{w}x{h}, brightness {brightness:.0f}/255, {len(got)} frames"
     if brightness < DARK:
-        raise _Fail(detail + ": too dark", "镜头被遮挡或夜间无补光 / lens covered or no IR light")
+        raise CheckFailed(detail + ": too dark",
+                          "镜头被遮挡或夜间无补光 / lens covered or no IR light")
     if brightness > BRIGHT:
-        raise _Fail(detail + ": overexposed", "镜头正对强光 / camera faces the sun or a lamp")
+        raise CheckFailed(detail + ": overexposed", "镜头正对强光 / camera faces the sun or a lamp")
     return detail, frame
 
 
@@ -111,8 +113,9 @@ def check_model(cfg: NodeConfig, frame: Any = None) -> str:
     try:
         det = load_detector(cfg.model)
     except DetectorError as exc:
-        raise _Fail(str(exc), "运行 scripts/fetch_model.py 或检查 model.path 与 model.labels / "
-                    "fetch the model, check model.path and model.labels") from exc
+        raise CheckFailed(str(exc), "运行 scripts/fetch_model.py 或检查 model.path 与 "
+                          "model.labels / fetch the model, check model.path and model.labels"
+                          ) from exc
     load_s = time.monotonic() - t0
     img = frame if frame is not None else np.full((480, 640, 3), 114, np.uint8)
     det.track(img)                       # warm-up
@@ -126,8 +129,8 @@ def check_model(cfg: NodeConfig, frame: Any = None) -> str:
     detail = f"{Path(cfg.model.path).name} loaded in {load_s:.1f} s, {ms:.0f} ms/frame " \
              f"at {cfg.model.imgsz}"
     if ms > 2000:
-        raise _Fail(detail, "推理太慢：减小 model.imgsz 或导出 NCNN / too slow: smaller imgsz "
-                    "or an NCNN export")
+        raise CheckFailed(detail, "推理太慢：减小 model.imgsz 或导出 NCNN / too slow: smaller "
+                          "imgsz or an NCNN export")
     return detail
 
 
@@ -163,24 +166,24 @@ def check_zones(cfg: NodeConfig) -> str:
         if not poly:
             continue
         if _crosses(poly):
-            raise _Fail(f"zone {name} crosses itself", hint)
+            raise CheckFailed(f"zone {name} crosses itself", hint)
         area = _area(poly)
         if area < 0.005:
-            raise _Fail(f"zone {name} covers only {area:.1%} of the frame", hint)
+            raise CheckFailed(f"zone {name} covers only {area:.1%} of the frame", hint)
         parts.append(f"{name} {area:.0%}")
     refs = sorted(cfg.stature.references, key=lambda r: r.foot[1])
     if refs:
         ppm = [(r.foot[1] - r.head[1]) / r.height_m for r in refs]
         if any(b <= a for a, b in zip(ppm, ppm[1:], strict=False)):
-            raise _Fail("calibration: people do not look taller nearer the camera",
-                        "重新量取参考身高（近处的人应显得更高）/ re-measure the references")
+            raise CheckFailed("calibration: people do not look taller nearer the camera",
+                              "重新量取参考身高（近处的人应显得更高）/ re-measure the references")
         parts.append(f"calibrated with {len(refs)} references")
     else:
         parts.append("not calibrated: every person counts as a possible child")
     missing = [e.item for e in cfg.equipment if e.reference and not Path(e.reference).exists()]
     if missing:
-        raise _Fail(f"no reference image for {', '.join(missing)}",
-                    "运行 `pondwatch-edge enrol CONFIG` / run enrol")
+        raise CheckFailed(f"no reference image for {', '.join(missing)}",
+                          "运行 `pondwatch-edge enrol CONFIG` / run enrol")
     return ", ".join(parts)
 
 
@@ -202,7 +205,7 @@ def check_gpio(cfg: NodeConfig, pin_factory: Any = None, toggle_s: float = 0.2) 
                 time.sleep(toggle_s)
                 dev.off()
                 if not on or dev.value != 0:
-                    raise _Fail(f"{name} (GPIO{pin}) did not switch", hint)
+                    raise CheckFailed(f"{name} (GPIO{pin}) did not switch", hint)
             parts.append(f"{name} GPIO{pin} toggled")
         if gpio.sos_button is not None:
             with Button(gpio.sos_button, pull_up=True, pin_factory=pin_factory) as btn:
@@ -212,7 +215,7 @@ def check_gpio(cfg: NodeConfig, pin_factory: Any = None, toggle_s: float = 0.2) 
             with MotionSensor(gpio.pir, pin_factory=pin_factory) as pir:
                 parts.append(f"pir GPIO{gpio.pir} {'motion' if pir.motion_detected else 'idle'}")
     except (GPIOZeroError, OSError, RuntimeError) as exc:
-        raise _Fail(f"{type(exc).__name__}: {exc}", hint) from exc
+        raise CheckFailed(f"{type(exc).__name__}: {exc}", hint) from exc
     return "; ".join(parts) or "no GPIO fitted"
 
 
@@ -222,8 +225,8 @@ def check_broker(cfg: NodeConfig, timeout_s: float = 8.0) -> str:
     try:
         return round_trip(cfg, timeout_s)
     except RuntimeError as exc:
-        raise _Fail(str(exc), "检查网络/4G、mqtt.url、密码和证书 / check the link, mqtt.url, "
-                    "password and CA") from exc
+        raise CheckFailed(str(exc), "检查网络/4G、mqtt.url、密码和证书 / check the link, mqtt.url, "
+                          "password and CA") from exc
 
 
 def _existing(folder: Path) -> Path:
@@ -239,7 +242,7 @@ def check_disk(cfg: NodeConfig) -> str:
     free_mb = usage.free / 1e6
     detail = f"{free_mb:.0f} MB free of {usage.total / 1e6:.0f} MB"
     if free_mb < MIN_FREE_MB:
-        raise _Fail(detail, "清理空间或换更大的 SD 卡 / free space or a larger SD card")
+        raise CheckFailed(detail, "清理空间或换更大的 SD 卡 / free space or a larger SD card")
     return detail
 
 
@@ -250,11 +253,11 @@ def check_temperature(cfg: NodeConfig, config_path: str) -> str:
     detail = (f"{temp:.1f} °C" if temp is not None else "no temperature sensor") + (
         f", throttled flags 0x{flags:x}" if flags is not None else "")
     if temp is not None and temp >= MAX_TEMP_C:
-        raise _Fail(detail, "加遮阳罩/散热片 / add a sun shade or heat sink")
+        raise CheckFailed(detail, "加遮阳罩/散热片 / add a sun shade or heat sink")
     if flags is not None and flags & THROTTLED_NOW_MASK:
-        raise _Fail(detail + " (limited now)",
-                    "电源电压不足或过热：换 5V 3A 电源 / under-voltage or heat: "
-                    "use a 5 V 3 A supply")
+        raise CheckFailed(detail + " (limited now)",
+                          "电源电压不足或过热：换 5V 3A 电源 / under-voltage or heat: "
+                          "use a 5 V 3 A supply")
     return detail
 
 
@@ -264,7 +267,7 @@ def check_clock(now: float | None = None, timedatectl: str | None = "timedatectl
     stamp = datetime.fromtimestamp(now, UTC)
     hint = "启用 NTP：`timedatectl set-ntp true`，检查网络 / enable NTP and check the link"
     if stamp.year < 2025:
-        raise _Fail(f"clock says {stamp:%Y-%m-%d %H:%M} UTC", hint)
+        raise CheckFailed(f"clock says {stamp:%Y-%m-%d %H:%M} UTC", hint)
     exe = shutil.which(timedatectl) if timedatectl else None
     sync = "unknown"
     if exe:
@@ -277,7 +280,7 @@ def check_clock(now: float | None = None, timedatectl: str | None = "timedatectl
             pass
     detail = f"{stamp:%Y-%m-%d %H:%M:%S} UTC, NTP synchronised: {sync}"
     if sync == "no":
-        raise _Fail(detail, hint)
+        raise CheckFailed(detail, hint)
     return detail
 
 
@@ -292,7 +295,7 @@ def check_outbox(cfg: NodeConfig) -> str:
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
-        raise _Fail(f"{folder} not writable: {exc.strerror or exc}", hint) from exc
+        raise CheckFailed(f"{folder} not writable: {exc.strerror or exc}", hint) from exc
     db = Path(cfg.outbox)
     if not db.exists():
         return f"{folder} writable; outbox not created yet"
@@ -301,9 +304,9 @@ def check_outbox(cfg: NodeConfig) -> str:
             verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
             depth = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
     except sqlite3.Error as exc:
-        raise _Fail(f"outbox {db} unreadable: {exc}", hint) from exc
+        raise CheckFailed(f"outbox {db} unreadable: {exc}", hint) from exc
     if verdict != "ok":
-        raise _Fail(f"outbox {db} damaged: {verdict}", hint)
+        raise CheckFailed(f"outbox {db} damaged: {verdict}", hint)
     return f"{folder} writable; {depth} events waiting"
 
 
@@ -338,7 +341,7 @@ def run_checks(cfg: NodeConfig, config_path: str, *, pin_factory: Any = None,
             continue
         try:
             results.append(CheckResult(name, True, steps[name]()))
-        except _Fail as exc:
+        except CheckFailed as exc:
             results.append(CheckResult(name, False, str(exc), exc.hint))
         except Exception as exc:
             log.exception("diag check %s crashed", name)

@@ -35,8 +35,8 @@ MAX_SAMPLES = 60
 IdFactory = Callable[[str, int | None, float], str]
 
 
-def _default_ids(kind: str, track_id: int | None, t: float) -> str:
-    """A fresh random event id."""
+def random_ids(kind: str, track_id: int | None, t: float) -> str:
+    """A fresh random event id: the ids of a live node (replay passes its own)."""
     return new_event_id()
 
 
@@ -87,7 +87,7 @@ class RuleEngine:
     """Turns tracked detections over time into protocol events."""
 
     def __init__(self, cfg: NodeConfig, stature: StatureModel | None,
-                 ids: IdFactory = _default_ids) -> None:
+                 ids: IdFactory = random_ids) -> None:
         """Rules for one node; ids makes event ids (deterministic in replay)."""
         self.cfg = cfg
         self.rules = cfg.rules

@@ -10,7 +10,7 @@ from datetime import datetime
 import numpy as np
 
 from edge.config import NodeConfig
-from edge.rules.engine import PERSON_MEANINGS, IdFactory, RuleEngine, _default_ids
+from edge.rules.engine import PERSON_MEANINGS, IdFactory, RuleEngine, random_ids
 from edge.vision.background import Background
 from edge.vision.geometry import foot_point, stature_model, zone_of
 from edge.vision.motion import MotionGate
@@ -60,7 +60,7 @@ PRESENCE_CONF = 0.2  # a detection this sure in a zone keeps the detector awake,
 class Pipeline:
     """Everything between a frame and the events it causes."""
 
-    def __init__(self, cfg: NodeConfig, detector: Detector, *, ids: IdFactory = _default_ids,
+    def __init__(self, cfg: NodeConfig, detector: Detector, *, ids: IdFactory = random_ids,
                  idle: bool = True, snapshots: bool = True,
                  empty_view: np.ndarray | None = None) -> None:
         """A pipeline for one node; ids makes event ids, idle enables the motion gate,

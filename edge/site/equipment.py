@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.camera.health import WORK_W, _wall, blindness, frame_stats
+from edge.camera.health import WORK_W, blindness, frame_stats, wall_time
 from edge.config import Equipment, NodeConfig
 from protocol.payloads import Event, EventType, utc_now
 
@@ -123,7 +123,7 @@ class EquipmentWatch:
         as an occluding person. vouching=False (camera fault) skips the checks.
         """
         t = self.clock() if t is None else t
-        ts = _wall(wall) if wall is not None else utc_now()
+        ts = wall_time(wall)
         plist = list(persons)
         blind: str | None = None
         events: list[Event] = []

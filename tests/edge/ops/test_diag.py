@@ -22,7 +22,7 @@ from gpiozero.pins.mock import MockFactory
 import edge.ops.diag as diag
 from edge.config import load_config
 from edge.link.outbox import Outbox
-from edge.ops.diag import CHECKS, check_clock, format_results, run_checks
+from edge.ops.diag import CHECKS, CheckFailed, check_clock, format_results, run_checks
 from protocol import Event
 from server.link.broker import Mosquitto
 
@@ -247,11 +247,11 @@ esac""")
 
 def test_clock_checks(tmp_path: Path) -> None:
     assert "NTP synchronised" in check_clock()
-    with pytest.raises(diag._Fail, match="1970-01-01"):
+    with pytest.raises(CheckFailed, match="1970-01-01"):
         check_clock(now=0.0)
     bin_dir = tmp_path / "bin"
     fake_tool(bin_dir, "timedatectl", "echo no")
-    with pytest.raises(diag._Fail, match="synchronised: no") as exc:
+    with pytest.raises(CheckFailed, match="synchronised: no") as exc:
         check_clock(timedatectl=str(bin_dir / "timedatectl"))
     assert "set-ntp" in exc.value.hint
     fake_tool(bin_dir, "timedatectl2", "echo yes")

@@ -5,19 +5,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import os
 import queue
 import threading
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -43,6 +38,7 @@ from server.core.metrics import Metrics
 from server.fleet import health as health_history
 from server.fleet import node_watch as watch
 from server.link import commands
+from server.link.client import connect_in_background, make_client, replica_client_id
 
 log = logging.getLogger(__name__)
 TOPIC_LOG_MAX = 200  # topics are logged with %r and cut here (no log injection)
@@ -106,9 +102,7 @@ class Ingestor:
         self.broker_url = broker_url
         self.on_alert = on_alert
         self.login = login
-        # Each replica needs its own id: env PONDWATCH_MQTT_CLIENT_ID overrides the config.
-        self.client_id = login[0] if login else (
-            os.environ.get("PONDWATCH_MQTT_CLIENT_ID") or cfg.mqtt.client_id)
+        self.client_id = login[0] if login else replica_client_id(cfg.mqtt)
         self.queue: queue.PriorityQueue[tuple[int, int, Inbound]] = queue.PriorityQueue(
             maxsize=cfg.ingest_queue)
         self._seq = itertools.count()
@@ -120,20 +114,10 @@ class Ingestor:
 
     # --- MQTT side (network thread: only hand off) ---------------------------------------
     def _make_client(self) -> mqtt.Client:
-        """A paho v2 client: MQTT v5, stable id, manual acks, capped reconnect backoff."""
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                        protocol=mqtt.MQTTv5)
+        """The factory's client with manual acks and this ingest's callbacks."""
+        c = make_client(self.cfg.mqtt, self.broker_url, self.client_id,
+                        self.login[1:] if self.login else None, f"{__name__}.paho")
         c.manual_ack_set(True)
-        c.enable_logger(logging.getLogger("server.link.ingest.paho"))
-        # One client per server: retrying every 2 s costs nothing and pages sooner.
-        c.reconnect_delay_set(min_delay=1, max_delay=2)
-        if self.login:
-            c.username_pw_set(self.login[1], self.login[2])
-        elif self.cfg.mqtt.username:
-            c.username_pw_set(self.cfg.mqtt.username, os.environ.get("PONDWATCH_MQTT_PASSWORD"))
-        if urlparse(self.broker_url).scheme == "mqtts":
-            ca = str(self.cfg.mqtt.ca_file) if self.cfg.mqtt.ca_file else None
-            c.tls_set(ca_certs=ca)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -192,14 +176,8 @@ class Ingestor:
         """Start the writer and connect in the background, retrying a broker that is not up."""
         self._worker = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
         self._worker.start()
-        u = urlparse(self.broker_url)
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.session_expiry_s()
-        props.ReceiveMaximum = self.cfg.mqtt.receive_maximum
-        port = u.port or (8883 if u.scheme == "mqtts" else 1883)
-        self.client.connect_async(u.hostname or "127.0.0.1", port, keepalive=30,
-                                  clean_start=False, properties=props)
-        self.client.loop_start()
+        connect_in_background(self.client, self.broker_url, self.session_expiry_s(),
+                              self.cfg.mqtt.receive_maximum)
 
     def session_expiry_s(self) -> int:
         """The configured session expiry; 0 by default for a replica in a shared group,

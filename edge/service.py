@@ -264,7 +264,7 @@ class NodeService:
 
     def _model_update(self, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
         """Switch to the model the server assigned (edge/model/deploy.py), or roll back."""
-        from edge.link.mqtt import mqtt_password
+        from edge.link.client import mqtt_password
         from edge.model.deploy import ModelDeployer
         from edge.vision.detector import load_detector
         from edge.vision.types import Detector

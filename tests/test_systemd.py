@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import NodeConfig
-from edge.link.mqtt import mqtt_password
+from edge.link.client import mqtt_password
 
 ROOT = Path(__file__).resolve().parents[1]
 UNITS = ROOT / "systemd"

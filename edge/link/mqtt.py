@@ -5,23 +5,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import queue
-import ssl
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge import __version__
 from edge.config import NodeConfig
+from edge.link.client import RECONNECT_MAX_S, NodeClient, broker_address, make_client
 from edge.link.outbox import Outbox
 from protocol import (
     MAX_CMD_BYTES,
@@ -40,36 +36,11 @@ from protocol.payloads import utc_now
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 24 * 3600
-RECONNECT_MAX_S = 30.0  # backoff cap while the outbox holds nothing critical
 CRITICAL_RECONNECT_S = 1.0  # retry this often while a critical event waits (issue: <= 2 s)
 NOT_AUTHORIZED = 0x87
 NO_MATCHING_SUBSCRIBERS = 0x10
 
 CommandHook = Callable[[Command], CommandResult | None]
-
-
-def mqtt_password(cfg: NodeConfig) -> str | None:
-    """The node's broker password from a credential file or the environment."""
-    if cfg.mqtt.password_file:
-        return Path(cfg.mqtt.password_file).read_text(encoding="utf-8").strip()
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir and (Path(cred_dir) / "mqtt-password").exists():
-        return (Path(cred_dir) / "mqtt-password").read_text(encoding="utf-8").strip()
-    return os.environ.get(cfg.mqtt.password_env)
-
-
-class _Client(mqtt.Client):
-    """paho's client with the reconnect wait decided by the link, so a critical event
-    raised during a long backoff cuts it short."""
-
-    wait_hook: Callable[[Callable[[], bool]], None] | None = None
-
-    def _reconnect_wait(self) -> None:
-        """Wait as the link says, stopping early when the loop is asked to end."""
-        if self.wait_hook is None:
-            super()._reconnect_wait()
-            return
-        self.wait_hook(lambda: bool(self._thread_terminate))
 
 
 class NodeLink:
@@ -98,22 +69,11 @@ class NodeLink:
         self._backoff = 0.0  # seconds of the last reconnect wait; 0 after a connect
         self.client = self._make_client()
 
-    def _make_client(self) -> mqtt.Client:
-        """The paho client: TLS, credentials, Last Will, backoff and callbacks."""
-        c = _Client(CallbackAPIVersion.VERSION2, client_id=f"pondwatch-node-{self.node}",
-                    protocol=mqtt.MQTTv5)
+    def _make_client(self) -> NodeClient:
+        """The paho client of edge.link.client, with the Last Will, the link's reconnect
+        wait and callbacks."""
+        c = make_client(self.cfg, f"pondwatch-node-{self.node}", "edge.link.mqtt.paho")
         c.wait_hook = self._reconnect_wait
-        c.enable_logger(logging.getLogger("edge.link.mqtt.paho"))
-        url = urlparse(self.cfg.mqtt.url)
-        if url.scheme == "mqtts":
-            c.tls_set(ca_certs=self.cfg.mqtt.ca_file, cert_reqs=ssl.CERT_REQUIRED)
-        password = mqtt_password(self.cfg)
-        user = self.cfg.mqtt.username or (self.node if password else None)
-        if user:
-            c.username_pw_set(user, password)
-            if url.scheme == "mqtt" and url.hostname not in ("127.0.0.1", "::1", "localhost"):
-                log.warning("mqtt.url %s is not TLS: the password and events travel in clear; "
-                            "use mqtts:// in production", self.cfg.mqtt.url)
         c.will_set(self.topics.status(self.node), self._status("offline"), qos=1, retain=True)
         c.max_inflight_messages_set(20)
         c.on_connect = self._on_connect
@@ -132,11 +92,10 @@ class NodeLink:
 
     def start(self) -> None:
         """Connect in the background and start the sender and command threads."""
-        url = urlparse(self.cfg.mqtt.url)
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
-        port = url.port or (8883 if url.scheme == "mqtts" else 1883)
-        self.client.connect_async(url.hostname or "127.0.0.1", port,
+        host, port = broker_address(self.cfg)
+        self.client.connect_async(host, port,
                                   keepalive=self.cfg.mqtt.keepalive_s, clean_start=False,
                                   properties=props)
         self.client.loop_start()

@@ -8,12 +8,11 @@ import ssl
 import threading
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.config import NodeConfig
+from edge.link.client import broker_address, make_client
 from protocol import Topics
 
 log = logging.getLogger(__name__)
@@ -58,20 +57,12 @@ class _Probe:
 
 
 def _client(cfg: NodeConfig, probe: _Probe) -> mqtt.Client:
-    """A paho v5 client with the node's credentials and a client id of its own."""
-    from edge.link.mqtt import mqtt_password
-    c = mqtt.Client(CallbackAPIVersion.VERSION2,
-                    client_id=f"pondwatch-diag-{cfg.node_id}-{secrets.token_hex(3)}",
-                    protocol=mqtt.MQTTv5)
-    if urlparse(cfg.mqtt.url).scheme == "mqtts":
-        c.tls_set(ca_certs=cfg.mqtt.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+    """The node's kind of client (edge.link.client) with a client id of its own."""
     try:
-        password = mqtt_password(cfg)
+        c = make_client(cfg, f"pondwatch-diag-{cfg.node_id}-{secrets.token_hex(3)}",
+                        "edge.ops.diag_broker.paho")
     except OSError as exc:
         raise RuntimeError(f"cannot read the MQTT password: {exc}") from exc
-    user = cfg.mqtt.username or (cfg.node_id if password else None)
-    if user:
-        c.username_pw_set(user, password)
     c.on_connect = probe.on_connect
     c.on_subscribe = probe.on_subscribe
     c.on_publish = probe.on_publish
@@ -86,9 +77,7 @@ def _failed(rc: Any) -> bool:
 
 def round_trip(cfg: NodeConfig, timeout_s: float = 8.0) -> str:
     """Detail of a successful probe; raise RuntimeError naming what failed."""
-    url = urlparse(cfg.mqtt.url)
-    host = url.hostname or "127.0.0.1"
-    port = url.port or (8883 if url.scheme == "mqtts" else 1883)
+    host, port = broker_address(cfg)
     probe = _Probe()
     client = _client(cfg, probe)
     t0 = time.monotonic()

@@ -20,10 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
-os.environ.setdefault("YOLO_VERBOSE", "False")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from edge.vision.offline import ultralytics_offline  # noqa: E402
+
+ultralytics_offline()  # before anything imports Ultralytics
 
 import numpy as np  # noqa: E402
 

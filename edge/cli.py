@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 
 from edge.config import ConfigError, load_config
-
-
-def _offline_ultralytics() -> None:
-    """Keep Ultralytics from phoning home and give it a writable settings folder."""
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_VERBOSE", "False")
-    state = os.environ.get("STATE_DIRECTORY") or os.path.expanduser("~/.config")
-    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(state, "Ultralytics"))
+from edge.vision.offline import ultralytics_offline
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _offline_ultralytics()
+    ultralytics_offline()
     if args.command == "model":
         from edge.model.cli import run as run_model
         return run_model(args)

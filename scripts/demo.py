@@ -23,6 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from edge.vision.offline import ultralytics_offline  # noqa: E402
 from scripts.page_receiver import PageReceiver  # noqa: E402
 from server.core.config import parse_config  # noqa: E402
 from server.link.broker import free_port  # noqa: E402
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("YOLO_OFFLINE", "1")
+    ultralytics_offline()  # the node subprocess inherits it
     stack = DemoStack(Path(args.workdir))
     try:
         srv = stack.start_server()

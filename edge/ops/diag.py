@@ -108,7 +108,8 @@ def check_model(cfg: NodeConfig, frame: Any = None) -> str:
     import numpy as np
 
     from edge.vision.detector import DetectorError, load_detector
-    os.environ.setdefault("YOLO_OFFLINE", "1")
+    from edge.vision.offline import ultralytics_offline
+    ultralytics_offline()
     t0 = time.monotonic()
     try:
         det = load_detector(cfg.model)

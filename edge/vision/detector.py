@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edge.config import ModelConfig
+from edge.vision.offline import ultralytics_offline
 from edge.vision.tracking import new_tracker, track_update
 from edge.vision.types import TRACK_FLOOR, Candidate, Detection, Detector
 
@@ -34,7 +35,7 @@ class UltralyticsDetector:
 
     def __init__(self, model_cfg: ModelConfig) -> None:
         """Load the model and work out which of its classes the label map asks for."""
-        os.environ.setdefault("YOLO_OFFLINE", "1")
+        ultralytics_offline()
         self.cfg = model_cfg
         self._model = self._load()
         names: dict[int, str] = dict(self._model.names)

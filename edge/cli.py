@@ -7,7 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from edge.config import ConfigError, load_config
+from edge.config import load_config
+from edge.errors import EdgeError
 from edge.vision.offline import ultralytics_offline
 
 
@@ -53,19 +54,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of pondwatch-edge; returns the exit code."""
+    """Entry point of pondwatch-edge; returns the exit code (2: the node's own error)."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ultralytics_offline()
+    try:
+        return _run(args)
+    except EdgeError as exc:  # the one place the node's errors become a message and exit 2
+        print(f"错误 / error ({type(exc).__name__}):\n{exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run one subcommand; EdgeError escapes to main."""
     if args.command == "model":
         from edge.model.cli import run as run_model
         return run_model(args)
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"config error:\n{exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
     if args.command == "run":
         if args.check_config:
             print(f"{args.config}: ok")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.errors import EdgeError
 from protocol.topics import DEFAULT_PREFIX, NODE_ID_PATTERN
 from protocol.validation import field_errors, read_yaml
 
@@ -15,7 +16,7 @@ Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Point = tuple[Unit, Unit]
 
 
-class ConfigError(ValueError):
+class ConfigError(EdgeError, ValueError):
     """A node config that cannot be used; the message names the file and field."""
 
 

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge.errors import EdgeError
+
 log = logging.getLogger(__name__)
 
 Frame = tuple[np.ndarray, float]
@@ -18,7 +20,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 OK, RECONNECTING, FAILED = "ok", "reconnecting", "failed"
 
 
-class SourceError(RuntimeError):
+class SourceError(EdgeError, RuntimeError):
     """A source spec that names nothing that can be opened."""
 
 

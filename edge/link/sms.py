@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from edge.config import NodeConfig
+from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ TYPE_EN = {"person_submerged": "PERSON SUBMERGED", "child_near_water": "CHILD NE
            "person_in_water": "PERSON IN WATER", "sos": "SOS BUTTON"}
 
 
-class ModemError(RuntimeError):
+class ModemError(EdgeError, RuntimeError):
     """The modem answered ERROR, did not answer, or cannot be opened."""
 
 

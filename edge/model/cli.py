@@ -119,32 +119,29 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run one model subcommand; exit code 0 ok, 1 failed, 2 bad input."""
-    try:
-        manifest = modelstore.load_manifest(args.manifest)
-        cmd = args.model_command
-        if cmd == "list":
-            return _list(manifest, Path(args.dir))
-        if cmd == "fetch":
-            return _fetch(args, manifest)
-        if cmd == "verify":
-            return _verify(manifest, Path(args.dir))
-        if cmd == "export":
-            return _export(args, manifest)
-        if cmd == "eval":
-            return _eval(args, manifest)
-        if cmd == "add":
-            from edge.model.train import run_add
-            return run_add(args, manifest)
-        if cmd == "push":
-            from edge.model.push import push
-            return push(args, manifest)
-        if cmd == "train":
-            from edge.model.train import run_train
-            return run_train(args, manifest)
-    except ModelStoreError as exc:
-        print(f"模型错误 / model error: {exc}", file=sys.stderr)
-        return 1
+    """Run one model subcommand; exit code 0 ok, 1 failed, 2 bad input (ModelStoreError
+    escapes to pondwatch-edge's main, which exits 2)."""
+    manifest = modelstore.load_manifest(args.manifest)
+    cmd = args.model_command
+    if cmd == "list":
+        return _list(manifest, Path(args.dir))
+    if cmd == "fetch":
+        return _fetch(args, manifest)
+    if cmd == "verify":
+        return _verify(manifest, Path(args.dir))
+    if cmd == "export":
+        return _export(args, manifest)
+    if cmd == "eval":
+        return _eval(args, manifest)
+    if cmd == "add":
+        from edge.model.train import run_add
+        return run_add(args, manifest)
+    if cmd == "push":
+        from edge.model.push import push
+        return push(args, manifest)
+    if cmd == "train":
+        from edge.model.train import run_train
+        return run_train(args, manifest)
     raise AssertionError(args.model_command)
 
 

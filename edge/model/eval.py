@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import NodeConfig
+from edge.errors import EdgeError
 from edge.vision.detector import DetectorError, load_detector
 from edge.vision.types import Detector
 from edge.vision.windows import detect_people, iou_and_inside
@@ -26,7 +27,7 @@ CURVE = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8)
 Box = tuple[float, float, float, float]
 
 
-class DatasetError(ValueError):
+class DatasetError(EdgeError, ValueError):
     """A dataset folder that is not in YOLO format."""
 
 

@@ -20,6 +20,7 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.errors import EdgeError
 from protocol.validation import field_errors, read_yaml
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ CONNECT_TIMEOUT_S = 5.0
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
 
 
-class ModelStoreError(ValueError):
+class ModelStoreError(EdgeError, ValueError):
     """A manifest that cannot be read, an unknown model, or weights that fail their check."""
 
 

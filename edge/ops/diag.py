@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import ConfigError, NodeConfig, load_config
+from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class CheckResult:
         return asdict(self)
 
 
-class CheckFailed(Exception):
+class CheckFailed(EdgeError, RuntimeError):
     """A failed check: the message is the detail, hint says what to do."""
 
     def __init__(self, detail: str, hint: str) -> None:

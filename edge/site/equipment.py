@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.camera.health import WORK_W, blindness, frame_stats, wall_time
 from edge.config import Equipment, NodeConfig
+from edge.errors import EdgeError
 from protocol.payloads import Event, EventType, utc_now
 
 log = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ def enrol(cfg: NodeConfig, config_path: str | Path, source: str | int | None = N
     return 0
 
 
-class EnrolError(ValueError):
+class EnrolError(EdgeError, ValueError):
     """The frames cannot serve as references (none, mixed sizes, too dark, covered)."""
 
 

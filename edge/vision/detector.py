@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edge.config import ModelConfig
+from edge.errors import EdgeError
 from edge.vision.offline import ultralytics_offline
 from edge.vision.tracking import new_tracker, track_update
 from edge.vision.types import TRACK_FLOOR, Candidate, Detection, Detector
@@ -17,7 +18,7 @@ from edge.vision.types import TRACK_FLOOR, Candidate, Detection, Detector
 log = logging.getLogger(__name__)
 
 
-class DetectorError(RuntimeError):
+class DetectorError(EdgeError, RuntimeError):
     """A model that cannot be loaded or run."""
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import EdgeError
 from edge.vision.types import Detection
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ TRACKERS_DIR = Path(__file__).resolve().parent / "trackers"
 DEFAULT_TRACKER = "pondwatch.yaml"
 
 
-class TrackerError(ValueError):
+class TrackerError(EdgeError, ValueError):
     """A tracker configuration that cannot be found or used."""
 
 

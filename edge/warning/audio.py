@@ -9,12 +9,14 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from edge.errors import EdgeError
+
 log = logging.getLogger(__name__)
 
 BUILTIN_VOICE = Path(__file__).parent / "assets" / "warning_zh.wav"
 
 
-class AudioError(RuntimeError):
+class AudioError(EdgeError, RuntimeError):
     """A sound file that cannot be played."""
 
 

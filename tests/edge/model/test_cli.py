@@ -87,13 +87,13 @@ def test_fetch_from_wrong_file_refused(tmp_path: Path, model_path: Path,
     bad = tmp_path / "fake.pt"
     bad.write_bytes(b"not the weights" * 100)
     bad_sha = hashlib.sha256(bad.read_bytes()).hexdigest()
-    assert main(_cli("--dir", str(d), "fetch", "person-offline", "--from", str(bad))) == 1
+    assert main(_cli("--dir", str(d), "fetch", "person-offline", "--from", str(bad))) == 2
     err = capsys.readouterr().err
     assert bad_sha in err and OFFLINE_SHA in err and "refused" in err
     assert modelstore.sha256_file(d / "person-offline.pt") == OFFLINE_SHA
     assert not list(d.glob("*.part"))
     assert main(_cli("--dir", str(d), "fetch", "person-offline", "--from",
-                     str(tmp_path / "none.pt"))) == 1
+                     str(tmp_path / "none.pt"))) == 2
     assert "no such file" in capsys.readouterr().err
 
 
@@ -116,7 +116,7 @@ def test_fetch_offline_is_clear_and_fast(tmp_path: Path,
                        "--timeout", "1"))
     finally:
         srv.close()
-    assert rc == 1 and time.monotonic() - t0 < 5
+    assert rc == 2 and time.monotonic() - t0 < 5
     err = capsys.readouterr().err
     assert "cannot reach 127.0.0.1" in err and "offline?" in err and "--from FILE" in err
     assert not (tmp_path / "yolo11n.pt").exists()
@@ -125,14 +125,14 @@ def test_fetch_offline_is_clear_and_fast(tmp_path: Path,
 def test_fetch_unknown_and_local_only(tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Unknown names list the known ones; a locally trained model needs --from."""
-    assert main(_cli("--dir", str(tmp_path), "fetch", "nope")) == 1
+    assert main(_cli("--dir", str(tmp_path), "fetch", "nope")) == 2
     assert "known: person-offline" in capsys.readouterr().err
     data = yaml.safe_load((REPO / "models/manifest.yaml").read_text())
     data["models"]["mine"] = {**data["models"]["person-offline"], "file": "mine.pt",
                               "source": {"kind": "local"}}
     man = tmp_path / "manifest.yaml"
     man.write_text(yaml.safe_dump(data))
-    assert main(_cli("--manifest", str(man), "--dir", str(tmp_path), "fetch", "mine")) == 1
+    assert main(_cli("--manifest", str(man), "--dir", str(tmp_path), "fetch", "mine")) == 2
     assert "install it with --from FILE" in capsys.readouterr().err
 
 

@@ -53,7 +53,7 @@ def test_eval_records_figures_for_this_file(tmp_path: Path, assets: Path,
     for fig in (entry.eval["w"], entry.eval["l"]):
         assert fig["sha256"] == sha and 0.5 <= fig["recall"] <= 1.0  # its own pseudo-labels
     assert manifest.read_text().startswith("# PondWatch model manifest")
-    assert main([*base, "--set", "nope"]) == 1
+    assert main([*base, "--set", "nope"]) == 2
     (tmp_path / "land" / "images" / "bus.jpg").unlink()
     shutil.rmtree(tmp_path / "land")
-    assert main(base) == 1  # a configured folder that is missing is an error, not a skip
+    assert main(base) == 2  # a configured folder that is missing is an error, not a skip

@@ -64,14 +64,14 @@ def test_train_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     """Missing data, unknown base and bad sizes are refused before training."""
     d = ["model", "--dir", str(tmp_path)]
     assert main([*d, "train", "--data", str(tmp_path / "no.yaml"), "--base", "person-offline",
-                 "--epochs", "1", "--imgsz", "160"]) == 1
+                 "--epochs", "1", "--imgsz", "160"]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main([*d, "train", "--data", "x.yaml", "--base", "person-offline", "--epochs", "0",
                  "--imgsz", "160"]) == 2
     data = tmp_path / "d.yaml"
     data.write_text("train: x\n")
     assert main([*d, "train", "--data", str(data), "--base", "nope", "--epochs", "1",
-                 "--imgsz", "160"]) == 1
+                 "--imgsz", "160"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
 
 
@@ -102,7 +102,7 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     assert "# PondWatch model manifest" in manifest.read_text()
     assert main(["model", "--manifest", str(manifest), "--dir", str(models), "train",
                  "--data", str(data), "--base", "person-offline", "--epochs", "1",
-                 "--imgsz", "160", "--name", "tiny-ft"]) == 1  # the name is taken
+                 "--imgsz", "160", "--name", "tiny-ft"]) == 2  # the name is taken
     # weights trained elsewhere with the recipe (the lead's pond-person-v1 run) are recorded
     outside = tmp_path / "best.pt"
     shutil.copyfile(weights, outside)
@@ -113,10 +113,10 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     assert copied.sha256 == modelstore.sha256_file(outside) and copied.base == "person-offline"
     assert copied.recipe and copied.recipe["epochs"] == 4 and copied.recipe["imgsz"] == 480
     assert main([*add, "copied", "--file", str(outside), "--base", "person-offline", "--data",
-                 str(data), "--epochs", "4", "--imgsz", "480"]) == 1
+                 str(data), "--epochs", "4", "--imgsz", "480"]) == 2
     shutil.copyfile(weights, models / "inplace.pt")  # already under models/: recorded there
     assert main([*add, "inplace", "--file", str(models / "inplace.pt"), "--base",
                  "person-offline", "--data", str(data), "--epochs", "4", "--imgsz", "480"]) == 0
     assert modelstore.resolve("inplace", models, modelstore.load_manifest(manifest)).path.is_file()
     assert main([*add, "other", "--file", str(tmp_path / "none.pt"), "--base",
-                 "person-offline", "--data", str(data), "--epochs", "4", "--imgsz", "480"]) == 1
+                 "person-offline", "--data", str(data), "--epochs", "4", "--imgsz", "480"]) == 2

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from server.access.registry import RegistryError
 from server.core.config import ConfigError, load_config, parse_config
+from server.core.errors import ServerError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -140,10 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "dataset":
             return _dataset_export(args)
-    except (ConfigError, RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
+    except ServerError as exc:  # every error the server raises on purpose, said once
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,8 +14,13 @@ from server.alerting.paging import Sender, apprise_send
 from server.app import build
 from server.core.clock import Clock
 from server.core.config import ServerConfig
+from server.core.errors import ServerError
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(ServerError, RuntimeError):
+    """The HTTP listener did not start (address in use, no permission, too slow)."""
 
 
 class Server:
@@ -45,7 +50,7 @@ class Server:
         while not self._uv.started:
             if time.monotonic() > end or not self._thread.is_alive():
                 self.stop()
-                raise RuntimeError(f"HTTP server did not start on {self.cfg.http.bind}")
+                raise ListenError(f"HTTP server did not start on {self.cfg.http.bind}")
             time.sleep(0.02)
         log.info("PondWatch server at %s", self.url)
         return self

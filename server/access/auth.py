@@ -17,10 +17,15 @@ from sqlalchemy.orm import Session
 
 from server.access.links import LinkError, Signer
 from server.core.db import Person, User, WebSession
+from server.core.errors import ServerError
 
 log = logging.getLogger(__name__)
 _N, _R, _P = 2**14, 8, 1
 ROLES = ("admin", "constable", "area_officer", "duty_desk", "technician", "viewer")
+
+
+class UserError(ServerError, ValueError):
+    """A web user that cannot be saved: unknown role, short password, no or unknown person."""
 
 
 def hash_password(password: str) -> str:
@@ -47,14 +52,14 @@ def set_user(session: Session, username: str, password: str, role: str = "admin"
              person_id: str | None = None) -> User:
     """Create or update a user and revoke the sessions of an updated one (caller commits)."""
     if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
     if len(password) < 8:
-        raise ValueError("password must have at least 8 characters")
+        raise UserError("password must have at least 8 characters")
     if role != "admin" and not person_id:
-        raise ValueError(f"role {role} needs --person PERSON_ID (the registry person this "
+        raise UserError(f"role {role} needs --person PERSON_ID (the registry person this "
                          "user is); only admin may have none")
     if person_id and session.get(Person, person_id) is None:
-        raise ValueError(f"person {person_id!r} is not in the registry; import it first")
+        raise UserError(f"person {person_id!r} is not in the registry; import it first")
     user = session.get(User, username)
     if user is None:
         user = User(username=username, password_hash=hash_password(password), role=role,

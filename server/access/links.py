@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from server.core.errors import ServerError
 
-class LinkError(ValueError):
+
+class LinkError(ServerError, ValueError):
     """A token that is forged, damaged, for another purpose, or expired."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from protocol.topics import NODE_ID_PATTERN
 from server.core.db import Grid, Node, Person, Pond, RosterEntry, Station
+from server.core.errors import ServerError
 
 log = logging.getLogger(__name__)
 ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -31,7 +33,7 @@ Role = Literal["constable", "area_officer", "duty_desk", "technician", "admin"]
 KINDS = ("stations", "grids", "ponds", "nodes", "people", "rosters")
 
 
-class RegistryError(ValueError):
+class RegistryError(ServerError, ValueError):
     """A registry file that cannot be imported; names the file, line and field."""
 
     def __init__(self, file: str, line: int | None, fieldname: str, message: str) -> None:
@@ -189,10 +191,19 @@ def _validate(reg: Registry, kind: str, raw: dict[str, Any], file: str, line: in
     reg.rows[kind].append((row, file, line))
 
 
+def _read(path: Path, encoding: str = "utf-8", newline: str | None = None) -> str:
+    """The text of a registry file; RegistryError when it cannot be read or is not UTF-8."""
+    try:
+        with path.open(encoding=encoding, newline=newline) as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RegistryError(str(path), None, "file", f"cannot read: {exc}") from exc
+
+
 def parse_yaml(path: Path, reg: Registry) -> None:
     """Add the rows of a registry YAML file."""
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506
+        data = yaml.load(_read(path), Loader=_LineLoader)  # noqa: S506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise RegistryError(str(path), mark.line + 1 if mark else None, "yaml", str(exc)) from exc
@@ -215,17 +226,16 @@ def parse_yaml(path: Path, reg: Registry) -> None:
 def parse_csv(path: Path, reg: Registry, kind: str | None = None) -> None:
     """Add the rows of one CSV file; its name (e.g. ponds.csv) or a `kind` column says the kind."""
     kind = kind or path.stem.split(".")[0].lower()
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for lineno_row in reader:
-            line = reader.line_num
-            row = {k.strip(): v for k, v in lineno_row.items()
-                   if k is not None and v not in ("", None)}
-            row_kind = row.pop("kind", kind)
-            if row_kind not in MODELS:
-                raise RegistryError(str(path), line, "kind",
-                                    f"unknown kind {row_kind!r}; name the file e.g. ponds.csv")
-            _validate(reg, row_kind, row, str(path), line)
+    reader = csv.DictReader(io.StringIO(_read(path, "utf-8-sig", newline=""), newline=""))
+    for lineno_row in reader:
+        line = reader.line_num
+        row = {k.strip(): v for k, v in lineno_row.items()
+               if k is not None and v not in ("", None)}
+        row_kind = row.pop("kind", kind)
+        if row_kind not in MODELS:
+            raise RegistryError(str(path), line, "kind",
+                                f"unknown kind {row_kind!r}; name the file e.g. ponds.csv")
+        _validate(reg, row_kind, row, str(path), line)
 
 
 def parse(path: str | Path) -> Registry:

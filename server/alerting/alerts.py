@@ -19,6 +19,7 @@ from server.core.db import (
     Silence,
     TimelineEntry,
 )
+from server.core.errors import ServerError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ TASK_TARGETS = {
     EventType.CAMERA_FAULT.value: "technicians",
     NODE_OFFLINE: "technicians",
 }
-class AlertError(ValueError):
+class AlertError(ServerError, ValueError):
     """An action that does not fit the alert's state."""
 
 

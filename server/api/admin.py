@@ -16,6 +16,7 @@ from server.access import registry
 from server.api.deps import CurrentScope, Db, require
 from server.api.pages import render
 from server.core.db import Grid, Node, Person, Pond, RosterEntry, Station
+from server.core.errors import ServerError
 
 router = APIRouter()
 MAX_UPLOAD = 2 * 1024 * 1024
@@ -89,7 +90,7 @@ def _import_text(s: Session, text: str, filename: str, lines: bool) -> dict[str,
             raise _Invalid(f"{where}{exc.field}: {str(exc).split(': ', 2)[-1]}") from exc
 
 
-class _Invalid(Exception):
+class _Invalid(ServerError, ValueError):
     """A registry edit the import validation refused; the message names the field."""
 
 

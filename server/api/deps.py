@@ -21,6 +21,7 @@ from server.api import security
 from server.core.clock import Clock
 from server.core.config import ServerConfig
 from server.core.db import Alert, Node, Pond, User
+from server.core.errors import ServerError
 from server.core.metrics import Metrics
 from server.link.ingest import Ingestor
 from server.link.supervisor import BrokerSupervisor
@@ -55,7 +56,7 @@ class WebUser:
     sid: str | None = None
 
 
-class LoginRequired(Exception):
+class LoginRequired(ServerError, PermissionError):
     """Raised for HTML pages; the app turns it into a redirect to /login."""
 
 

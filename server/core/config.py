@@ -21,6 +21,7 @@ from pydantic import (
 from protocol.topics import DEFAULT_PREFIX
 from protocol.validation import field_errors, read_yaml
 from server.core import secret_strength
+from server.core.errors import ServerError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ PLACEHOLDER_SECRETS = frozenset({"", "changethis", "changeme", "secret", "placeh
 Target = Literal["constable", "backup", "area_officers", "duty_desk", "technicians"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ServerError, ValueError):
     """A server config that cannot be used; the message names the file and field."""
 
 
@@ -240,7 +241,7 @@ class ServerConfig(_Section):
         if not value and self.secret_key_file:
             try:
                 value = self.secret_key_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"secret_key_file: cannot read: {exc}") from exc
         weak = secret_strength.weakness(value) if value else "not set"
         if value and weak is None:
@@ -261,7 +262,7 @@ class ServerConfig(_Section):
         if not value and self.metrics_token_file:
             try:
                 value = self.metrics_token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
+            except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"metrics_token_file: cannot read: {exc}") from exc
             if not value:
                 raise ConfigError(f"metrics_token_file: {self.metrics_token_file} is empty")
@@ -320,5 +321,8 @@ def parse_config(data: Any, source: str = "server config",
 def load_config(path: str | Path) -> ServerConfig:
     """Read and validate server.yaml; raise ConfigError naming the file and field."""
     p = Path(path)
-    data = read_yaml(p, ConfigError)
+    try:
+        data = read_yaml(p, ConfigError)
+    except UnicodeDecodeError as exc:  # read_yaml turns only OSError and YAML errors into ours
+        raise ConfigError(f"{p}: cannot read: not UTF-8 ({exc})") from exc
     return parse_config(data, str(p), p.parent.resolve())

@@ -14,13 +14,14 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from server.core.db import Alert, EventFrame, EventRow, TimelineEntry
+from server.core.errors import ServerError
 
 log = logging.getLogger(__name__)
 
 VERDICTS = ("real", "false_alarm")
 
 
-class DatasetError(ValueError):
+class DatasetError(ServerError, ValueError):
     """An export that cannot be written; nothing was written."""
 
 

@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session
 
 from server.core.config import ModelSettings, ServerConfig
 from server.core.db import CommandRow, ModelAssignment, Node, Pond, ServerModel
+from server.core.errors import ServerError
 
 log = logging.getLogger(__name__)
 
 ALL = "*"  # the assignment target meaning every pond without its own
 
 
-class ModelError(ValueError):
+class ModelError(ServerError, ValueError):
     """A model that cannot be stored or assigned; the message says why."""
 
 

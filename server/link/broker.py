@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from server.core.errors import ServerError
+
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only calls it
@@ -27,7 +29,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(121)
 
 
-class BrokerError(RuntimeError):
+class BrokerError(ServerError, RuntimeError):
     """Mosquitto could not be found or did not start."""
 
 

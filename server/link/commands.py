@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 from protocol.payloads import Command, CommandResult, encode
 from protocol.topics import Topics
 from server.core.db import CommandRow
+from server.core.errors import ServerError
 
 log = logging.getLogger(__name__)
 
 
-class CommandError(ValueError):
+class CommandError(ServerError, ValueError):
     """A command that cannot be sent."""
 
 

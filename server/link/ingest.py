@@ -34,6 +34,7 @@ from server.alerting import alerts
 from server.core.clock import Clock
 from server.core.config import ServerConfig
 from server.core.db import Alert, EquipmentState, EventFrame, EventRow, Node, Snapshot
+from server.core.errors import ServerError
 from server.core.metrics import Metrics
 from server.fleet import health as health_history
 from server.fleet import node_watch as watch
@@ -49,7 +50,7 @@ URGENT, NORMAL = 0, 1
 BATCH = 200
 
 
-class Rejected(Exception):
+class Rejected(ServerError, ValueError):
     """A message the server will not store; carries the counter reason."""
 
     def __init__(self, reason: str, detail: str) -> None:

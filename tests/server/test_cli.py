@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
+import socket
 from pathlib import Path
 
 import pytest
 
+import server
 from server.cli import main
+from server.core.config import parse_config
+from server.core.errors import ServerError
+from server.runner import ListenError, Server
+from tests.server.conftest import SECRET
 
 
 def test_dataset_export_from_an_empty_database(tmp_path: Path,
@@ -37,3 +46,86 @@ def test_dataset_export_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[s
                  "--database", db, "--user", "nobody"]) == 2
     assert "admins only" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_every_server_error_is_a_server_error_and_a_builtin() -> None:
+    """Each exception class the server defines derives from ServerError and from the builtin
+    it stands for (ValueError, RuntimeError, …), so callers may catch either."""
+    found = []
+    for info in pkgutil.walk_packages(server.__path__, "server."):
+        if ".migrations" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (issubclass(cls, BaseException) and cls.__module__ == info.name
+                    and cls is not ServerError):
+                found.append(cls)
+                assert issubclass(cls, ServerError), cls
+                builtin = [b for b in cls.__mro__ if b.__module__ == "builtins"
+                           and b not in (Exception, BaseException, object)]
+                assert builtin, f"{cls.__qualname__} mixes in no builtin exception"
+    names = {c.__name__ for c in found}
+    assert {"ConfigError", "RegistryError", "BrokerError", "ModelError", "UserError"} <= names
+
+
+def test_malformed_config_exits_2_naming_the_field(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown key, a bad value and a file that is not UTF-8: one line on stderr, exit 2."""
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text("environment: dev\nmqtt: {port: 1883}\n", encoding="utf-8")
+    assert main(["run", str(cfg), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "field mqtt.port" in err and "Traceback" not in err
+    cfg.write_text("environment: dev\nheartbeat_misses: many\n", encoding="utf-8")
+    assert main(["run", str(cfg), "--check-config"]) == 2
+    assert "field heartbeat_misses" in capsys.readouterr().err
+    cfg.write_bytes(b"environment: dev\nhttp: {public_url: 'http://\xff\xfe'}\n")
+    assert main(["run", str(cfg), "--check-config"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_unreadable_registry_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A registry part that cannot be read (a folder where a file should be, a CSV that is not
+    UTF-8) is refused with its path, exit 2, and nothing is imported."""
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    reg = tmp_path / "registry"
+    (reg / "ponds.yaml").mkdir(parents=True)
+    assert main(["import", str(reg), "--database", db]) == 2
+    err = capsys.readouterr().err
+    assert "ponds.yaml: field file: cannot read" in err and "Traceback" not in err
+    (reg / "ponds.yaml").rmdir()
+    (reg / "people.csv").write_bytes(b"id,name,role\nguo,\xb9\xf9\xd3\xc2,constable\n")  # GBK
+    assert main(["import", str(reg), "--database", db]) == 2
+    assert "people.csv: field file: cannot read" in capsys.readouterr().err
+
+
+def test_bad_user_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """adduser with a short password or an unknown role: the reason, exit 2."""
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(f"environment: dev\nsecret_key: {SECRET}\n"
+                   f"database: sqlite:///{tmp_path / 'cli.db'}\n", encoding="utf-8")
+    monkeypatch.setenv("PONDWATCH_PASSWORD", "short")
+    assert main(["adduser", str(cfg), "admin"]) == 2
+    assert "at least 8 characters" in capsys.readouterr().err
+    monkeypatch.setenv("PONDWATCH_PASSWORD", "long-enough-1")
+    assert main(["adduser", str(cfg), "wang", "--role", "wizard"]) == 2
+    assert "role must be one of" in capsys.readouterr().err
+    assert main(["adduser", str(cfg), "wang", "--role", "admin"]) == 0
+
+
+# uvicorn ends its own thread with sys.exit(3) when it cannot bind; the runner notices.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_listener_that_cannot_bind_is_a_server_error(tmp_path: Path) -> None:
+    """HTTP on a port already taken: ListenError (a ServerError and a RuntimeError)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = parse_config({"environment": "dev", "secret_key": SECRET,
+                            "database": f"sqlite:///{tmp_path / 'srv.db'}",
+                            "mqtt": {"url": "mqtt://127.0.0.1:1"},
+                            "http": {"bind": f"127.0.0.1:{port}"}})
+        with pytest.raises(ListenError, match=f"did not start on 127.0.0.1:{port}") as got:
+            Server(cfg).start(timeout=10)
+    assert isinstance(got.value, ServerError) and isinstance(got.value, RuntimeError)

@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         from edge.ops.preview import preview
         return preview(cfg, args.source, args.out)
     if args.command == "enrol":
-        from edge.site.equipment import enrol
+        from edge.site.enrol import enrol
         return enrol(cfg, args.config, source=args.source, frames=args.frames)
     if args.command == "diag":
         from edge.ops.diag import run_diag

@@ -236,7 +236,7 @@ class NodeService:
 
     def _re_enrol(self, args: dict[str, Any]) -> str:
         """Re-enrol the rescue kit from the live view (median of frames a second apart)."""
-        from edge.site.equipment import enrol_frames
+        from edge.site.enrol import enrol_frames
 
         shots: list[Any] = []
         for _ in range(int(args.get("frames", 9))):

@@ -14,7 +14,7 @@ from edge.link.sms import ModemError
 from edge.model.eval import DatasetError
 from edge.model.store import ModelStoreError
 from edge.ops.diag import CheckFailed
-from edge.site.equipment import EnrolError
+from edge.site.enrol import EnrolError
 from edge.vision.detector import DetectorError
 from edge.vision.tracking import TrackerError
 from edge.warning.audio import AudioError

@@ -1,9 +1,7 @@
-"""Equipment watch on generated clips: enrol, missing after the threshold, no false alarms."""
+"""Kit checks on generated clips: missing after the threshold, restored, no false alarms."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,52 +10,13 @@ import numpy as np
 import pytest
 
 from edge.camera.health import CameraHealth
-from edge.cli import main as edge_main
-from edge.config import NodeConfig, load_config
-from edge.site.equipment import EquipmentWatch, enrol, reference_path, roi_px, view_reference_path
+from edge.config import load_config
+from edge.site.equipment import EquipmentWatch, reference_path, roi_px
 from edge.vision.types import Detection
 from protocol.payloads import Event, EventType
+from tests.edge.site.conftest import H, W, frames, scene_cfg, truth_boxes
 
-W, H = 960, 540
 T0 = 1_780_000_000.0
-
-
-def frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
-    """Every frame of a clip with its index."""
-    cap = cv2.VideoCapture(str(path))
-    try:
-        i = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                return
-            yield i, frame
-            i += 1
-    finally:
-        cap.release()
-
-
-def truth_boxes(scenes_dir: Path, scene: str) -> list[list[list[float]]]:
-    """Per frame, the generator's person boxes normalised to x1, y1, x2, y2."""
-    meta = json.loads((scenes_dir / f"{scene}.truth.json").read_text())
-    return [[[b[0] / W, b[1] / H, b[2] / W, b[3] / H] for b in (p["box"] for p in f["persons"])]
-            for f in meta["frames"]]
-
-
-def scene_cfg(scenes_dir: Path, scene: str, refs: Path) -> NodeConfig:
-    """The scene's config with references moved under refs (the shared scene cache stays clean)."""
-    cfg = load_config(scenes_dir / f"{scene}.yaml")
-    eq = [e.model_copy(update={"reference": str(refs / f"{e.item}.png")}) for e in cfg.equipment]
-    return cfg.model_copy(update={"equipment": eq})
-
-
-@pytest.fixture(scope="module")
-def refs(scenes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """References enrolled once from the empty scene (same pond as every equipment scene)."""
-    out = tmp_path_factory.mktemp("refs")
-    cfg = scene_cfg(scenes_dir, "empty_static", out)
-    assert enrol(cfg, out / "node.yaml", source=str(scenes_dir / "empty_static.mp4")) == 0
-    return out
 
 
 def run(scenes_dir: Path, scene: str, refs: Path, *, camera: bool = True,
@@ -77,66 +36,6 @@ def run(scenes_dir: Path, scene: str, refs: Path, *, camera: bool = True,
             evs += watch.check(frame, t, T0 + t, boxes[i], vouching=cam.vouching)
             out.extend((t, e) for e in evs)
     return out, watch, cam
-
-
-def test_enrol_writes_reference_sidecar_view_and_preview(refs: Path) -> None:
-    """Each item gets a PNG and a JSON with time and light; a view and a preview exist."""
-    for item in ("lifebuoy", "sign"):
-        img = cv2.imread(str(refs / f"{item}.png"))
-        assert img is not None and img.size > 0
-        meta = json.loads((refs / f"{item}.json").read_text())
-        assert meta["item"] == item and meta["frames"] == 15
-        assert datetime.fromisoformat(meta["enrolled_at"]).tzinfo is not None
-        assert 40 < meta["light_luma"] < 250
-    assert json.loads((refs / "lifebuoy.json").read_text())["ring_px"] > 200
-    assert cv2.imread(str(refs / "view.png")) is not None
-    preview = cv2.imread(str(refs / "enrol-preview.png"))
-    assert preview is not None and preview.shape[1] == W and preview.shape[0] > H
-
-
-def test_enrol_robust_to_passer_by(scenes_dir: Path, refs: Path, tmp_path: Path) -> None:
-    """A dark figure over the lifebuoy in 6 of 15 frames does not get into the reference."""
-    folder = tmp_path / "shots"
-    folder.mkdir()
-    x0, y0, x1, y1 = roi_px((0.03, 0.25, 0.12, 0.4), W, H)
-    for i, frame in frames(scenes_dir / "empty_static.mp4"):
-        if i >= 15:
-            break
-        if i % 5 < 2:
-            frame[y0:y1, x0:x1] = (30, 20, 20)
-        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
-    cfg = scene_cfg(scenes_dir, "empty_static", tmp_path / "r")
-    assert enrol(cfg, tmp_path / "node.yaml", source=str(folder)) == 0
-    got = cv2.imread(str(tmp_path / "r" / "lifebuoy.png")).astype(int)
-    clean = cv2.imread(str(refs / "lifebuoy.png")).astype(int)
-    assert np.abs(got - clean).mean() < 4.0
-
-
-def test_enrol_cli(scenes_dir: Path, tmp_path: Path) -> None:
-    """pondwatch-edge enrol CONFIG --source writes the references the config names."""
-    text = (scenes_dir / "lifebuoy_brief.yaml").read_text()
-    cfg_path = tmp_path / "node.yaml"
-    cfg_path.write_text(text.replace("refs/lifebuoy_brief/", "myrefs/"))
-    rc = edge_main(["enrol", str(cfg_path), "--source", str(scenes_dir / "empty_static.mp4"),
-                    "--frames", "5"])
-    assert rc == 0
-    assert (tmp_path / "myrefs" / "lifebuoy.png").exists()
-    assert json.loads((tmp_path / "myrefs" / "sign.json").read_text())["frames"] == 5
-    assert view_reference_path(load_config(cfg_path), cfg_path) == tmp_path / "myrefs/view.png"
-
-
-def test_enrol_bad_sources(scenes_dir: Path, tmp_path: Path,
-                           capsys: pytest.CaptureFixture[str]) -> None:
-    """A missing source, an empty folder and a dark view are refused with exit 1."""
-    cfg = scene_cfg(scenes_dir, "empty_static", tmp_path / "r")
-    assert enrol(cfg, tmp_path / "n.yaml", source=str(tmp_path / "nope.mp4")) == 1
-    (tmp_path / "empty").mkdir()
-    assert enrol(cfg, tmp_path / "n.yaml", source=str(tmp_path / "empty")) == 1
-    dark = tmp_path / "dark.png"
-    cv2.imwrite(str(dark), np.full((H, W, 3), 8, np.uint8))
-    assert enrol(cfg, tmp_path / "n.yaml", source=str(dark)) == 1
-    assert "too_dark" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
 
 
 def test_default_reference_path(scenes_dir: Path, tmp_path: Path) -> None:

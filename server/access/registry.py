@@ -13,7 +13,6 @@ from typing import Any, Literal
 import apprise
 import yaml
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -24,6 +23,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
 from protocol.topics import NODE_ID_PATTERN
+from protocol.validation import StrictModel
 from server.core.db import Grid, Node, Person, Pond, RosterEntry, Station
 from server.core.errors import ServerError
 
@@ -43,10 +43,10 @@ class RegistryError(ServerError, ValueError):
         super().__init__(f"{where}: field {fieldname}: {message}")
 
 
-class _Row(BaseModel):
+class _Row(StrictModel):
     """Base of every registry row: strict, trimmed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    model_config = ConfigDict(str_strip_whitespace=True)  # merged onto StrictModel's
 
 
 def _split(value: Any) -> Any:

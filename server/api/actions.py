@@ -6,10 +6,11 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from fastapi import HTTPException
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 
 from protocol.topics import Topics
+from protocol.validation import StrictModel
 from server.access.scope import Scope
 from server.alerting import alerts
 from server.api.deps import ServerParts, require
@@ -21,10 +22,9 @@ BUTTONS: dict[str, int] = {"snapshot": 300, "selftest": 300, "horn_test": 120, "
                            "restart": 120}
 
 
-class AckAction(BaseModel):
+class AckAction(StrictModel):
     """An action taken through a link or the API."""
 
-    model_config = ConfigDict(extra="forbid")
     action: Literal["ack", "on_scene", "resolve"] = Field(description="ack, on_scene or resolve.")
     outcome: Literal["real", "false_alarm", "test"] | None = Field(
         None, description="Required with resolve.")

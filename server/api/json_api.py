@@ -8,10 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import func, select
 
 from protocol.topics import Topics
+from protocol.validation import StrictModel
 from server.api.actions import AckAction, add_silence, apply_action
 from server.api.deps import ApiScope, Db, Svc, alert_in_scope, node_in_scope, require
 from server.api.queries import (
@@ -27,10 +28,9 @@ from server.link import commands
 router = APIRouter()
 
 
-class SilenceIn(BaseModel):
+class SilenceIn(StrictModel):
     """A maintenance window request."""
 
-    model_config = ConfigDict(extra="forbid")
     pond_id: str | None = Field(None, description="Pond to mute.")
     node_id: str | None = Field(None, description="Node to mute.")
     minutes: float = Field(gt=0, le=20160, description="Length of the window.")
@@ -104,10 +104,9 @@ def api_action(alert_id: int, body: AckAction, scope: ApiScope, svc: Svc,
     return {"changed": changed, "alert": alert_dict(alert, s.get(Pond, alert.pond_id))}
 
 
-class CommandIn(BaseModel):
+class CommandIn(StrictModel):
     """A command for one node."""
 
-    model_config = ConfigDict(extra="forbid")
     cmd: str = Field(min_length=1, max_length=40, description="Command name the node knows.")
     args: dict[str, Any] = Field(default_factory=dict, description="Arguments.")
     ttl_s: int = Field(300, ge=1, le=7 * 86400, description="Seconds until it expires.")

@@ -10,11 +10,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.topics import Topics
+from protocol.validation import StrictModel
 from server.access.scope import node_filter
 from server.api.deps import ApiScope, Db, ServerParts, Svc, client_ip, require
 from server.core.db import ModelAssignment, Node, ServerModel
@@ -26,10 +27,9 @@ router = APIRouter()
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
-class AssignIn(BaseModel):
+class AssignIn(StrictModel):
     """Assign a model to one pond, or to all ponds (pond_id null)."""
 
-    model_config = ConfigDict(extra="forbid")
     pond_id: str | None = Field(None, max_length=64, description="Pond id; null for all ponds.")
 
 

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     IPvAnyNetwork,
     ValidationError,
@@ -19,7 +17,7 @@ from pydantic import (
 )
 
 from protocol.topics import DEFAULT_PREFIX
-from protocol.validation import field_errors, read_yaml
+from protocol.validation import StrictModel, field_errors, read_yaml
 from server.core import secret_strength
 from server.core.errors import ServerError
 
@@ -33,13 +31,7 @@ class ConfigError(ServerError, ValueError):
     """A server config that cannot be used; the message names the file and field."""
 
 
-class _Section(BaseModel):
-    """Base of every config section: strict and immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class MqttSettings(_Section):
+class MqttSettings(StrictModel):
     """How the server reaches the broker."""
 
     url: str | None = Field(
@@ -66,7 +58,7 @@ class MqttSettings(_Section):
         description="Loopback port of the private broker (default: any free port).")
 
 
-class HttpSettings(_Section):
+class HttpSettings(StrictModel):
     """The web side."""
 
     bind: str = Field("127.0.0.1:8080", pattern=r"^[^:]+:\d{1,5}$", description="host:port.")
@@ -78,7 +70,7 @@ class HttpSettings(_Section):
         "X-Forwarded-For names the client; the login throttle counts by that client address.")
 
 
-class EscalationStep(_Section):
+class EscalationStep(StrictModel):
     """One step of an escalation policy."""
 
     after_s: float = Field(ge=0, le=86400, description="Seconds after the alert opened.")
@@ -94,7 +86,7 @@ def _default_steps() -> list[EscalationStep]:
     ]
 
 
-class EscalationPolicy(_Section):
+class EscalationPolicy(StrictModel):
     """Steps for an unacknowledged critical alert, then repeats."""
 
     steps: list[EscalationStep] = Field(default_factory=_default_steps, min_length=1,
@@ -111,7 +103,7 @@ class EscalationPolicy(_Section):
         return self
 
 
-class EscalationSettings(_Section):
+class EscalationSettings(StrictModel):
     """Escalation policies by name; grids pick one, else `default`."""
 
     policies: dict[str, EscalationPolicy] = Field(
@@ -126,7 +118,7 @@ class EscalationSettings(_Section):
         return self
 
 
-class GateSet(_Section):
+class GateSet(StrictModel):
     """A validation set a model must pass before it may be assigned to nodes."""
 
     name: str = Field(min_length=1, max_length=64,
@@ -143,7 +135,7 @@ def _default_gate() -> list[GateSet]:
             GateSet(name="scenes-land", kind="land", floor=0.95)]
 
 
-class ModelSettings(_Section):
+class ModelSettings(StrictModel):
     """Detector models the server hands out to nodes."""
 
     dir: Path | None = Field(None, description="Folder holding uploaded models (default: "
@@ -174,7 +166,7 @@ class ModelSettings(_Section):
         return self
 
 
-class ServerConfig(_Section):
+class ServerConfig(StrictModel):
     """The whole server.yaml."""
 
     environment: Literal["dev", "production"] = Field(

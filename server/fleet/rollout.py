@@ -16,6 +16,7 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from protocol.digest import sha256_stream
 from server.core.config import ModelSettings, ServerConfig
 from server.core.db import CommandRow, ModelAssignment, Node, Pond, ServerModel
 from server.core.errors import ServerError
@@ -60,16 +61,10 @@ def store(s: Session, cfg: ServerConfig, name: str, src: IO[bytes],
         raise ModelError(f"model {name!r} already exists")
     folder = models_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-        sha = digest.hexdigest()
+            sha, size = sha256_stream(src, out.write)
         if size == 0:
             raise ModelError("the uploaded file is empty")
         if expected_sha256 and sha != expected_sha256:

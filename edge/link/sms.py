@@ -14,7 +14,7 @@ from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
-CHINA = timezone(timedelta(hours=8), "UTC+8")
+BEIJING = timezone(timedelta(hours=8), "UTC+8")  # the edge's one Beijing time: texts show it
 CTRL_Z = b"\x1a"
 UCS2_MAX = 70          # characters in one UCS2 text message
 GSM_MAX = 160
@@ -52,9 +52,9 @@ class OutboxLike(Protocol):
 
 
 def sms_text(event: dict[str, Any], encoding: str) -> str:
-    """The message: what, where and when (China time), short enough for one SMS."""
+    """The message: what, where and when (Beijing time), short enough for one SMS."""
     try:
-        ts = datetime.fromisoformat(str(event.get("ts")).replace("Z", "+00:00")).astimezone(CHINA)
+        ts = datetime.fromisoformat(str(event.get("ts")).replace("Z", "+00:00")).astimezone(BEIJING)
         when = f"{ts:%m-%d %H:%M}"
     except ValueError:
         when = "?"

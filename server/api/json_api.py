@@ -123,6 +123,8 @@ def api_command(node_id: str, body: CommandIn, scope: ApiScope, svc: Svc,
         row = commands.send(s, client, svc.ingest.topics if svc.ingest else Topics(),
                             node_id, body.cmd, body.args, body.ttl_s, scope.username,
                             svc.clock.now())
+    except commands.CommandTooLarge as exc:
+        raise HTTPException(413, str(exc)) from exc
     except commands.CommandError as exc:
         raise HTTPException(503, str(exc)) from exc
     s.commit()

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from protocol.limits import MAX_EVENT_BYTES, MAX_HEALTH_BYTES, MAX_SNAPSHOT_BYTES
+from protocol.limits import MAX_CMD_BYTES, MAX_EVENT_BYTES, MAX_HEALTH_BYTES, MAX_SNAPSHOT_BYTES
 from protocol.payloads import (
     Ack,
     CommandResult,
@@ -48,6 +48,9 @@ _SUBSCRIBE_KINDS = ("event", "status", "health", "snapshot/+", "cmd/result")
 # heartbeats after a restart must not delay a page); each lane keeps its arrival order.
 URGENT, NORMAL = 0, 1
 BATCH = 200
+# Size limits are protocol/limits.py's; these two have no name there yet:
+STATUS_MAX_BYTES = 1024  # a Status is four short fields (a few hundred bytes at most)
+ACK_MAX_IDS = 1000  # protocol.payloads.Ack.ids' max_length: acks go out in chunks of this
 
 
 class Rejected(ServerError, ValueError):
@@ -246,9 +249,9 @@ class Ingestor:
         if new_alert:
             self.on_alert()
         for node_id, ids in acks.items():
-            for i in range(0, len(ids), 1000):
-                self.client.publish(self.topics.ack(node_id), encode(Ack(ids=ids[i:i + 1000])),
-                                    qos=1)
+            for i in range(0, len(ids), ACK_MAX_IDS):
+                self.client.publish(self.topics.ack(node_id),
+                                    encode(Ack(ids=ids[i:i + ACK_MAX_IDS])), qos=1)
         for item, maybe in zip(batch, outcomes, strict=True):
             if maybe is not None and item.qos > 0:
                 self.client.ack(item.mid, item.qos)
@@ -372,7 +375,7 @@ class Ingestor:
         if topic.kind == "status":
             if not payload:
                 return Outcome()  # a cleared retained status
-            st: Status = _decode(Status, payload, 1024)
+            st: Status = _decode(Status, payload, STATUS_MAX_BYTES)
             if st.state == "online":
                 watch.heard(s, self.cfg, node, now)
             elif st.reason == "planned":
@@ -399,7 +402,7 @@ class Ingestor:
                     alerts.apply_health_equipment(s, node.pond_id, h.equipment, now)
             return Outcome()
         if topic.kind == "cmd/result":
-            res: CommandResult = _decode(CommandResult, payload, 64 * 1024)
+            res: CommandResult = _decode(CommandResult, payload, MAX_CMD_BYTES)
             if not commands.record_result(s, node.id, res, now):
                 raise Rejected("unknown_command", f"no command {res.id} for {node.id}")
             log.info("command %s on %s: ok=%s result=%.200r", res.id, node.id, res.ok, res.result)

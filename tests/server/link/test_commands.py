@@ -7,11 +7,16 @@ import threading
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
-from protocol.payloads import CommandResult, encode
+from protocol.limits import MAX_CMD_BYTES
+from protocol.payloads import Command, CommandResult, encode
+from protocol.topics import Topics
 from server.access import auth
-from server.core.db import Person
+from server.core.db import CommandRow, Person
+from server.link import commands
 from server.runner import Server
 from tests.server.conftest import FakeNode, PageReceiver, wait_for
 
@@ -72,4 +77,32 @@ def test_command_without_broker_is_503(config, receiver: PageReceiver) -> None:
         r = c.post("/api/nodes/heyuan-01/commands", json={"cmd": "x"},
                    auth=("tech", "tech-pass-12"))
         assert r.status_code == 503
+    svc.stop()
+
+
+def test_command_over_the_wire_limit_is_refused(config, receiver: PageReceiver) -> None:
+    """A command the node would drop for its size (protocol MAX_CMD_BYTES) is never sent or
+    stored: CommandTooLarge one byte over the limit, 413 from the API; at the limit it fits."""
+    from server.app import build
+
+    app, svc = build(config)
+    svc.prepare()
+    now = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+    empty = Command(id="0" * 32, cmd="x", args={"blob": ""}, expires_at=now)
+    fill = MAX_CMD_BYTES - len(encode(empty))
+    with svc.sessions() as s:
+        with pytest.raises(commands.CommandError, match="not connected"):  # fits: sent if it could
+            commands.send(s, None, Topics(), "heyuan-01", "x", {"blob": "b" * fill}, 60, "t", now)
+        with pytest.raises(commands.CommandTooLarge, match=f"{MAX_CMD_BYTES + 1} bytes"):
+            commands.send(s, None, Topics(), "heyuan-01", "x", {"blob": "b" * (fill + 1)}, 60,
+                          "t", now)
+    with svc.sessions() as s, s.begin():
+        s.get(Person, "tech-wang").stations = ["quanjiang"]
+        auth.set_user(s, "tech", "tech-pass-12", "technician", "tech-wang")
+    with TestClient(app) as c:
+        r = c.post("/api/nodes/heyuan-01/commands", json={"cmd": "x", "args": {
+            "blob": "b" * MAX_CMD_BYTES}}, auth=("tech", "tech-pass-12"))
+        assert r.status_code == 413 and str(MAX_CMD_BYTES) in r.json()["detail"]
+    with svc.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(CommandRow)) == 0
     svc.stop()

@@ -8,13 +8,15 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from protocol.payloads import Event, encode
+from protocol.limits import MAX_CMD_BYTES, MAX_EVENT_BYTES, MAX_HEALTH_BYTES, MAX_SNAPSHOT_BYTES
+from protocol.payloads import Ack, Event, encode
 from server.app import build
 from server.core.db import Alert, EquipmentState, EventRow, Node, Snapshot
 from server.link.broker import Mosquitto, free_port
-from server.link.ingest import Inbound
+from server.link.ingest import ACK_MAX_IDS, STATUS_MAX_BYTES, Inbound
 from server.runner import Server
 from server.services import Services
 from tests.server.conftest import FakeNode, PageReceiver, make_config, wait_for
@@ -293,3 +295,32 @@ def test_a_heartbeat_batch_forgets_samples_past_retention_once(svc: Services) ->
         kept = sorted((r.node_id, r.fps) for r in s.scalars(select(HealthSample)))
     assert kept == [("beitang-01", 1.0), ("heyuan-01", 5.0), ("heyuan-01", 5.0),
                     ("xiatang-01", 5.0)]  # beitang sent nothing: its old sample waits
+
+
+@pytest.mark.parametrize(("kind", "limit"), [
+    ("event", MAX_EVENT_BYTES), ("health", MAX_HEALTH_BYTES), ("cmd/result", MAX_CMD_BYTES),
+    ("status", STATUS_MAX_BYTES), ("snapshot/abc", MAX_SNAPSHOT_BYTES)])
+def test_each_kind_is_cut_at_its_wire_limit(svc: Services, kind: str, limit: int) -> None:
+    """At protocol/limits.py's size for its kind a message is read (a blank JSON object is then
+    refused for its content, a JPEG stored); one byte more is 'oversized'."""
+    topic = f"{P}/heyuan-01/{kind}"
+    if kind.startswith("snapshot"):
+        at_limit = b"\xff\xd8" + b"\x00" * (limit - 2)
+    else:
+        at_limit = b"{" + b" " * (limit - 2) + b"}"
+    _feed(svc, topic, at_limit)
+    assert _rejected(svc, "oversized") == 0
+    if kind.startswith("snapshot"):
+        with svc.sessions() as s:
+            assert len(s.get(Snapshot, "abc").data) == limit
+    else:
+        assert _rejected(svc, "schema") == 1
+    _feed(svc, topic, at_limit + b" ")
+    assert _rejected(svc, "oversized") == 1
+
+
+def test_acks_go_out_in_chunks_the_ack_model_accepts() -> None:
+    """ACK_MAX_IDS is protocol Ack's own cap on ids (protocol/limits.py has no name for it)."""
+    Ack(ids=["e"] * ACK_MAX_IDS)
+    with pytest.raises(ValidationError):
+        Ack(ids=["e"] * (ACK_MAX_IDS + 1))

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from edge.errors import EdgeError
+from protocol.digest import sha256_file
 from protocol.topics import DEFAULT_PREFIX, NODE_ID_PATTERN
-from protocol.validation import field_errors, read_yaml
+from protocol.validation import StrictModel, field_errors, read_yaml
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Point = tuple[Unit, Unit]
@@ -20,11 +20,7 @@ class ConfigError(EdgeError, ValueError):
     """A node config that cannot be used; the message names the file and field."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CameraConfig(_Section):
+class CameraConfig(StrictModel):
     """Where frames come from."""
 
     source: str | int = Field(
@@ -39,7 +35,7 @@ class CameraConfig(_Section):
 DEFAULT_CONF = 0.25  # person-offline's operating point
 
 
-class ModelConfig(_Section):
+class ModelConfig(StrictModel):
     """The detector and what its classes mean."""
 
     path: str = Field("models/person.pt", description="Anything Ultralytics loads.")
@@ -79,7 +75,7 @@ class ModelConfig(_Section):
         return self
 
 
-class Zones(_Section):
+class Zones(StrictModel):
     """Polygons in normalised frame coordinates."""
 
     water: list[Point] = Field(description="The water surface.")
@@ -95,7 +91,7 @@ class Zones(_Section):
         return self
 
 
-class Reference(_Section):
+class Reference(StrictModel):
     """A known height seen standing at one place in the frame."""
 
     foot: Point = Field(description="Foot point, normalised.")
@@ -110,7 +106,7 @@ class Reference(_Section):
         return self
 
 
-class Stature(_Section):
+class Stature(StrictModel):
     """Calibration for body height."""
 
     references: list[Reference] = Field(default_factory=list, description="Two or more.")
@@ -126,7 +122,7 @@ class Stature(_Section):
         return self
 
 
-class Rules(_Section):
+class Rules(StrictModel):
     """Timing of the per-track rules."""
 
     dwell_s: float = Field(1.0, ge=0, le=60, description="Seconds in a zone before an alert.")
@@ -139,7 +135,7 @@ class Rules(_Section):
     idle_fps: float = Field(1.0, gt=0, le=30, description="Detection rate while nothing moves.")
 
 
-class Equipment(_Section):
+class Equipment(StrictModel):
     """One rescue-kit item watched in a region of the frame."""
 
     item: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$",
@@ -158,7 +154,7 @@ class Equipment(_Section):
         return self
 
 
-class Mqtt(_Section):
+class Mqtt(StrictModel):
     """Broker connection."""
 
     url: str = Field("mqtt://127.0.0.1:1883", pattern=r"^mqtts?://",
@@ -172,7 +168,7 @@ class Mqtt(_Section):
     keepalive_s: int = Field(30, ge=5, le=600, description="MQTT keepalive.")
 
 
-class Gpio(_Section):
+class Gpio(StrictModel):
     """BCM pin numbers of the local warning hardware; omit what is not fitted."""
 
     horn: int | None = Field(None, ge=0, le=27, description="Horn relay output.")
@@ -194,7 +190,7 @@ class Gpio(_Section):
         return self
 
 
-class WarningConfig(_Section):
+class WarningConfig(StrictModel):
     """Local warning on the spot: horn relay, flashing light and the spoken warning."""
 
     voice: str | None = Field(None, description="WAV file to play; omitted: the built-in "
@@ -212,7 +208,7 @@ class WarningConfig(_Section):
                                description="The light stops flashing after this long.")
 
 
-class HealthConfig(_Section):
+class HealthConfig(StrictModel):
     """Heartbeats, logs and remote commands."""
 
     interval_s: float = Field(30.0, ge=5, le=3600, description="Seconds between heartbeats.")
@@ -222,7 +218,7 @@ class HealthConfig(_Section):
                                       "omitted: commands-seen.json beside the outbox.")
 
 
-class SmsConfig(_Section):
+class SmsConfig(StrictModel):
     """Last-resort text messages through a 4G modem when the data link is down."""
 
     enabled: bool = Field(False, description="Text critical events that stay undelivered.")
@@ -245,7 +241,7 @@ class SmsConfig(_Section):
         return self
 
 
-class DeployConfig(_Section):
+class DeployConfig(StrictModel):
     """Models pushed by the server (model_update), and frames sent back for training."""
 
     server_url: str | None = Field(
@@ -259,7 +255,7 @@ class DeployConfig(_Section):
         "the constables' verdicts can train the next model (kept like snapshots).")
 
 
-class NodeConfig(_Section):
+class NodeConfig(StrictModel):
     """Everything one pond node needs."""
 
     node_id: str = Field(pattern=f"^{NODE_ID_PATTERN}$", description="Unique node id.")
@@ -343,4 +339,4 @@ def load_config(path: str | Path) -> NodeConfig:
 
 def config_hash(path: str | Path) -> str:
     """Short sha256 of the config file, reported in health."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+    return sha256_file(path)[:12]

@@ -17,6 +17,7 @@ from edge.config import NodeConfig
 from edge.model import store as modelstore
 from edge.model.store import ModelIdentity, ModelStoreError
 from edge.vision.types import Detector
+from protocol.digest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class ModelDeployer:
         part = folder / f".{name}-{sha[:12]}.part"
         try:
             self._download(url, part)
-            got = modelstore.sha256_file(part)
+            got = sha256_file(part)
             if got != sha:
                 raise ModelStoreError(f"sha256 of the download is {got}, the server announced "
                                       f"{sha}; refused")

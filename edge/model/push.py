@@ -16,6 +16,7 @@ from typing import Any
 
 from edge.model import store as modelstore
 from edge.model.store import Manifest, ModelStoreError
+from protocol.digest import sha256_file
 
 
 def multipart(fields: dict[str, str], file_name: str, data: bytes) -> tuple[bytes, str]:
@@ -36,7 +37,7 @@ def push(args: argparse.Namespace, manifest: Manifest) -> int:
     """POST /api/models with the file (sha256 checked first) and its entry; exit code."""
     model = modelstore.resolve(args.name, args.dir, manifest)
     entry: dict[str, Any] = manifest.models[args.name].model_dump(mode="json", exclude_none=True)
-    entry["sha256"] = modelstore.sha256_file(model.path)
+    entry["sha256"] = sha256_file(model.path)
     password = os.environ.get("PONDWATCH_PASSWORD") or getpass.getpass("password: ")
     body, ctype = multipart({"name": args.name, "entry": json.dumps(entry)}, model.path.name,
                             model.path.read_bytes())

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from edge.errors import EdgeError
-from protocol.validation import field_errors, read_yaml
+from protocol.digest import sha256_file
+from protocol.validation import StrictModel, field_errors, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,7 @@ class ModelStoreError(EdgeError, ValueError):
     """A manifest that cannot be read, an unknown model, or weights that fail their check."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Source(_Strict):
+class Source(StrictModel):
     """Where the weights come from."""
 
     kind: Literal["pypi-wheel", "url", "local"] = Field(
@@ -58,7 +55,7 @@ class Source(_Strict):
         return self
 
 
-class ModelEntry(_Strict):
+class ModelEntry(StrictModel):
     """One model of the manifest."""
 
     file: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.pt$", description="File name under models/.")
@@ -81,7 +78,7 @@ class ModelEntry(_Strict):
         "`pondwatch-edge eval`; a node config without model.conf uses it.")
 
 
-class Manifest(_Strict):
+class Manifest(StrictModel):
     """The whole manifest file."""
 
     default: str = Field("auto", description="auto or a model name.")
@@ -94,7 +91,7 @@ class Manifest(_Strict):
         return self
 
 
-class ResolvedModel(_Strict):
+class ResolvedModel(StrictModel):
     """A model name resolved to a weights file on this machine."""
 
     name: str
@@ -111,15 +108,6 @@ def load_manifest(path: str | Path = MANIFEST) -> Manifest:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
         raise ModelStoreError(field_errors(exc, f"{path}:")) from exc
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verify(path: str | Path, expected: str | None) -> bool:
@@ -184,7 +172,7 @@ def operating_conf(path: str | Path) -> float | None:
 # ---- fetch, install, verify ------------------------------------------------------------------
 
 
-class Installed(_Strict):
+class Installed(StrictModel):
     """The check of one manifest model on this machine."""
 
     name: str
@@ -358,7 +346,7 @@ def link_person(target: Path, dest: Path) -> Path:
 EXPORT_DIRS = {"_openvino_model": "openvino", "_ncnn_model": "ncnn"}
 
 
-class ModelIdentity(_Strict):
+class ModelIdentity(StrictModel):
     """What a node reports about the model it runs."""
 
     name: str | None = Field(description="Manifest name, or None for an unlisted file.")

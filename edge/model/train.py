@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edge.model import store as modelstore
 from edge.model.store import MODELS_DIR, Manifest, ModelEntry, ModelStoreError, Source
-from protocol.validation import field_errors, read_yaml
+from protocol.digest import sha256_file
+from protocol.validation import StrictModel, field_errors, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,8 @@ RECIPE = MODELS_DIR / "recipes" / "domain-finetune.yaml"
 NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
-class Recipe(BaseModel):
+class Recipe(StrictModel):
     """The Ultralytics train arguments of a fine-tune recipe (models/recipes/*.yaml)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     optimizer: Literal["AdamW", "Adam", "SGD", "auto"] = Field(description="Optimizer.")
     lr0: float = Field(gt=0, lt=1, description="Initial learning rate.")
@@ -118,7 +117,7 @@ def measure(weights: Path, labels: dict[str, list[str]], config: str | Path,
                 "recall": data["recall"], "precision": data.get("precision"),
                 "false_per_image": data.get("false_per_image"),
                 "by_size": {k: v.get("recall") for k, v in data.get("by_size", {}).items()},
-                "dataset": str(folder), "sha256": modelstore.sha256_file(weights)}
+                "dataset": str(folder), "sha256": sha256_file(weights)}
     return results
 
 
@@ -224,7 +223,7 @@ def new_entry(weights: Path, base: str, manifest: Manifest, data: Path, recipe: 
     if args.batch is not None:
         used["batch"] = args.batch
     return ModelEntry(
-        file=weights.name, source=Source(kind="local"), sha256=modelstore.sha256_file(weights),
+        file=weights.name, source=Source(kind="local"), sha256=sha256_file(weights),
         licence=parent.licence, architecture=parent.architecture, classes=names,
         labels={"person": sorted(set(names.values()))}, base=base, data=[str(data)],
         recipe=used, trained_at=datetime.now(UTC).isoformat(timespec="seconds"),

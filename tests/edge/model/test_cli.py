@@ -19,6 +19,7 @@ import yaml
 
 from edge.cli import main
 from edge.model import store as modelstore
+from protocol.digest import sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
 OFFLINE_SHA = "5f6f620d0fa574ed80d8348bb8d46060148eb0ba24e3eea00d31a30cdadba41d"
@@ -76,7 +77,7 @@ def test_fetch_from_file(tmp_path: Path, model_path: Path,
                      "--link")) == 0
     cap = capsys.readouterr()
     assert "100%" in cap.err and "sha256 ok" in cap.err
-    assert modelstore.sha256_file(d / "person-offline.pt") == OFFLINE_SHA
+    assert sha256_file(d / "person-offline.pt") == OFFLINE_SHA
     assert (d / "person.pt").resolve().name == "person-offline.pt"
 
 
@@ -90,7 +91,7 @@ def test_fetch_from_wrong_file_refused(tmp_path: Path, model_path: Path,
     assert main(_cli("--dir", str(d), "fetch", "person-offline", "--from", str(bad))) == 2
     err = capsys.readouterr().err
     assert bad_sha in err and OFFLINE_SHA in err and "refused" in err
-    assert modelstore.sha256_file(d / "person-offline.pt") == OFFLINE_SHA
+    assert sha256_file(d / "person-offline.pt") == OFFLINE_SHA
     assert not list(d.glob("*.part"))
     assert main(_cli("--dir", str(d), "fetch", "person-offline", "--from",
                      str(tmp_path / "none.pt"))) == 2

@@ -14,7 +14,7 @@ import pytest
 
 from edge.config import NodeConfig
 from edge.model.deploy import ModelDeployer
-from edge.model.store import sha256_file
+from protocol.digest import sha256_file
 
 TOKEN = "Basic " + base64.b64encode(b"node-01:pw-1").decode()
 

@@ -10,6 +10,7 @@ import yaml
 
 from edge.cli import main
 from edge.model import store as modelstore
+from protocol.digest import sha256_file
 from tests.edge.model.test_train import make_dataset
 
 REPO = Path(__file__).resolve().parents[3]
@@ -49,7 +50,7 @@ def test_eval_records_figures_for_this_file(tmp_path: Path, assets: Path,
     assert main([*base, "--record"]) == 0
     entry = modelstore.load_manifest(manifest).models["person-offline"]
     assert entry.eval is not None and {"w", "l"} <= set(entry.eval)  # merged with earlier sets
-    sha = modelstore.sha256_file(model_path)
+    sha = sha256_file(model_path)
     for fig in (entry.eval["w"], entry.eval["l"]):
         assert fig["sha256"] == sha and 0.5 <= fig["recall"] <= 1.0  # its own pseudo-labels
     assert manifest.read_text().startswith("# PondWatch model manifest")

@@ -12,7 +12,8 @@ import yaml
 
 from bench.land_set import PHOTOS, _write
 from edge.cli import main as edge_main
-from edge.model.store import MANIFEST, load_manifest, sha256_file
+from edge.model.store import MANIFEST, load_manifest
+from protocol.digest import sha256_file
 from scripts.make_scenes import assets_dir
 
 MODEL = MANIFEST.parent / "pond-person-v1.pt"

@@ -15,8 +15,8 @@ from types import ModuleType
 import pytest
 import yaml
 
-from edge.model import store as modelstore
 from edge.model.store import ModelStoreError, identify, load_manifest, resolve
+from protocol.digest import sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
 OFFLINE = REPO / "models" / "person-offline.pt"
@@ -167,7 +167,7 @@ def test_url_download_verified(tmp_path: Path, http_root: tuple[str, Path]) -> N
     dest = tmp_path / "m"
     assert fm.main(["--model", "yolo11n", "--dest", str(dest), "--manifest", str(man)]) == 0
     assert (dest / "person.pt").resolve().name == "yolo11n.pt"
-    assert modelstore.sha256_file(dest / "yolo11n.pt") == sha
+    assert sha256_file(dest / "yolo11n.pt") == sha
 
 
 def test_url_download_wrong_sha_refused(tmp_path: Path, http_root: tuple[str, Path],

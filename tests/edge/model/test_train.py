@@ -12,6 +12,7 @@ import yaml
 from edge.cli import main
 from edge.model import store as modelstore
 from edge.model.train import load_recipe
+from protocol.digest import sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -91,7 +92,7 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     man = modelstore.load_manifest(manifest)
     entry = man.models["tiny-ft"]
     weights = models / "tiny-ft.pt"
-    assert entry.sha256 == modelstore.sha256_file(weights)
+    assert entry.sha256 == sha256_file(weights)
     assert entry.base == "person-offline" and entry.data == [str(data)]
     assert entry.source.kind == "local" and entry.licence == "Apache-2.0"
     assert entry.recipe and entry.recipe["lr0"] == 0.0005 and entry.recipe["freeze"] == 10
@@ -110,7 +111,7 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     assert main([*add, "copied", "--file", str(outside), "--base", "person-offline", "--data",
                  str(data), "--epochs", "4", "--imgsz", "480"]) == 0
     copied = modelstore.load_manifest(manifest).models["copied"]
-    assert copied.sha256 == modelstore.sha256_file(outside) and copied.base == "person-offline"
+    assert copied.sha256 == sha256_file(outside) and copied.base == "person-offline"
     assert copied.recipe and copied.recipe["epochs"] == 4 and copied.recipe["imgsz"] == 480
     assert main([*add, "copied", "--file", str(outside), "--base", "person-offline", "--data",
                  str(data), "--epochs", "4", "--imgsz", "480"]) == 2

@@ -220,19 +220,18 @@ class NodeService:
         return "ok"
 
     def _snapshot_now(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Publish the newest frame as a JPEG on the snapshot topic."""
+        """Publish the newest frame on the snapshot topic as a whole JPEG within the wire
+        limit (lower quality, then smaller, as an event's snapshot)."""
+        from edge.vision.snapshot import encode_jpeg
+
         got = self.slot.peek()
         if got is None:
             raise RuntimeError("no frame yet")
-        import cv2
-
-        ok, jpeg = cv2.imencode(".jpg", got[0], [cv2.IMWRITE_JPEG_QUALITY, 70])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
+        jpeg = encode_jpeg(got[0])
         event_id = f"snap-{int(time.time())}"
         self.link.client.publish(self.link.topics.snapshot(self.cfg.node_id, event_id),
-                                 jpeg.tobytes()[:150_000], qos=1)
-        return {"snapshot_id": event_id, "bytes": int(jpeg.size)}
+                                 jpeg, qos=1)
+        return {"snapshot_id": event_id, "bytes": len(jpeg)}
 
     def _re_enrol(self, args: dict[str, Any]) -> str:
         """Re-enrol the rescue kit from the live view (median of frames a second apart)."""

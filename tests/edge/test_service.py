@@ -113,3 +113,37 @@ def test_remote_re_enrol_writes_references_from_the_live_view(offline_node: Any)
     for spec in svc.cfg.equipment:
         assert spec.reference and Path(spec.reference).exists()
     assert not any(v == "unknown:no_reference" for v in svc.site.kit.state().values())
+
+
+def test_on_request_snapshot_is_a_whole_jpeg_within_the_limit(
+        offline_node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detailed frame whose plain JPEG is far over the limit is published shrunk to fit, as
+    one valid JPEG (it was cut at 150,000 bytes: a broken image)."""
+    from datetime import timedelta
+
+    import cv2
+    import numpy as np
+
+    from protocol import Command
+    from protocol.limits import MAX_SNAPSHOT_BYTES
+    from protocol.payloads import utc_now
+
+    svc, _, _ = offline_node
+    frame = np.random.default_rng(7).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    assert len(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 70])[1]) > 2 * 150_000
+    svc.slot.put(frame, 0.0)
+    sent: list[tuple[str, bytes]] = []
+    monkeypatch.setattr(svc.link.client, "publish",
+                        lambda topic, payload, qos=0: sent.append((topic, payload)))
+    cmd = Command(id="snap-1", cmd="snapshot", args={},
+                  expires_at=utc_now() + timedelta(minutes=1))
+    result = svc.handle_command(cmd)
+    assert result is not None and result.ok, result
+    assert isinstance(result.result, dict)
+    [(topic, jpeg)] = sent
+    assert topic == svc.link.topics.snapshot(svc.cfg.node_id, result.result["snapshot_id"])
+    assert len(jpeg) <= MAX_SNAPSHOT_BYTES
+    assert jpeg.startswith(b"\xff\xd8") and jpeg.endswith(b"\xff\xd9")  # whole, not cut
+    img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None and img.shape[1] / img.shape[0] == pytest.approx(16 / 9, rel=0.01)
+    assert result.result["bytes"] == len(jpeg)

@@ -12,10 +12,8 @@ from fastapi.staticfiles import StaticFiles
 
 from server.alerting import live
 from server.alerting.paging import Sender, apprise_send
-from server.api import ack, admin, alert_pages, fleet, ponds, report, web
-from server.api import json_api as api
+from server.api import ack, admin, alert_pages, fleet, json_api, ponds, report, rollout, web
 from server.api.deps import ApiUser, LoginRequired, PageUser, ServerParts
-from server.api.rollout import router as models_router
 from server.api.security import SecurityMiddleware, warn_plain_http
 from server.core.clock import Clock
 from server.core.config import ServerConfig
@@ -52,9 +50,8 @@ def create_app(services: Services) -> FastAPI:
     live.attach(services.sessions, app.state.live)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     pages = (alert_pages.router, ponds.router, fleet.router, admin.router)  # before web's
-    for r in (ack.router, *pages, web.router, api.router, report.router):
+    for r in (ack.router, *pages, web.router, json_api.router, report.router, rollout.router):
         app.include_router(r)
-    app.include_router(models_router)
     _docs(app)
 
     @app.exception_handler(LoginRequired)

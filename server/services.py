@@ -46,7 +46,7 @@ class Services:
         self.pager = Pager(self.sessions, self.clock, self.metrics, self.links,
                            cfg.paging_workers, send)
         self.escalator = Escalator(cfg, self.sessions, self.clock, self.metrics, self.pager)
-        self.watch = NodeWatch(cfg, self.sessions, self.clock, on_alert=self.escalator.wake)
+        self.node_watch = NodeWatch(cfg, self.sessions, self.clock, on_alert=self.escalator.wake)
         self.metrics_token = cfg.resolved_metrics_token()
         if self.metrics_token is None and not is_loopback(cfg.bind_host):
             log.warning("/metrics is open to anyone who reaches %s; set metrics_token (env "
@@ -102,7 +102,7 @@ class Services:
                                    on_alert=self.escalator.wake, login=login)
             self.pager.owner = self.ingest.client_id
             self.ingest.start()
-            self.watch.start()
+            self.node_watch.start()
         if escalate:
             self.escalator.start()
         self._janitor = threading.Thread(target=self._housekeeping, name="janitor", daemon=True)
@@ -138,16 +138,16 @@ class Services:
     def resend_models(self) -> int:
         """model_update again to nodes running another model than assigned that never got
         (or missed, being offline) the last one; returns how many were sent."""
-        from server.fleet import rollout as models
+        from server.fleet import rollout
         from server.link import commands
         if self.ingest is None or not self.ingest.connected.is_set():
             return 0
         now, sent = self.clock.now(), 0
         with self.sessions() as s, s.begin():
-            for node, model in models.due_updates(s, now):
+            for node, model in rollout.due_updates(s, now):
                 try:
                     commands.send(s, self.ingest.client, self.ingest.topics, node.id,
-                                  "model_update", models.update_args(self.cfg, model),
+                                  "model_update", rollout.update_args(self.cfg, model),
                                   self.cfg.models.download_ttl_s, "server", now)
                     sent += 1
                 except commands.CommandError as exc:
@@ -162,7 +162,7 @@ class Services:
         if self.ingest is not None:
             self.ingest.stop()
             self.ingest = None
-        self.watch.stop()
+        self.node_watch.stop()
         self.escalator.stop()
         self.pager.stop(timeout=4.0)
         if self.supervisor is not None:

@@ -17,8 +17,7 @@ from server.api.actions import BUTTONS, send_command
 from server.api.deps import CurrentScope, Db, Svc, node_in_scope, not_found, require
 from server.api.pages import render
 from server.core.db import CommandRow, Node, Pond, Snapshot
-from server.fleet import health as health_history
-from server.fleet import rollout as models
+from server.fleet import health, rollout
 
 router = APIRouter()
 SERIES = (("fps", "#0b57a4", "fps"), ("temperature_c", "#b00020", "temp"),
@@ -27,10 +26,10 @@ SERIES = (("fps", "#0b57a4", "fps"), ("temperature_c", "#b00020", "temp"),
 
 def node_row(s: Session, n: Node, pond: Pond | None, now: datetime) -> dict[str, Any]:
     """What the fleet table shows about one node: health, why it is offline, its model
-    beside its pond's assigned one (models.node_status)."""
+    beside its pond's assigned one (rollout.node_status)."""
     h = n.health or {}
     seen = max((t for t in (n.health_at, n.state_at) if t is not None), default=None)
-    model = models.node_status(s, n)
+    model = rollout.node_status(s, n)
     return {"id": n.id, "pond_id": n.pond_id, "pond": pond.name if pond else n.pond_id,
             "state": n.state, "state_reason": n.state_reason if n.state == "offline" else None,
             "last_seen": beijing_time(seen),
@@ -90,8 +89,8 @@ def node_page(request: Request, node_id: str, scope: CurrentScope, svc: Svc, s: 
     now = svc.clock.now()
     hours = min(max(hours, 1), 24 * svc.cfg.health_history_days)
     start = now - timedelta(hours=hours)
-    points = health_history.samples(s, node.id, start)
-    chart = Markup(health_history.chart_svg(points, SERIES, start, now))  # noqa: S704 numbers only
+    points = health.samples(s, node.id, start)
+    chart = Markup(health.chart_svg(points, SERIES, start, now))  # noqa: S704 numbers only
     return render(request, "fleet_node.html", scope,
                   n=node_row(s, node, s.get(Pond, node.pond_id), now),
                   chart=chart, points=len(points), hours=hours, series=SERIES,

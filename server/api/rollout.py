@@ -19,7 +19,7 @@ from protocol.validation import StrictModel
 from server.access.scope import node_filter
 from server.api.deps import ApiScope, Db, ServerParts, Svc, client_ip, require
 from server.core.db import ModelAssignment, Node, ServerModel
-from server.fleet import rollout as models
+from server.fleet import rollout
 from server.link import commands
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def api_models(scope: ApiScope, s: Db) -> list[dict[str, Any]]:
     require(scope.may_edit_registry or scope.may_command_nodes)
     targets: dict[str, list[str]] = {}
     for a in s.scalars(select(ModelAssignment)):
-        if a.target == models.ALL or scope.sees_pond(a.target):  # other grids' ponds unnamed
+        if a.target == rollout.ALL or scope.sees_pond(a.target):  # other grids' ponds unnamed
             targets.setdefault(a.model, []).append(a.target)
     return [_row(m, sorted(targets.get(m.name, [])))
             for m in s.scalars(select(ServerModel).order_by(ServerModel.name))]
@@ -73,9 +73,9 @@ def api_upload(scope: ApiScope, svc: Svc, s: Db, file: Annotated[UploadFile, Fil
     if evals is not None and not isinstance(evals, dict):
         raise HTTPException(422, "entry.eval must be an object: set name -> figures")
     try:
-        row = models.store(s, svc.cfg, name, file.file, meta["labels"], evals,
+        row = rollout.store(s, svc.cfg, name, file.file, meta["labels"], evals,
                            scope.username, svc.clock.now(), expected_sha256=meta.get("sha256"))
-    except models.ModelError as exc:
+    except rollout.ModelError as exc:
         raise HTTPException(409, str(exc)) from exc
     s.commit()
     return _row(row, [])
@@ -87,8 +87,8 @@ def api_assign(name: str, body: AssignIn, scope: ApiScope, svc: Svc, s: Db) -> d
     require(scope.may_edit_registry, ADMINS_ONLY)
     now = svc.clock.now()
     try:
-        row, verdict = models.assign(s, svc.cfg.models, name, body.pond_id, scope.username, now)
-    except models.ModelError as exc:
+        row, verdict = rollout.assign(s, svc.cfg.models, name, body.pond_id, scope.username, now)
+    except rollout.ModelError as exc:
         raise HTTPException(409 if "gate" in str(exc) else 404, str(exc)) from exc
     s.flush()
     model = s.get(ServerModel, name)
@@ -96,10 +96,10 @@ def api_assign(name: str, body: AssignIn, scope: ApiScope, svc: Svc, s: Db) -> d
     sent, unsent = [], []
     client = svc.ingest.client if svc.ingest else None
     topics = svc.ingest.topics if svc.ingest else Topics(svc.cfg.mqtt.topic_prefix)
-    for node in models.affected_nodes(s, body.pond_id):
+    for node in rollout.affected_nodes(s, body.pond_id):
         try:
             commands.send(s, client, topics, node.id, "model_update",
-                          models.update_args(svc.cfg, model),
+                          rollout.update_args(svc.cfg, model),
                           svc.cfg.models.download_ttl_s, scope.username, now)
             sent.append(node.id)
         except commands.CommandError as exc:
@@ -116,7 +116,7 @@ def api_fleet_models(scope: ApiScope, s: Db) -> list[dict[str, Any]]:
     model, and model_mismatch when they differ (technicians, admins)."""
     require(scope.may_command_nodes)
     q = select(Node).where(node_filter(scope, Node.id)).order_by(Node.id)
-    return [models.node_status(s, n) for n in s.scalars(q)]
+    return [rollout.node_status(s, n) for n in s.scalars(q)]
 
 
 def node_password_file(svc: ServerParts) -> Path | None:
@@ -141,7 +141,7 @@ def _node_auth(request: Request, svc: ServerParts, s: Session) -> Node:
         svc.throttle.refused(ip, now)
         raise HTTPException(429, "too many failed attempts; wait a few minutes")
     node = s.get(Node, user) if user else None
-    if node is None or not models.check_node_password(node_password_file(svc), user, pw):
+    if node is None or not rollout.check_node_password(node_password_file(svc), user, pw):
         svc.throttle.failed(key, ip, now)
         raise HTTPException(401, "node credentials required",
                             headers={"WWW-Authenticate": 'Basic realm="pondwatch-node"'})
@@ -153,10 +153,10 @@ def _node_auth(request: Request, svc: ServerParts, s: Session) -> Node:
 def node_download(sha256: str, request: Request, svc: Svc, s: Db) -> FileResponse:
     """A node downloads the model assigned to its pond (its own credentials; nothing else)."""
     node = _node_auth(request, svc, s)
-    want = models.assigned_model(s, node.pond_id)
+    want = rollout.assigned_model(s, node.pond_id)
     if want is None or want.sha256 != sha256:
         raise HTTPException(404, "no such model assigned to this node's pond")
-    path = models.file_path(svc.cfg, sha256)
+    path = rollout.file_path(svc.cfg, sha256)
     if not path.is_file():
         raise HTTPException(410, "model file missing on the server")
     return FileResponse(path, media_type="application/octet-stream",

@@ -36,8 +36,7 @@ from server.core.config import ServerConfig
 from server.core.db import Alert, EquipmentState, EventFrame, EventRow, Node, Snapshot
 from server.core.errors import ServerError
 from server.core.metrics import Metrics
-from server.fleet import health as health_history
-from server.fleet import node_watch as watch
+from server.fleet import health, node_watch
 from server.link import commands
 from server.link.client import connect_in_background, make_client, replica_client_id
 
@@ -273,7 +272,7 @@ class Ingestor:
                             rejected.append((item, exc))
                             outs.append(Outcome())
                     # one retention delete for the batch, not a round trip per heartbeat
-                    health_history.forget(s, beats, self.clock.now(),
+                    health.forget(s, beats, self.clock.now(),
                                           self.cfg.health_history_days)
             except Exception as exc:  # a race with a replica, the DB away, a bug: go slowly
                 log.info("batch of %d failed (%s); retrying one by one", len(batch), exc)
@@ -377,11 +376,11 @@ class Ingestor:
                 return Outcome()  # a cleared retained status
             st: Status = _decode(Status, payload, STATUS_MAX_BYTES)
             if st.state == "online":
-                watch.heard(s, self.cfg, node, now)
+                node_watch.heard(s, self.cfg, node, now)
             elif st.reason == "planned":
-                watch.planned_stop(s, node, now)
+                node_watch.planned_stop(s, node, now)
             else:
-                watch.lost(s, node, watch.LOST, now)
+                node_watch.lost(s, node, node_watch.LOST, now)
             node.version = st.version
             return Outcome(new_alert=st.state == "offline" and st.reason is None)
         if topic.kind == "health":
@@ -391,11 +390,11 @@ class Ingestor:
             steady = node.state == "online"
             with s.no_autoflush if steady else contextlib.nullcontext():
                 node.health, node.health_at = h.model_dump(mode="json"), now
-                health_history.record(s, node.id, h, now, self.cfg.health_history_days,
+                health.record(s, node.id, h, now, self.cfg.health_history_days,
                                       purge=beats is None)
                 if beats is not None:
                     beats.add(node.id)
-                watch.heard(s, self.cfg, node, now, h.interval_s)
+                node_watch.heard(s, self.cfg, node, now, h.interval_s)
                 if h.version:
                     node.version = h.version
                 if h.equipment:

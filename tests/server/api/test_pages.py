@@ -28,7 +28,7 @@ from server.core.db import (
     RosterEntry,
     ServerModel,
 )
-from server.fleet import health as health_history
+from server.fleet import health
 from server.link.ingest import Inbound
 from tests.server.alerting.test_escalation import Harness
 from tests.server.api.test_web import _login
@@ -159,7 +159,7 @@ def test_health_history_is_bounded_and_charted(site) -> None:
     h, c = site
     with h.svc.sessions() as s, s.begin():
         for i in range(10):
-            health_history.record(s, "heyuan-01", Health(ts=h.clock.now(), version="1",
+            health.record(s, "heyuan-01", Health(ts=h.clock.now(), version="1",
                                                          fps=4 + i / 10, temperature_c=50),
                                   h.clock.now(), keep_days=1)
             h.clock.advance(3 * 3600)
@@ -368,7 +368,7 @@ def test_fleet_and_ponds_say_why_a_node_is_offline(site) -> None:
     _status(h, "xiatang-01", "offline")  # the Last Will: power or cable
     h.clock.advance(h.cfg.heartbeat_misses * h.cfg.heartbeat_interval_s + 1)
     _status(h, "heyuan-01", "offline")  # its retained Last Will after the clean stop
-    assert h.svc.watch.check() == ["beitang-01"]  # heartbeats stopped
+    assert h.svc.node_watch.check() == ["beitang-01"]  # heartbeats stopped
     as_user(c, "tech")
     fleet = c.get("/fleet").text
     assert "（计划停机）" in _cell(fleet, 'data-node="heyuan-01"')

@@ -85,7 +85,7 @@ def test_missed_heartbeats_and_schema_on_postgres(tmp_path: Path, receiver: Page
                 wait_for(lambda: s.get(Node, "heyuan-01", populate_existing=True).health_at,
                          what="heartbeat")
             clock.advance(30)
-            wait_for(lambda: srv.services.watch.check() or receiver.for_path("tech-wang"),
+            wait_for(lambda: srv.services.node_watch.check() or receiver.for_path("tech-wang"),
                      what="node offline")
             srv.services.escalator.tick()
             receiver.wait(1)

@@ -44,12 +44,12 @@ def _heard_at(srv: Server, when: datetime) -> Node:
 
 def _wait_offline(srv: Server, what: str) -> None:
     """Run the watch until the node is offline (its own thread may get there first)."""
-    wait_for(lambda: srv.services.watch.check() or _node(srv).state == "offline", what=what)
+    wait_for(lambda: srv.services.node_watch.check() or _node(srv).state == "offline", what=what)
 
 
 def _settle(srv: Server) -> None:
     """Run the watch and one escalation tick now and let the pages go out."""
-    srv.services.watch.check()
+    srv.services.node_watch.check()
     srv.services.escalator.tick()
     assert srv.services.pager.idle(10)
 
@@ -68,11 +68,11 @@ def test_three_missed_heartbeats_page_technician_once_and_heartbeat_clears(
         assert n.watch_deadline == T0 + timedelta(seconds=30)
 
         clock.advance(29)                                # two and a bit missed: not yet
-        assert srv.services.watch.check() == []
+        assert srv.services.node_watch.check() == []
         _heartbeat(node, clock, interval_s=10)           # heard at +29 s: new window
         _heard_at(srv, T0 + timedelta(seconds=29))
         clock.advance(29.5)                              # +58.5 s: within 3 × 10 s of +29
-        assert srv.services.watch.check() == []
+        assert srv.services.node_watch.check() == []
         _settle(srv)
         assert receiver.for_path("tech-wang") == [] and _offline_alerts(srv) == []
 
@@ -159,9 +159,9 @@ def test_default_interval_status_online_and_restart_grace(
     srv = Server(cfg, clock=clock).start()
     try:
         assert _node(srv).watch_deadline == clock.now() + timedelta(seconds=90)
-        assert srv.services.watch.check() == []
+        assert srv.services.node_watch.check() == []
         clock.advance(89)
-        assert srv.services.watch.check() == []
+        assert srv.services.node_watch.check() == []
         clock.advance(1)
         _wait_offline(srv, "offline after the grace")
         srv.services.escalator.tick()

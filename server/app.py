@@ -12,7 +12,18 @@ from fastapi.staticfiles import StaticFiles
 
 from server.alerting import live
 from server.alerting.paging import Sender, apprise_send
-from server.api import ack, admin, alert_pages, fleet, json_api, ponds, report, rollout, web
+from server.api import (
+    ack,
+    admin,
+    alert_pages,
+    fleet,
+    json_api,
+    login,
+    monitoring,
+    ponds,
+    report,
+    rollout,
+)
 from server.api.deps import ApiUser, LoginRequired, PageUser, ServerParts
 from server.api.security import SecurityMiddleware, warn_plain_http
 from server.core.clock import Clock
@@ -49,9 +60,9 @@ def create_app(services: Services) -> FastAPI:
     app.state.live = live.Hub()
     live.attach(services.sessions, app.state.live)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    pages = (alert_pages.router, ponds.router, fleet.router, admin.router)  # before web's
-    for r in (ack.router, *pages, web.router, json_api.router, report.router, rollout.router):
-        app.include_router(r)
+    for module in (ack, alert_pages, ponds, fleet, admin, login, json_api, monitoring, report,
+                   rollout):
+        app.include_router(module.router)
     _docs(app)
 
     @app.exception_handler(LoginRequired)

@@ -21,16 +21,19 @@ from server.api.deps import (
     CurrentScope,
     Db,
     LoginRequired,
+    MaybeUser,
     ServerParts,
     Svc,
     alert_in_scope,
     current_scope,
+    not_found,
     optional_user,
+    page_scope,
     require,
 )
 from server.api.pages import render
 from server.api.queries import alert_dict, event_dicts
-from server.core.db import Alert, Person, Pond, TimelineEntry, User
+from server.core.db import Alert, Person, Pond, Snapshot, TimelineEntry, User
 
 router = APIRouter()
 KEEPALIVE_S = 15.0
@@ -163,3 +166,18 @@ def live_alerts(request: Request, svc: Svc) -> Response:
     hub: Hub = request.app.state.live
     return StreamingResponse(_stream(hub, svc, scope, request), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.get("/alerts/{alert_id}/snapshot.jpg")
+def alert_snapshot(alert_id: int, user: MaybeUser, svc: Svc, s: Db) -> Response:
+    """The snapshot, only in scope and for logged-in roles allowed to see minors."""
+    if user is None:
+        raise HTTPException(401, "login required")
+    scope = page_scope(svc, s, user)
+    alert = alert_in_scope(s, scope, alert_id)
+    require(scope.snapshots, "你的角色不能查看现场照片 (snapshots are not for your role)")
+    snap = s.get(Snapshot, alert.snapshot_event_id) if alert.snapshot_event_id else None
+    if snap is None:
+        raise not_found()
+    return Response(snap.data, media_type="image/jpeg",
+                    headers={"Cache-Control": "private, no-store"})

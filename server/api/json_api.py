@@ -1,15 +1,13 @@
-"""JSON API for alerts, ponds, silences and node commands, plus /metrics and /healthz."""
+"""The JSON API under /api/: who I am, alerts and their actions, ponds, silences, node commands."""
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import Response
 from pydantic import Field
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from protocol.topics import Topics
 from protocol.validation import StrictModel
@@ -22,7 +20,7 @@ from server.api.queries import (
     pond_rows,
     timeline_dicts,
 )
-from server.core.db import Alert, CommandRow, Pond
+from server.core.db import CommandRow, Pond
 from server.link import commands
 
 router = APIRouter()
@@ -36,35 +34,6 @@ class SilenceIn(StrictModel):
     minutes: float = Field(gt=0, le=20160, description="Length of the window.")
     reason: str = Field("", max_length=500, description="Why.")
     starts: datetime | None = Field(None, description="Start (default now), with timezone.")
-
-
-@router.get("/healthz")
-def healthz(svc: Svc) -> dict[str, Any]:
-    """Liveness: the web side answers even while the broker is away."""
-    ing = svc.ingest
-    return {"ok": True, "mqtt_connected": bool(ing and ing.connected.is_set()),
-            "ingest_queue": ing.queue.qsize() if ing else 0}
-
-
-def _check_metrics_token(request: Request, token: str | None) -> None:
-    """401 unless the request carries the configured bearer token (none set: open)."""
-    if token is None:
-        return
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
-                                                             token.encode()):
-        raise HTTPException(401, "bearer token required",
-                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
-
-
-@router.get("/metrics")
-def metrics(request: Request, svc: Svc, s: Db) -> Response:
-    """Prometheus text exposition; needs `Authorization: Bearer TOKEN` when metrics_token
-    is set."""
-    _check_metrics_token(request, svc.metrics_token)
-    open_n = s.scalar(select(func.count()).select_from(Alert).where(Alert.state != "resolved"))
-    svc.metrics.open_alerts.set(open_n or 0)
-    return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get("/api/me")

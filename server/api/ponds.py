@@ -1,19 +1,19 @@
-"""Pond pages: watch state, kit and last event per pond, snapshot on request, and the pond map."""
+"""Pond pages: watch state, kit and last event, snapshot on request, the map, and silences."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from server.access.scope import Scope, pond_filter
 from server.alerting.wording import beijing_time
-from server.api.actions import send_command
-from server.api.deps import CurrentScope, Db, Svc, pond_in_scope, require
+from server.api.actions import add_silence, send_command
+from server.api.deps import CurrentScope, Db, PageScope, Svc, pond_in_scope, require
 from server.api.pages import render
 from server.api.queries import pond_rows, silences_in_scope
 from server.core.db import Alert, EventRow, Node, Pond, Snapshot
@@ -183,3 +183,14 @@ def silences_page(request: Request, scope: CurrentScope, svc: Svc, s: Db) -> Res
                   nodes=[{"id": n.id, "pond": ponds[n.pond_id].name if n.pond_id in ponds
                           else n.pond_id} for n in nodes],
                   may_command=scope.may_command_nodes)
+
+
+@router.post("/silences")
+def silence_form(scope: PageScope, svc: Svc, s: Db, minutes: Annotated[float, Form()],
+                 pond_id: Annotated[str | None, Form()] = None,
+                 node_id: Annotated[str | None, Form()] = None,
+                 reason: Annotated[str, Form()] = "") -> Response:
+    """Technicians and admins mute a pond or node in scope for a maintenance window."""
+    add_silence(svc, s, scope, pond_id, node_id, minutes, reason)
+    s.commit()
+    return RedirectResponse("/silences", status_code=303)

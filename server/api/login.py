@@ -1,29 +1,22 @@
-"""Login and logout, the alert snapshot and the silence form."""
+"""Login and logout: the form with its CSRF nonce, the session cookie, ending the session."""
 
 from __future__ import annotations
 
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from server.access import auth
-from server.api.actions import add_silence
 from server.api.deps import (
     Db,
     MaybeUser,
-    PageScope,
     Svc,
-    alert_in_scope,
     client_ip,
-    not_found,
-    page_scope,
-    require,
     templates,
 )
 from server.api.security import LOGIN_NONCE_COOKIE, cookies_secure
-from server.core.db import Snapshot
 
 router = APIRouter()
 
@@ -69,29 +62,3 @@ def logout(svc: Svc, s: Db, user: MaybeUser) -> Response:
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(auth.Sessions.COOKIE)
     return resp
-
-
-@router.get("/alerts/{alert_id}/snapshot.jpg")
-def alert_snapshot(alert_id: int, user: MaybeUser, svc: Svc, s: Db) -> Response:
-    """The snapshot, only in scope and for logged-in roles allowed to see minors."""
-    if user is None:
-        raise HTTPException(401, "login required")
-    scope = page_scope(svc, s, user)
-    alert = alert_in_scope(s, scope, alert_id)
-    require(scope.snapshots, "你的角色不能查看现场照片 (snapshots are not for your role)")
-    snap = s.get(Snapshot, alert.snapshot_event_id) if alert.snapshot_event_id else None
-    if snap is None:
-        raise not_found()
-    return Response(snap.data, media_type="image/jpeg",
-                    headers={"Cache-Control": "private, no-store"})
-
-
-@router.post("/silences")
-def silence_form(scope: PageScope, svc: Svc, s: Db, minutes: Annotated[float, Form()],
-                 pond_id: Annotated[str | None, Form()] = None,
-                 node_id: Annotated[str | None, Form()] = None,
-                 reason: Annotated[str, Form()] = "") -> Response:
-    """Technicians and admins mute a pond or node in scope for a maintenance window."""
-    add_silence(svc, s, scope, pond_id, node_id, minutes, reason)
-    s.commit()
-    return RedirectResponse("/silences", status_code=303)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import write_section  # noqa: E402
 from protocol import Event, Topics  # noqa: E402
 from protocol.payloads import encode  # noqa: E402
-from server import auth  # noqa: E402
+from server.access import auth  # noqa: E402
 from server.core.config import parse_config  # noqa: E402
 from server.link.broker import Mosquitto, free_port  # noqa: E402
 from server.runner import Server  # noqa: E402

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from edge.errors import EdgeError
+from edge.manifest import operating_conf
 from protocol.digest import sha256_file
 from protocol.topics import DEFAULT_PREFIX, NODE_ID_PATTERN
 from protocol.validation import StrictModel, field_errors, read_yaml
@@ -43,8 +44,9 @@ class ModelConfig(StrictModel):
     conf: float = Field(DEFAULT_CONF, gt=0, lt=1, description="Operating point: a track counts "
                         "as a person once its median score reaches this (Frigate's threshold); "
                         "eval scores stills at it. Left out, load_config takes the model's own "
-                        "calibrated point from models/manifest.yaml (operating_conf, measured "
-                        "with `pondwatch-edge eval`), else 0.25 (person-offline's).")
+                        "calibrated point from the manifest.yaml beside the weights, else the "
+                        "default one (operating_conf, measured with `pondwatch-edge eval`), "
+                        "else 0.25 (person-offline's).")
     tracker: str = Field("pondwatch.yaml", description="Tracker config: edge/vision/trackers/ "
                          "(pondwatch.yaml), an Ultralytics one (bytetrack.yaml) or a path.")
     labels: dict[str, list[str]] = Field(
@@ -321,7 +323,6 @@ def load_config(path: str | Path) -> NodeConfig:
         updates["camera"] = cfg.camera.model_copy(update={"source": _resolve(base, src)})
     model_update: dict[str, Any] = {"path": _resolve(base, cfg.model.path)}
     if "conf" not in (raw.get("model") or {}):
-        from edge.model.store import operating_conf
         model_update["conf"] = operating_conf(model_update["path"]) or DEFAULT_CONF
     updates["model"] = cfg.model.model_copy(update=model_update)
     updates["equipment"] = [

@@ -14,14 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.model.store import (  # noqa: E402
-    CONNECT_TIMEOUT_S,
-    MANIFEST,
-    ModelStoreError,
-    fetch,
-    link_person,
-    load_manifest,
-)
+from edge.manifest import ModelStoreError, load_manifest, manifest_path, models_dir  # noqa: E402
+from edge.model.store import CONNECT_TIMEOUT_S, fetch, link_person  # noqa: E402
 
 log = logging.getLogger("fetch_model")
 
@@ -32,14 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="default",
                    help="default (the manifest's), auto (yolo11n when it can be downloaded, "
                    "else person-offline), or a name from models/manifest.yaml")
-    p.add_argument("--dest", default=str(MANIFEST.parent), help="folder for the weights")
-    p.add_argument("--manifest", default=str(MANIFEST), help="manifest file")
+    p.add_argument("--dest", default=str(models_dir()),
+                   help="folder for the weights (default: $PONDWATCH_MODELS, else models/)")
+    p.add_argument("--manifest", help="manifest file (default: the folder's manifest.yaml, "
+                   "else the one shipped with PondWatch)")
     p.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT_S, help="connect timeout")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     dest = Path(args.dest)
     try:
-        manifest = load_manifest(args.manifest)
+        manifest = load_manifest(args.manifest or manifest_path(dest))
         name = manifest.default if args.model == "default" else args.model
         if name == "auto":
             try:

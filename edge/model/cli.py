@@ -11,13 +11,19 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from edge.manifest import (
+    Manifest,
+    ModelStoreError,
+    identify,
+    load_manifest,
+    manifest_path,
+    models_dir,
+)
 from edge.model import store as modelstore
-from edge.model.store import MANIFEST, MODELS_DIR, ModelStoreError
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("onnx", "openvino", "ncnn")
-VALIDATION = MODELS_DIR / "validation.yaml"
 # Python packages each export needs; Ultralytics would try to pip-install them at run time.
 EXPORT_NEEDS = {"onnx": ("onnx",), "openvino": ("openvino",), "ncnn": ("ncnn", "pnnx")}
 
@@ -64,8 +70,10 @@ def add_parser(sub: Any) -> None:
     m = sub.add_parser("model", help="list, fetch, verify, export, train or evaluate models",
                        description="模型管理 / the model lifecycle against models/manifest.yaml "
                        "(sha256 always checked).")
-    m.add_argument("--manifest", default=str(MANIFEST), help="manifest file")
-    m.add_argument("--dir", default=str(MODELS_DIR), help="folder holding the weights")
+    m.add_argument("--dir", help="folder holding the weights (default: $PONDWATCH_MODELS, "
+                   "else the source checkout's models/, else ./models)")
+    m.add_argument("--manifest", help="manifest file (default: the folder's manifest.yaml, "
+                   "else the one shipped with PondWatch)")
     ms = m.add_subparsers(dest="model_command", required=True)
 
     ms.add_parser("list", help="the manifest's models and whether each is installed")
@@ -88,7 +96,8 @@ def add_parser(sub: Any) -> None:
     v = ms.add_parser("eval", help="measure a model on the validation sets (the gate's figures)")
     v.add_argument("name", help="model name from the manifest")
     v.add_argument("--config", required=True, help="node config whose detection path is scored")
-    v.add_argument("--sets", default=str(VALIDATION), help="validation sets file")
+    v.add_argument("--sets", default=str(models_dir() / "validation.yaml"),
+                   help="validation sets file")
     v.add_argument("--set", action="append", default=[], metavar="NAME",
                    help="only these sets (repeatable; default: all)")
     v.add_argument("--record", action="store_true",
@@ -110,8 +119,9 @@ def add_parser(sub: Any) -> None:
     a.add_argument("--imgsz", type=int, required=True, help="training image size")
     a.add_argument("--freeze", type=int, help="layers frozen, if not the recipe's")
     a.add_argument("--batch", type=int, help="batch size, if not the recipe's")
-    from edge.model.train import RECIPE
-    a.add_argument("--recipe", default=str(RECIPE), help="recipe file it was trained with")
+    from edge.model.train import default_recipe
+    a.add_argument("--recipe", default=str(default_recipe()),
+                   help="recipe file it was trained with")
 
     t = ms.add_parser("train", help="fine-tune a model with the domain recipe")
     from edge.model.train import add_train_args
@@ -121,7 +131,11 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run one model subcommand; exit code 0 ok, 1 failed, 2 bad input (ModelStoreError
     escapes to pondwatch-edge's main, which exits 2)."""
-    manifest = modelstore.load_manifest(args.manifest)
+    if args.dir is None:  # resolved here: train, push and eval --record read them from args
+        args.dir = str(models_dir())
+    if args.manifest is None:
+        args.manifest = str(manifest_path(args.dir))
+    manifest = load_manifest(args.manifest)
     cmd = args.model_command
     if cmd == "list":
         return _list(manifest, Path(args.dir))
@@ -145,11 +159,11 @@ def run(args: argparse.Namespace) -> int:
     raise AssertionError(args.model_command)
 
 
-def _list(manifest: modelstore.Manifest, folder: Path) -> int:
+def _list(manifest: Manifest, folder: Path) -> int:
     """Print name, installed state, licence and file of every model."""
     states = {i.name: i.state for i in modelstore.check_installed(folder, manifest)}
     person = folder / "person.pt"
-    current = modelstore.identify(person, manifest) if person.exists() else None
+    current = identify(person, manifest) if person.exists() else None
     print(f"{'name':<20} {'state':<11} {'licence':<12} file")
     for name, entry in sorted(manifest.models.items()):
         mark = " (person.pt)" if name == current else ""
@@ -157,7 +171,7 @@ def _list(manifest: modelstore.Manifest, folder: Path) -> int:
     return 0
 
 
-def _fetch(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:
+def _fetch(args: argparse.Namespace, manifest: Manifest) -> int:
     """Fetch or install one model with a progress bar."""
     bar = Bar(f"{args.name}")
     path = modelstore.fetch(args.name, args.dir, manifest, timeout=args.timeout, progress=bar,
@@ -169,7 +183,7 @@ def _fetch(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:
     return 0
 
 
-def _verify(manifest: modelstore.Manifest, folder: Path) -> int:
+def _verify(manifest: Manifest, folder: Path) -> int:
     """Check every installed model; exit 1 when one does not match its sha256."""
     bad = 0
     installed = 0
@@ -217,7 +231,7 @@ def _num(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, int | float) else "n/a"
 
 
-def _eval(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:
+def _eval(args: argparse.Namespace, manifest: Manifest) -> int:
     """Score a model on the validation sets; optionally record the figures in the manifest."""
     from edge.model.train import measure
 
@@ -234,7 +248,7 @@ def _eval(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace, manifest: modelstore.Manifest) -> int:
+def _export(args: argparse.Namespace, manifest: Manifest) -> int:
     """Export a verified model with Ultralytics; print the node config lines for it."""
     if args.imgsz % 32 or not 64 <= args.imgsz <= 1920:
         print("--imgsz must be a multiple of 32 between 64 and 1920", file=sys.stderr)

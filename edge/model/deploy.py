@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import NodeConfig
+from edge.manifest import ModelStoreError, model_format
 from edge.model import store as modelstore
-from edge.model.store import ModelIdentity, ModelStoreError
+from edge.model.store import ModelIdentity
 from edge.vision.types import Detector
 from protocol.digest import sha256_file
 
@@ -62,8 +63,8 @@ class ModelDeployer:
     def _update(self, name: str, sha: str, url: str) -> Result:
         """Download, verify, load, switch, selftest; roll back on failure."""
         active = Path(self.cfg.model.path)
-        if modelstore.model_format(active) != "pytorch" or active.is_dir():
-            return False, {"error": f"model.path {active} is a {modelstore.model_format(active)} "
+        if model_format(active) != "pytorch" or active.is_dir():
+            return False, {"error": f"model.path {active} is a {model_format(active)} "
                            "export; model_update replaces a .pt model.path (export again on the "
                            "node after the switch)"}
         old = modelstore.describe(active)

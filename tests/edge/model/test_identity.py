@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from edge.config import NodeConfig
-from edge.model.store import describe, model_format, tree_sha256
+from edge.manifest import model_format
+from edge.model.store import describe, tree_sha256
 from edge.ops.heartbeat import HealthCollector
 from protocol.payloads import Health, PayloadError, decode, encode
 

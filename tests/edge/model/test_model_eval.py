@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from edge.cli import main
-from edge.model import store as modelstore
+from edge.manifest import load_manifest
 from protocol.digest import sha256_file
 from tests.edge.model.test_train import make_dataset
 
@@ -48,7 +48,7 @@ def test_eval_records_figures_for_this_file(tmp_path: Path, assets: Path,
     base = ["model", "--manifest", str(manifest), "eval", "person-offline", "--config", str(cfg),
             "--sets", str(sets)]
     assert main([*base, "--record"]) == 0
-    entry = modelstore.load_manifest(manifest).models["person-offline"]
+    entry = load_manifest(manifest).models["person-offline"]
     assert entry.eval is not None and {"w", "l"} <= set(entry.eval)  # merged with earlier sets
     sha = sha256_file(model_path)
     for fig in (entry.eval["w"], entry.eval["l"]):

@@ -12,11 +12,11 @@ import yaml
 
 from bench.land_set import PHOTOS, _write
 from edge.cli import main as edge_main
-from edge.model.store import MANIFEST, load_manifest
+from edge.manifest import load_manifest
 from protocol.digest import sha256_file
 from scripts.make_scenes import assets_dir
 
-MODEL = MANIFEST.parent / "pond-person-v1.pt"
+MODEL = Path(__file__).resolve().parents[3] / "models" / "pond-person-v1.pt"
 WATER = Path(__file__).resolve().parents[2] / "data" / "water-people"
 
 

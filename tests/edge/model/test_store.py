@@ -15,7 +15,8 @@ from types import ModuleType
 import pytest
 import yaml
 
-from edge.model.store import ModelStoreError, identify, load_manifest, resolve
+from edge.manifest import ModelStoreError, identify, load_manifest
+from edge.model.store import resolve
 from protocol.digest import sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
@@ -92,11 +93,11 @@ def test_resolve_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelStoreError, match="unknown model 'nope'"):
         resolve("nope")
     with pytest.raises(ModelStoreError, match="missing; run pondwatch-edge model fetch"):
-        resolve("person-offline", models_dir=tmp_path)
+        resolve("person-offline", folder=tmp_path)
     (tmp_path / "person-offline.pt").write_bytes(b"not a model")
     with pytest.raises(ModelStoreError, match="sha256 does not match"):
-        resolve("person-offline", models_dir=tmp_path)
-    assert resolve("person-offline", models_dir=tmp_path, check=False).path.is_file()
+        resolve("person-offline", folder=tmp_path)
+    assert resolve("person-offline", folder=tmp_path, check=False).path.is_file()
 
 
 @pytest.mark.parametrize("text,match", [

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from edge.cli import main
+from edge.manifest import ModelStoreError, load_manifest
 from edge.model import store as modelstore
 from edge.model.train import load_recipe
 from protocol.digest import sha256_file
@@ -57,7 +58,7 @@ def test_bad_recipe_named(tmp_path: Path) -> None:
     """A recipe with an unknown key is refused naming it."""
     bad = tmp_path / "r.yaml"
     bad.write_text((REPO / "models/recipes/domain-finetune.yaml").read_text() + "lr: 0.1\n")
-    with pytest.raises(modelstore.ModelStoreError, match="lr"):
+    with pytest.raises(ModelStoreError, match="lr"):
         load_recipe(bad)
 
 
@@ -89,7 +90,7 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     assert main(["model", "--manifest", str(manifest), "--dir", str(models), "train",
                  "--data", str(data), "--base", "person-offline", "--epochs", "1",
                  "--imgsz", "160", "--batch", "4", "--name", "tiny-ft"]) == 0
-    man = modelstore.load_manifest(manifest)
+    man = load_manifest(manifest)
     entry = man.models["tiny-ft"]
     weights = models / "tiny-ft.pt"
     assert entry.sha256 == sha256_file(weights)
@@ -110,7 +111,7 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     add = ["model", "--manifest", str(manifest), "--dir", str(models), "add"]
     assert main([*add, "copied", "--file", str(outside), "--base", "person-offline", "--data",
                  str(data), "--epochs", "4", "--imgsz", "480"]) == 0
-    copied = modelstore.load_manifest(manifest).models["copied"]
+    copied = load_manifest(manifest).models["copied"]
     assert copied.sha256 == sha256_file(outside) and copied.base == "person-offline"
     assert copied.recipe and copied.recipe["epochs"] == 4 and copied.recipe["imgsz"] == 480
     assert main([*add, "copied", "--file", str(outside), "--base", "person-offline", "--data",
@@ -118,6 +119,6 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     shutil.copyfile(weights, models / "inplace.pt")  # already under models/: recorded there
     assert main([*add, "inplace", "--file", str(models / "inplace.pt"), "--base",
                  "person-offline", "--data", str(data), "--epochs", "4", "--imgsz", "480"]) == 0
-    assert modelstore.resolve("inplace", models, modelstore.load_manifest(manifest)).path.is_file()
+    assert modelstore.resolve("inplace", models, load_manifest(manifest)).path.is_file()
     assert main([*add, "other", "--file", str(tmp_path / "none.pt"), "--base",
                  "person-offline", "--data", str(data), "--epochs", "4", "--imgsz", "480"]) == 2

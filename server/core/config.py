@@ -313,8 +313,4 @@ def parse_config(data: Any, source: str = "server config",
 def load_config(path: str | Path) -> ServerConfig:
     """Read and validate server.yaml; raise ConfigError naming the file and field."""
     p = Path(path)
-    try:
-        data = read_yaml(p, ConfigError)
-    except UnicodeDecodeError as exc:  # read_yaml turns only OSError and YAML errors into ours
-        raise ConfigError(f"{p}: cannot read: not UTF-8 ({exc})") from exc
-    return parse_config(data, str(p), p.parent.resolve())
+    return parse_config(read_yaml(p, ConfigError), str(p), p.parent.resolve())

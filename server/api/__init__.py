@@ -1,6 +1,7 @@
-"""HTTP routers: acknowledge pages, dashboard, JSON API, report and metrics; page words (i18n)
-and the shared queries that turn rows into template and JSON data.
+"""HTTP routers: acknowledge pages, dashboard, JSON API, report and metrics; and the
+non-routers they share: deps (the ServerParts seam), actions (writes), queries (reads),
+pages, security, i18n.
 
 May import: server.link, server.fleet, server.alerting, server.access, server.core, protocol;
-never server.services or the app (routers get services through deps).
+never server.services, the app or another router (shared code lives in actions and queries).
 """

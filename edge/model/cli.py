@@ -95,7 +95,8 @@ def add_parser(sub: Any) -> None:
 
     v = ms.add_parser("eval", help="measure a model on the validation sets (the gate's figures)")
     v.add_argument("name", help="model name from the manifest")
-    v.add_argument("--config", required=True, help="node config whose detection path is scored")
+    v.add_argument("--config", required=True, help="node config whose detection path is scored "
+                   "(a set with its own `config` in the sets file uses that one)")
     v.add_argument("--sets", default=str(models_dir() / "validation.yaml"),
                    help="validation sets file")
     v.add_argument("--set", action="append", default=[], metavar="NAME",
@@ -206,21 +207,26 @@ def _verify(manifest: Manifest, folder: Path) -> int:
     return 1 if bad else 0
 
 
-def validation_sets(path: str | Path, only: list[str] | None = None) -> dict[str, Path]:
-    """Set name -> folder from the validation sets file (folders relative to it)."""
+def validation_sets(path: str | Path, only: list[str] | None = None
+                    ) -> dict[str, tuple[Path, Path | None]]:
+    """Set name -> (folder, its own eval config or None) from the validation sets file (paths
+    relative to it)."""
     import yaml
 
     p = Path(path)
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        sets = {str(k): (p.parent / str(v["dir"])).resolve() for k, v in raw["sets"].items()}
+        sets = {str(k): ((p.parent / str(v["dir"])).resolve(),
+                         (p.parent / str(v["config"])).resolve() if v.get("config") else None)
+                for k, v in raw["sets"].items()}
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
         raise ModelStoreError(f"{p}: cannot read validation sets ({exc})") from exc
     unknown = sorted(set(only or []) - set(sets))
     if unknown:
         raise ModelStoreError(f"unknown set(s) {unknown}; {p} has {sorted(sets)}")
     chosen = {k: v for k, v in sets.items() if not only or k in only}
-    missing = [f"{k} ({v})" for k, v in chosen.items() if not v.is_dir()]
+    missing = [f"{k} ({v[0]})" for k, v in chosen.items() if not v[0].is_dir()]
+    missing += [f"{k} config ({v[1]})" for k, v in chosen.items() if v[1] and not v[1].is_file()]
     if missing:
         raise ModelStoreError(f"validation folder(s) missing: {', '.join(missing)}")
     return chosen
@@ -236,8 +242,10 @@ def _eval(args: argparse.Namespace, manifest: Manifest) -> int:
     from edge.model.train import measure
 
     model = modelstore.resolve(args.name, args.dir, manifest)
-    sets = validation_sets(args.sets, args.set)
-    figures = measure(model.path, model.labels, args.config, sets)
+    figures: dict[str, dict[str, Any]] = {}
+    for name, (folder, config) in validation_sets(args.sets, args.set).items():
+        # a set's own config (land photos need a bank zone) wins over --config
+        figures.update(measure(model.path, model.labels, config or args.config, {name: folder}))
     for name, f in figures.items():
         sizes = " ".join(f"{k} {_num(v)}" for k, v in f["by_size"].items())
         print(f"{name}: recall {_num(f['recall'])} precision {_num(f['precision'])} "

@@ -89,11 +89,13 @@ def floors_for(settings: ModelSettings, pond_id: str | None) -> dict[str, float]
 
 
 def gate(settings: ModelSettings, model: ServerModel, pond_ids: list[str | None]) -> GateResult:
-    """Does the model reach every set's floor for each of these ponds? Failures name set and
-    figure. Figures count only when measured on this very file (their sha256)."""
+    """Does the model reach every set's floor (and stay under its false-detection ceiling) for
+    each of these ponds? Failures name set and figure. Figures count only when measured on
+    this very file (their sha256)."""
     failures: list[str] = []
     figures: dict[str, float | None] = {}
     evals = model.eval or {}
+    ceilings = {g.name: g.max_false_per_image for g in settings.gate}
     for pond in pond_ids:
         for name, floor in floors_for(settings, pond).items():
             got = evals.get(name)
@@ -110,7 +112,15 @@ def gate(settings: ModelSettings, model: ServerModel, pond_ids: list[str | None]
                 failures.append(f"{name}: not measured (run pondwatch-edge model train/eval "
                                 f"with --eval-set {name}=DIR)")
             elif recall < floor:
-                failures.append(f"{name}: recall {recall:.3f} < floor {floor:.2f}{where}")
+                failures.append(f"{name}: recall {recall:.3f} < floor {floor:.3f}{where}")
+            ceiling = ceilings.get(name)
+            if recall is not None and ceiling is not None:
+                fpi = got.get("false_per_image") if isinstance(got, dict) else None
+                if not isinstance(fpi, int | float):
+                    failures.append(f"{name}: false detections per image not measured")
+                elif fpi > ceiling + 1e-9:
+                    failures.append(f"{name}: {fpi:.2f} false detections per image > ceiling "
+                                    f"{ceiling:.2f}{where}")
     return GateResult(ok=not failures, failures=sorted(set(failures)), figures=figures)
 
 

@@ -120,6 +120,7 @@ def _upload_assign(st: DemoStack, name: str, data: bytes,
     """Upload with passing figures measured on this very file, then assign to the pond."""
     sha = hashlib.sha256(data).hexdigest()
     evals = {"water-people-valid": {"recall": 0.9, "sha256": sha},
+             "land-people-valid": {"recall": 0.75, "false_per_image": 0.3, "sha256": sha},
              "scenes-land": {"recall": 0.97, "sha256": sha}}
     entry = {"labels": {"person": ["Normal", "Fall"]}, "eval": evals, "sha256": sha}
     with st.api() as c:
@@ -180,6 +181,7 @@ def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path:
         licence="Apache-2.0", classes={0: "Normal", 1: "Fall"},
         labels={"person": ["Fall", "Normal"]},
         eval={"water-people-valid": {"recall": 0.9, "sha256": v2},
+              "land-people-valid": {"recall": 0.75, "false_per_image": 0.3, "sha256": v2},
               "scenes-land": {"recall": 0.97, "sha256": v2}}))
     monkeypatch.setenv("PONDWATCH_PASSWORD", "wrong")
     push = ["model", "--manifest", str(manifest), "--dir", str(local), "push", "pond-v2",

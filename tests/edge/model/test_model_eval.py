@@ -55,6 +55,20 @@ def test_eval_records_figures_for_this_file(tmp_path: Path, assets: Path,
         assert fig["sha256"] == sha and 0.5 <= fig["recall"] <= 1.0  # its own pseudo-labels
     assert manifest.read_text().startswith("# PondWatch model manifest")
     assert main([*base, "--set", "nope"]) == 2
+    # a set's own config wins over --config: here one whose only zone is a corner of the frame,
+    # so the node's detection region leaves out the people of bus.jpg
+    corner = tmp_path / "corner.yaml"
+    raw = yaml.safe_load(cfg.read_text())
+    raw["zones"] = {"water": [[0, 0], [0.05, 0], [0.05, 0.05]]}
+    corner.write_text(yaml.safe_dump(raw))
+    sets.write_text(yaml.safe_dump({"sets": {"l": {"dir": "land", "kind": "land",
+                                                   "config": "corner.yaml"}}}))
+    assert main([*base, "--record"]) == 0
+    assert load_manifest(manifest).models["person-offline"].eval["l"]["recall"] < 0.5
+    sets.write_text(yaml.safe_dump({"sets": {"l": {"dir": "land", "config": "gone.yaml"}}}))
+    assert main(base) == 2  # a configured config that is missing is an error too
+    sets.write_text(yaml.safe_dump({"sets": {"w": {"dir": "water", "kind": "water"},
+                                             "l": {"dir": "land", "kind": "land"}}}))
     (tmp_path / "land" / "images" / "bus.jpg").unlink()
     shutil.rmtree(tmp_path / "land")
     assert main(base) == 2  # a configured folder that is missing is an error, not a skip

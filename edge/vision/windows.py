@@ -2,8 +2,10 @@
 
 The node's one detection step (`detect_people`), used by `run`, `replay` and `eval` alike:
 
-1. the zones' bounding region (grown upward by a tall person's height, so someone standing
-   at the far edge of the bank fits), cropped and scaled to the model input as Frigate does;
+1. the zones' bounding region (grown upward by a tall adult's calibrated height wherever he
+   may stand in the zones, or to the top of the frame without a calibration, so a child's
+   head near the camera is never cut off), cropped and scaled to the model input as Frigate
+   does;
 2. zoom windows around small, unsure candidates of pass 1, scaled to a small model input,
    so a distant person is seen at a higher resolution (only when pass 1 found something:
    an empty scene costs one inference);
@@ -24,8 +26,7 @@ from edge.vision.types import TRACK_FLOOR, Candidate, Detection, Detector
 Window = tuple[int, int, int, int]      # x0, y0, x1, y1 in frame pixels
 Box = tuple[float, float, float, float]
 
-TALL_M = 2.0            # the zones' region reaches this far above the far edge of the bank
-UNCALIBRATED_UP = 0.25  # without a stature calibration: this share of the frame height
+TALL_M = 2.0            # the zones' region reaches this far above any foot in the zones
 FULL_FRAME_SHARE = 0.85  # a region covering this much of the frame is the whole frame
 MERGE_IOU = 0.5         # boxes from different views overlapping this much are one object
 CONTAINED = 0.8         # a weaker box lying this much inside a stronger one is a part of it
@@ -34,14 +35,19 @@ ZOOM_MIN_CONF = 0.15    # weaker pass-1 boxes are noise, not someone to look at 
 
 
 def zone_region(cfg: NodeConfig) -> Box:
-    """Normalised bounding box of the zones, grown upward by a tall person's height."""
+    """Normalised bounding box of the zones, grown upward so a tall adult standing anywhere in
+    them fits: by the calibrated height, else to the top of the frame (nothing is known about
+    how tall someone near the camera looks)."""
     pts = list(cfg.zones.water) + list(cfg.zones.bank)
     x1, x2 = min(p[0] for p in pts), max(p[0] for p in pts)
     y1, y2 = min(p[1] for p in pts), max(p[1] for p in pts)
     model = stature_model(cfg)
-    up = model.height_px(y1, TALL_M) if model is not None else UNCALIBRATED_UP
+    # pixels per metre grow linearly with the foot row, so the highest head of a tall adult is
+    # at the far edge or at the near edge of the zones, whichever reaches higher
+    top = 0.0 if model is None else min(y - max(model.height_px(y, TALL_M), 0.0)
+                                        for y in (y1, y2))
     pad_x = 0.02
-    return (max(0.0, x1 - pad_x), max(0.0, y1 - max(up, 0.0)), min(1.0, x2 + pad_x), y2)
+    return (max(0.0, x1 - pad_x), max(0.0, min(y1, top)), min(1.0, x2 + pad_x), y2)
 
 
 def region_window(cfg: NodeConfig, w: int, h: int) -> Window:

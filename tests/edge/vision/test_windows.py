@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge.config import NodeConfig
+from edge.vision.geometry import stature_model
 from edge.vision.types import Candidate, Detection
 from edge.vision.windows import (
     detect_people,
@@ -55,16 +56,42 @@ def test_zones_region_is_cropped_and_boxes_come_back_in_frame_coordinates(
         low_zones: NodeConfig) -> None:
     """The model sees only the zones' region (grown upward); its boxes are mapped back."""
     x1, y1, x2, y2 = zone_region(low_zones)
-    assert (x1, x2, y2) == pytest.approx((0.18, 0.82, 1.0)) and y1 == pytest.approx(0.35)
+    assert (x1, x2, y2) == pytest.approx((0.18, 0.82, 1.0))
+    assert y1 == 0.0   # no calibration: up to the top of the frame
     rec = Recorder(box=(10.0, 20.0, 40.0, 100.0))
     frame = np.zeros((1080, 1920, 3), np.uint8)
     dets = detect_people(low_zones, rec, frame)   # type: ignore[arg-type]
     win = region_window(low_zones, 1920, 1080)
     assert rec.shapes[0] == [(win[3] - win[1], win[2] - win[0])] and rec.sizes[0] == 640
-    assert win[2] - win[0] < 1920 and win[3] - win[1] < 1080
+    assert win[2] - win[0] < 1920 and win[3] - win[1] == 1080  # full height, cropped width
     (d,) = dets
     assert d.box == pytest.approx(((win[0] + 10) / 1920, (win[1] + 20) / 1080,
                                    (win[0] + 40) / 1920, (win[1] + 100) / 1080))
+
+
+def test_region_reaches_the_head_of_a_child_close_to_the_camera(
+        make_cfg: Callable[..., NodeConfig]) -> None:
+    """With a steep calibration a child standing at the near edge is taller in the picture than
+    an adult at the far edge: the region grows by a tall adult's height at whichever edge
+    reaches higher, so her head is inside it (it was cut off when only the far edge counted)."""
+    near = make_cfg(zones={"water": [[0.2, 0.75], [0.8, 0.75], [0.8, 1.0], [0.2, 1.0]],
+                           "bank": [[0.2, 0.6], [0.8, 0.6], [0.8, 0.75], [0.2, 0.75]]},
+                    stature={"references": [
+                        {"foot": [0.5, 1.0], "head": [0.5, 0.5], "height_m": 1.0},
+                        {"foot": [0.3, 0.6], "head": [0.3, 0.55], "height_m": 1.0}],
+                        "child_max_m": 1.45})
+    model = stature_model(near)
+    assert model is not None
+    foot = 0.95
+    head = foot - model.height_px(foot, 1.1)          # a 1.1 m child near the camera
+    far_only = 0.6 - model.height_px(0.6, 2.0)        # what the far edge alone allowed
+    assert head < far_only                             # so the old region cut her head off
+    x1, y1, x2, y2 = zone_region(near)
+    assert y1 <= head and y2 == 1.0
+    # a gentle calibration still crops: the region stops a tall adult's height above the bank
+    gentle = make_cfg(zones={"water": [[0.2, 0.75], [0.8, 0.75], [0.8, 1.0], [0.2, 1.0]],
+                             "bank": [[0.2, 0.6], [0.8, 0.6], [0.8, 0.75], [0.2, 0.75]]})
+    assert 0.0 < zone_region(gentle)[1] < 0.6
 
 
 def test_region_off_or_covering_most_of_the_frame_is_the_frame(

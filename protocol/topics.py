@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "pondwatch/v1"
 NODE_ID_PATTERN = r"[a-z0-9][a-z0-9-]{0,63}"
+# Broker user names the server's accounts use (pondwatch-server, pondwatch-server-<replica>):
+# no node may be called `pondwatch` or `pondwatch-…`, so no node is given a server's account.
+RESERVED_NODE_PREFIX = "pondwatch"
 _NODE_RE = re.compile(rf"^{NODE_ID_PATTERN}$")
 _EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KINDS = ("status", "event", "snapshot", "health", "ack", "cmd", "cmd/result")
@@ -37,9 +40,13 @@ class Topic:
 
 
 def check_node_id(node_id: str) -> str:
-    """Return node_id, or raise TopicError when it does not match NODE_ID_PATTERN."""
+    """Return node_id, or raise TopicError when it does not match NODE_ID_PATTERN or is
+    reserved for the server's broker accounts (`pondwatch`, `pondwatch-*`)."""
     if not _NODE_RE.match(node_id):
         raise TopicError(f"node id {node_id!r} does not match {NODE_ID_PATTERN}")
+    if node_id == RESERVED_NODE_PREFIX or node_id.startswith(f"{RESERVED_NODE_PREFIX}-"):
+        raise TopicError(f"node id {node_id!r} is reserved: {RESERVED_NODE_PREFIX} and "
+                         f"{RESERVED_NODE_PREFIX}-… name the server's broker accounts")
     return node_id
 
 

@@ -22,7 +22,7 @@ from pydantic import (
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
-from protocol.topics import NODE_ID_PATTERN
+from protocol.topics import NODE_ID_PATTERN, check_node_id
 from protocol.validation import StrictModel
 from server.core.db import Grid, Node, Person, Pond, RosterEntry, Station
 from server.core.errors import ServerError
@@ -92,8 +92,10 @@ class PondRow(_Row):
 class NodeRow(_Row):
     """A camera node."""
 
-    id: str = Field(pattern=f"^{NODE_ID_PATTERN}$", description="Node id.")
+    id: str = Field(pattern=f"^{NODE_ID_PATTERN}$",
+                    description="Node id (not `pondwatch` or `pondwatch-*`: server accounts).")
     pond: str = Field(pattern=ID, description="Pond the node watches.")
+    _not_reserved = field_validator("id")(check_node_id)
 
 
 class PersonRow(_Row):

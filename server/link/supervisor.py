@@ -2,7 +2,9 @@
 
 The private broker is locked: no anonymous clients, generated passwords for the server and
 every registered node (kept with mode 0600 in the broker's state folder), the per-node ACL of
-the production broker, and a message size limit just above the largest legitimate payload.
+the production broker, a message size limit just above the largest legitimate payload, and
+client ids bound to user names (`use_username_as_clientid`): a node's password can only ever
+be that node, never take over the server's session or another node's.
 """
 
 from __future__ import annotations
@@ -87,15 +89,19 @@ class Credentials:
         return self._secret(self.password_file(user).name, secrets.token_urlsafe(32))
 
     def client_id(self) -> str:
-        """The server's MQTT client id, unique to this installation."""
+        """The server's MQTT client id, unique to this installation; also its broker user
+        name, since the broker replaces every client id by the user name."""
         return self._secret("server.client-id", f"{SERVER_USER}-{secrets.token_hex(6)}")
 
     def write_broker_files(self, node_ids: Iterable[str], prefix: str) -> tuple[Path, Path]:
-        """The hashed password file (server + nodes) and the ACL; returns their paths."""
-        users = [SERVER_USER, *sorted({check_node_id(n) for n in node_ids})]
+        """The hashed password file (server + nodes) and the ACL; returns their paths.
+
+        Node ids go through check_node_id, so none can be a `pondwatch-*` server account."""
+        server = self.client_id()
+        users = [server, *sorted({check_node_id(n) for n in node_ids})]
         passwd, acl = self.dir / "mosquitto.passwd", self.dir / "mosquitto.acl"
         _write_private(passwd, "".join(password_line(u, self.password(u)) + "\n" for u in users))
-        _write_private(acl, acl_text(prefix))
+        _write_private(acl, acl_text(prefix, server))
         return passwd, acl
 
 
@@ -122,13 +128,17 @@ class BrokerSupervisor:
 
     @property
     def server_login(self) -> tuple[str, str, str]:
-        """(client id, username, password) the server connects with."""
-        return self.credentials.client_id(), SERVER_USER, self.credentials.password(SERVER_USER)
+        """(client id, username, password) the server connects with: its user name is its
+        client id."""
+        user = self.credentials.client_id()
+        return user, user, self.credentials.password(user)
 
     def _lock(self) -> None:
-        """(Re)write the password file and ACL and point the broker's config at them."""
+        """(Re)write the password file and ACL and point the broker's config at them; the
+        listener binds each client id to its user name."""
         passwd, acl = self.credentials.write_broker_files(self.node_ids, self.prefix)
-        self.broker.conf_extra = f"password_file {passwd}\nacl_file {acl}\n"
+        self.broker.conf_extra = (f"use_username_as_clientid true\n"
+                                  f"password_file {passwd}\nacl_file {acl}\n")
 
     def start(self, node_ids: Iterable[str] = ()) -> None:
         """Start the broker with accounts for the server and node_ids, and the watchdog."""

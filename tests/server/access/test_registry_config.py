@@ -52,6 +52,8 @@ def test_yaml_import_and_reimport_is_idempotent(tmp_path: Path, sessions,
     ("people:\n  - {id: a, name: A, role: constable, colour: red}\n", 2, "people.colour"),
     ("ponds:\n  - {id: p1, name: P, grid: g, lat: 123}\n", 2, "ponds.lat"),
     ("nodes:\n  - {id: Bad_Node, pond: p}\n", 2, "nodes.id"),
+    ("nodes:\n  - {id: pondwatch-server, pond: p}\n", 2, "nodes.id"),  # the server's account
+    ("nodes:\n  - {id: pondwatch, pond: p}\n", 2, "nodes.id"),
     ("lakes: []\n", 1, "lakes"),
     ("rosters:\n  - {grid: g, person: a, role: primary, starts: 2026-07-01T08:00:00,"
      " ends: 2026-07-02T08:00:00+08:00}\n", 2, "rosters.starts"),

@@ -33,6 +33,20 @@ def test_replica_client_id(monkeypatch: pytest.MonkeyPatch) -> None:
     assert replica_client_id(MqttSettings(client_id="cfg-id")) == "pondwatch-server-host2"
 
 
+def test_each_replica_logs_in_as_its_own_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    """env PONDWATCH_MQTT_USERNAME names the replica's broker account; its client id follows
+    it (a broker with use_username_as_clientid uses the user name as the id anyway)."""
+    monkeypatch.delenv("PONDWATCH_MQTT_CLIENT_ID", raising=False)
+    monkeypatch.setenv("PONDWATCH_MQTT_PASSWORD", "pw-b")
+    monkeypatch.setenv("PONDWATCH_MQTT_USERNAME", "pondwatch-server-b")
+    mq = MqttSettings(username="pondwatch-server", client_id="cfg-id")
+    assert replica_client_id(mq) == "pondwatch-server-b"
+    c = make_client(mq, "mqtt://127.0.0.1:1883", replica_client_id(mq))
+    assert (c.username, c.password) == ("pondwatch-server-b", "pw-b")
+    monkeypatch.delenv("PONDWATCH_MQTT_USERNAME")
+    assert replica_client_id(mq) == "pondwatch-server"
+
+
 def test_second_connect_resumes_the_broker_session(mosquitto: Mosquitto) -> None:
     """connect_in_background keeps the session: the broker says so on the second connect."""
     present: list[bool] = []

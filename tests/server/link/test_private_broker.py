@@ -18,7 +18,7 @@ from edge.link.outbox import Outbox
 from protocol import Event, Topics, encode
 from protocol.limits import MAX_SNAPSHOT_BYTES
 from scripts.page_receiver import PageReceiver
-from server.link.supervisor import MESSAGE_SIZE_LIMIT, SERVER_USER, acl_text
+from server.link.supervisor import MESSAGE_SIZE_LIMIT, acl_text
 from server.runner import Server
 from tests.server.conftest import FakeNode, make_config
 from tests.support import SHIPPED_MOSQUITTO, wait_for
@@ -82,7 +82,7 @@ def test_private_broker_refuses_anonymous_and_enforces_the_acl(
         wrong = Probe(port, "heyuan-01", "not-the-password")
         assert not wrong.accepted
         wrong.close()
-        forged = Probe(port, SERVER_USER, creds.password("heyuan-01"))
+        forged = Probe(port, creds.client_id(), creds.password("heyuan-01"))
         assert not forged.accepted, "a node's password is not the server's"
         forged.close()
 
@@ -141,13 +141,15 @@ def test_credentials_are_private_and_the_client_id_unique_per_installation(
             folder = sup.credentials.dir
             assert stat.S_IMODE(folder.stat().st_mode) == 0o700
             files = list(folder.iterdir())
-            assert {f.name for f in files} >= {"pondwatch-server.password", "heyuan-01.password",
+            server_user = sup.credentials.client_id()  # the broker binds ids to users
+            assert {f.name for f in files} >= {f"{server_user}.password", "heyuan-01.password",
                                               "server.client-id", "mosquitto.passwd",
                                               "mosquitto.acl"}
             for f in files:
                 assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
-            assert sup.credentials.password(SERVER_USER) not in (
+            assert sup.credentials.password(server_user) not in (
                 folder / "mosquitto.passwd").read_text(), "hashed, not plain"
+            assert f"user {server_user}\n" in (folder / "mosquitto.acl").read_text()
     assert ids[0] == ids[1], "same installation, same session"
     assert ids[0] != ids[2] and all(i.startswith("pondwatch-server-") for i in ids)
     assert "pondwatch-server" not in ids

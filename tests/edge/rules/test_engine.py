@@ -289,3 +289,15 @@ def test_replay_ids_are_unique_when_visits_end_together(cfg: NodeConfig,
     ends = [e for e in events if e.type == EventType.EVENT_END]
     assert len(ends) == 2 and ends[0].id != ends[1].id
     assert len({e.id for e in events}) == len(events)
+
+
+def test_person_cut_by_the_bottom_edge_in_a_whole_frame_water_zone(
+        make_cfg: Callable[..., NodeConfig]) -> None:
+    """A swimmer close to the camera, the box cut by the frame's bottom edge (foot y = 1.0) in
+    a water zone covering the whole frame, is a person in the water (it was outside every
+    zone, so nothing was raised)."""
+    cfg = make_cfg(calibrated=False, zones={"water": [[0, 0], [1, 0], [1, 1], [0, 1]],
+                                            "bank": []})
+    def script(t: float) -> list[Detection]:
+        return [Detection(3, "person", "Normal", 0.8, (0.40, 0.55, 0.60, 1.0))]
+    assert "person_in_water" in types(run(cfg, script, 5))

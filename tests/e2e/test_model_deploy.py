@@ -24,7 +24,9 @@ import yaml
 from sqlalchemy import select
 
 from edge.cli import main as edge_main
+from edge.manifest import ModelEntry, Source
 from edge.model import store as modelstore
+from protocol.digest import sha256_file
 from scripts.demo import DemoStack
 from server.core.db import CommandRow, Node
 from server.fleet import rollout as server_models
@@ -155,7 +157,7 @@ def _answer(env: dict[str, Any], name: str, timeout: float = 90) -> CommandRow:
 
 def _active_sha(env: dict[str, Any]) -> str:
     """sha256 of the file the node's model.path serves now."""
-    return modelstore.sha256_file(env["models"] / "person.pt")
+    return sha256_file(env["models"] / "person.pt")
 
 
 @pytest.mark.slow
@@ -163,7 +165,7 @@ def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path:
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Switch to a good model; refuse a corrupted download; roll back a file that will not load."""
     st, env = stack["stack"], stack
-    offline = modelstore.sha256_file(model_path)
+    offline = sha256_file(model_path)
     wait_for(lambda: _fleet(st)["model_sha256"] == offline, timeout=90)
     shown = _fleet(st, api=True)
     assert shown["model"] == "person-offline" and shown["model_format"] == "pytorch"
@@ -176,8 +178,8 @@ def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path:
     v2 = hashlib.sha256(good).hexdigest()
     manifest = env["work"] / "manifest.yaml"
     shutil.copyfile(ROOT / "models" / "manifest.yaml", manifest)
-    modelstore.add_entry(manifest, "pond-v2", modelstore.ModelEntry(
-        file="pond-v2.pt", source=modelstore.Source(kind="local"), sha256=v2,
+    modelstore.add_entry(manifest, "pond-v2", ModelEntry(
+        file="pond-v2.pt", source=Source(kind="local"), sha256=v2,
         licence="Apache-2.0", classes={0: "Normal", 1: "Fall"},
         labels={"person": ["Fall", "Normal"]},
         eval={"water-people-valid": {"recall": 0.9, "sha256": v2},
@@ -186,7 +188,7 @@ def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path:
     monkeypatch.setenv("PONDWATCH_PASSWORD", "wrong")
     push = ["model", "--manifest", str(manifest), "--dir", str(local), "push", "pond-v2",
             "--server", env["srv"].url, "--user", "admin"]
-    assert edge_main(push) == 1  # the server refuses a wrong admin password
+    assert edge_main(push) == 2  # the server refuses a wrong admin password (a ModelStoreError)
     monkeypatch.setenv("PONDWATCH_PASSWORD", st.admin_password)
     assert edge_main(push) == 0
     with st.api() as c:

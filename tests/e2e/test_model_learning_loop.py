@@ -19,7 +19,7 @@ from edge.cli import main as edge_main
 from edge.config import NodeConfig
 from edge.link.mqtt import NodeLink
 from edge.link.outbox import Outbox
-from edge.model import store as modelstore
+from edge.manifest import load_manifest
 from edge.vision.snapshot import encode_jpeg
 from protocol import Event
 from scripts.page_receiver import PageReceiver
@@ -153,7 +153,7 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
     assert edge_main([*common, "train", "--data", str(out / "data.yaml"), "--base",
                       "person-offline", "--epochs", "1", "--imgsz", "160", "--batch", "4",
                       "--name", "loop-v1"]) == 0
-    entry = modelstore.load_manifest(manifest).models["loop-v1"]
+    entry = load_manifest(manifest).models["loop-v1"]
     assert entry.data == [str(out / "data.yaml")] and entry.base == "person-offline"
 
     pytest.importorskip("edge.model.eval")
@@ -171,6 +171,6 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
     node_yaml.write_text(yaml.safe_dump(node_cfg.model_dump(mode="json")))
     assert edge_main([*common, "eval", "loop-v1", "--config", str(node_yaml), "--sets",
                       str(sets), "--record"]) == 0
-    figures = modelstore.load_manifest(manifest).models["loop-v1"].eval
+    figures = load_manifest(manifest).models["loop-v1"].eval
     assert figures and 0.0 <= figures["loop"]["recall"] <= 1.0
     assert figures["loop"]["sha256"] == entry.sha256

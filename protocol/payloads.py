@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from protocol.limits import MAX_EVENT_BYTES
+from protocol.limits import MAX_EVENT_BYTES, MAX_JSON_DEPTH
 from protocol.topics import NODE_ID_PATTERN
 from protocol.validation import StrictModel, field_errors
 
@@ -101,6 +101,9 @@ class Event(BaseModel):
     possible_child: bool | None = Field(
         None, description="True when no calibration exists and every person counts as a child.")
     supervised: bool | None = Field(None, description="An adult stands beside the child.")
+    child: bool | None = Field(
+        None, description="person_in_water / person_submerged: the person is a child (model "
+        "class or calibrated stature), False an adult, absent when not measurable.")
     item: str | None = Field(None, max_length=32, description="Equipment item.")
     reason: str | None = Field(None, max_length=200, description="Why (camera faults, ends).")
     ref: str | None = Field(None, max_length=64, description="Id of the event this one ends.")
@@ -196,16 +199,37 @@ class CommandResult(StrictModel):
 M = TypeVar("M", bound=BaseModel)
 
 
+def json_depth(data: Any) -> int:
+    """How deeply lists and objects nest in parsed JSON (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            items: Any = value.values()
+        elif isinstance(value, list):
+            items = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((v, depth + 1) for v in items if isinstance(v, dict | list))
+    return deepest
+
+
 def decode(model: type[M], payload: bytes, limit: int = MAX_EVENT_BYTES) -> M:
-    """Parse JSON bytes into model; raise PayloadError naming what is wrong."""
+    """Parse JSON bytes into model; raise PayloadError naming what is wrong (also for JSON
+    nested deeper than MAX_JSON_DEPTH, which would otherwise exhaust the stack)."""
     if len(payload) > limit:
         raise PayloadError(f"{model.__name__} payload of {len(payload)} bytes exceeds {limit}")
     try:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"{model.__name__} payload is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise PayloadError(f"{model.__name__} payload nests deeper than {MAX_JSON_DEPTH}") from exc
     if not isinstance(data, dict):
         raise PayloadError(f"{model.__name__} payload must be a JSON object")
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise PayloadError(f"{model.__name__} payload nests deeper than {MAX_JSON_DEPTH}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

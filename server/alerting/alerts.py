@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -27,6 +27,18 @@ STATES = ("open", "notified", "acknowledged", "on_scene", "resolved")
 OUTCOMES = ("real", "false_alarm", "test")
 ACTIVE = ("open", "notified")  # escalation still running
 NODE_OFFLINE = "node_offline"
+ON_SCENE_TIMEOUT_S = 300.0
+# An unresolved incident takes in a pond's critical events until nothing was heard of it for
+# this long (a node re-announces a child who stays every 120 s and ends a visit after its
+# clear_s, so a visit that goes on keeps its incident; one ten minutes later is a new visit).
+INCIDENT_CLEAR_S = 600.0  # the "5" of 1-3-5: acknowledged but not on scene after this
+# How serious each critical kind is; all critical events of one pond fold into one incident
+# whose kind is the most serious seen. An SOS ranks above a child on the bank: a person at
+# the pond pressed it, so someone may already be in trouble the camera cannot see, while
+# a child on the bank is a danger not yet realised. Anyone in the water ranks above both,
+# and someone gone under is the worst.
+SERIOUSNESS = {EventType.CHILD_NEAR_WATER.value: 1, EventType.SOS.value: 2,
+               EventType.PERSON_IN_WATER.value: 3, EventType.PERSON_SUBMERGED.value: 4}
 TASK_TARGETS = {
     EventType.EQUIPMENT_MISSING.value: "constable",
     EventType.CAMERA_FAULT.value: "technicians",
@@ -65,10 +77,58 @@ def _open_alert(session: Session, pond_id: str, kind: str, subject: str) -> Aler
     return session.scalars(q.order_by(Alert.id.desc()).limit(1)).first()
 
 
+def open_incident(session: Session, pond_id: str, now: datetime,
+                  clear_s: float = INCIDENT_CLEAR_S) -> Alert | None:
+    """The pond's incident events fold into: its unresolved critical alert, unless nothing
+    was heard of it (no event, no end of one) for clear_s: then a new visit is a new one."""
+    q = select(Alert).where(Alert.pond_id == pond_id, Alert.kind.in_(list(SERIOUSNESS)),
+                            Alert.state != "resolved",
+                            Alert.last_event_at >= now - timedelta(seconds=clear_s))
+    return session.scalars(q.order_by(Alert.id.desc()).limit(1)).first()
+
+
+def _learn(alert: Alert, event: EventRow | None) -> None:
+    """Take who is involved from an event: a child or an adult, how many people were seen."""
+    if event is None:
+        return
+    p = event.payload
+    child = p.get("child")
+    if event.type == EventType.CHILD_NEAR_WATER.value and child is None:
+        child = None if p.get("possible_child") else True
+    if child is True:
+        alert.child = True
+    elif child is False and alert.child is None:
+        alert.child = False
+    boxes = p.get("boxes")
+    if isinstance(boxes, list) and boxes:
+        alert.people_seen = max(alert.people_seen or 0, len(boxes))
+
+
+def upgrade(session: Session, alert: Alert, kind: str, now: datetime) -> None:
+    """The incident got worse: take the new kind, page again at once and restart escalation
+    from the step it had reached (an acknowledgement of the milder kind no longer holds;
+    someone already on scene is paged once, without escalation)."""
+    before = alert.kind
+    alert.kind, alert.upgraded_from, alert.upgraded_at = kind, before, now
+    timeline(session, alert, now, "upgrade", f"{before} -> {kind}")
+    log.warning("alert %s got worse: %s -> %s", alert.id, before, kind)
+    if alert.state == "acknowledged":
+        alert.state = "notified"
+        timeline(session, alert, now, "state", f"worse ({kind}): to be acknowledged again",
+                 state="notified")
+    alert.step = max(alert.step - 1, 0)  # the step reached fires again now
+    alert.steps_from = None              # the escalator re-bases the step timings on it
+    if not alert.silenced:
+        alert.next_step_at = now
+
+
 def raise_alert(session: Session, *, pond_id: str, node_id: str | None, kind: str, subject: str,
                 severity: str, policy: str, now: datetime, event: EventRow | None) -> Alert:
-    """Fold into the open alert of this pond/kind/subject or open a new one."""
-    alert = _open_alert(session, pond_id, kind, subject)
+    """Fold into the open alert (for critical kinds: the pond's incident, whatever its kind;
+    otherwise this pond/kind/subject) or open a new one."""
+    critical = kind in SERIOUSNESS
+    alert = open_incident(session, pond_id, now) if critical else _open_alert(
+        session, pond_id, kind, subject)
     if alert is not None:
         alert.event_count += 1
         alert.last_event_at = now
@@ -76,7 +136,16 @@ def raise_alert(session: Session, *, pond_id: str, node_id: str | None, kind: st
             event.alert_id = alert.id
             if event.payload.get("snapshot") and alert.snapshot_event_id is None:
                 alert.snapshot_event_id = event.id
-            timeline(session, alert, now, "event", f"folded event {event.id}")
+            timeline(session, alert, now, "event", f"folded event {event.id} ({kind})")
+        if critical:
+            _learn(alert, event)
+            if alert.silenced and silenced(session, pond_id, node_id, now) is None:
+                alert.silenced = False  # opened in a maintenance window that is over now
+                timeline(session, alert, now, "note", "silence over: paging")
+                if alert.state in ACTIVE:
+                    alert.next_step_at = now
+            if SERIOUSNESS[kind] > SERIOUSNESS.get(alert.kind, 0):
+                upgrade(session, alert, kind, now)
         return alert
     quiet = silenced(session, pond_id, node_id, now)
     urgent = kind not in TASK_TARGETS
@@ -85,7 +154,10 @@ def raise_alert(session: Session, *, pond_id: str, node_id: str | None, kind: st
                   silenced=quiet is not None, policy=policy, step=0,
                   next_step_at=None if quiet else now,
                   first_event_id=event.id if event else None,
-                  snapshot_event_id=event.id if event and event.payload.get("snapshot") else None)
+                  snapshot_event_id=event.id if event and event.payload.get("snapshot") else None,
+                  steps_from=now, people_seen=None, child=None)
+    if critical:
+        _learn(alert, event)
     session.add(alert)
     session.flush()
     if event is not None:
@@ -147,6 +219,8 @@ def on_event(session: Session, row: EventRow, ev: Event, policy: str,
             alert = session.get(Alert, ended.alert_id)
             if alert is not None:
                 row.alert_id = alert.id
+                if alert.state != "resolved":
+                    alert.last_event_at = now  # the visit was still going on until now
                 timeline(session, alert, now, "event", f"event {ev.ref} ended: {ev.reason or ''}")
                 return alert
     return None
@@ -181,8 +255,11 @@ def node_status(session: Session, node: Node, state: str, policy: str,
 
 
 def act(session: Session, alert: Alert, action: str, by: str, now: datetime,
-        outcome: str | None = None) -> bool:
-    """Apply ack / on_scene / resolve; False when it changes nothing; AlertError if invalid."""
+        outcome: str | None = None, on_scene_timeout_s: float = ON_SCENE_TIMEOUT_S) -> bool:
+    """Apply ack / on_scene / resolve; False when it changes nothing; AlertError if invalid.
+
+    An urgent alert acknowledged is checked again after on_scene_timeout_s: nobody on scene
+    by then re-pages the constable and the next step (the escalator does it)."""
     order = STATES.index(alert.state)
     if action == "ack":
         target = "acknowledged"
@@ -204,11 +281,25 @@ def act(session: Session, alert: Alert, action: str, by: str, now: datetime,
         alert.on_scene_at = now
     if target == "resolved":
         alert.resolved_at, alert.outcome = now, outcome
-    alert.state, alert.next_step_at = target, None
+    alert.state, alert.next_step_at, alert.acted_at = target, None, now
+    if target == "acknowledged" and alert.urgent and not alert.silenced:
+        alert.next_step_at = now + timedelta(seconds=on_scene_timeout_s)
     timeline(session, alert, now, "state", f"by {by}" + (f", {outcome}" if outcome else ""),
              state=target, person_id=by)
     log.info("alert %s -> %s by %s", alert.id, target, by)
     return True
+
+
+def page_outdated(alert: Alert, created_at: datetime) -> str | None:
+    """Why a page queued at created_at should no longer go out (None: send it): the alert
+    was resolved, or someone acted on it since (a page queued after an action, such as the
+    on-scene reminder, still goes)."""
+    if alert.state == "resolved":
+        return "alert already resolved"
+    if alert.urgent and alert.state not in ACTIVE and (
+            alert.acted_at is None or alert.acted_at > created_at):
+        return f"alert already {alert.state}"
+    return None
 
 
 def mark_notified(session: Session, alert: Alert, now: datetime) -> None:

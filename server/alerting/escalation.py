@@ -82,8 +82,7 @@ class Escalator:
 
     def policy(self, name: str) -> EscalationPolicy:
         """A named policy, or the default."""
-        pols = self.cfg.escalation.policies
-        return pols.get(name) or pols["default"]
+        return self.cfg.escalation.policy(name)
 
     def wake(self) -> None:
         """Look for due steps now (a new alert, a failed person)."""
@@ -124,7 +123,7 @@ class Escalator:
         fired, deliveries = 0, []
         with self.sessions() as s, s.begin():
             q = (select(Alert).where(Alert.next_step_at.is_not(None), Alert.next_step_at <= now,
-                                     Alert.state.in_(alerts.ACTIVE))
+                                     Alert.state != "resolved")
                  .order_by(Alert.next_step_at).limit(200))
             if self._pg:
                 q = q.with_for_update(skip_locked=True)
@@ -146,20 +145,41 @@ class Escalator:
         (SQLite has no SKIP LOCKED; its SELECT runs outside the write transaction)."""
         res = s.execute(update(Alert).where(
             Alert.id == alert.id, Alert.step == alert.step,
-            Alert.next_step_at == alert.next_step_at, Alert.state.in_(alerts.ACTIVE))
+            Alert.next_step_at == alert.next_step_at, Alert.state == alert.state)
             .values(step=alert.step).execution_options(synchronize_session=False))
         return getattr(res, "rowcount", 0) == 1
 
     def _fire(self, s: Session, alert: Alert, now: datetime) -> list[Delivery]:
-        """Page the targets of the alert's current step and schedule the next one."""
+        """Page the targets of the alert's current step and schedule the next one.
+
+        Open or notified: the step's targets, the next step on time (counted from
+        `steps_from`, which an upgrade re-bases on the step it had reached). Acknowledged
+        with nobody on scene in time: the constable again and the next step's targets.
+        On scene when it got worse: the step reached, once."""
         step = alert.step
         targets: list[str]
         nxt: datetime | None
+        reason = "step"
+        extra: list[str] = []
         if alert.urgent:
             pol = self.policy(alert.policy)
-            targets = list(pol.steps[min(step, len(pol.steps) - 1)].targets)
-            if step + 1 < len(pol.steps):
-                nxt = alert.opened_at + timedelta(seconds=pol.steps[step + 1].after_s)
+            k = min(step, len(pol.steps) - 1)
+            if alert.steps_from is None:  # upgraded: the step it had reached fires now
+                alert.steps_from = now - timedelta(seconds=pol.steps[k].after_s)
+                reason = "upgrade"
+            base = alert.steps_from
+            targets = list(pol.steps[k].targets)
+            if reason == "upgrade":  # everyone paged so far hears that it got worse
+                targets = list(dict.fromkeys(t for st in pol.steps[:k + 1] for t in st.targets))
+            if alert.state == "acknowledged":
+                reason = "on_scene_overdue"
+                targets = ["constable", *targets]
+                extra = [alert.acked_by] if alert.acked_by else []
+                nxt = now + timedelta(seconds=pol.on_scene_timeout_s)
+            elif alert.state == "on_scene":
+                nxt = None
+            elif step + 1 < len(pol.steps):
+                nxt = base + timedelta(seconds=pol.steps[step + 1].after_s)
             else:
                 nxt = now + timedelta(seconds=pol.repeat_s)
         else:
@@ -167,16 +187,19 @@ class Escalator:
             rep = self.cfg.task_repeat_s
             nxt = now + timedelta(seconds=rep) if rep else None
         people = recipients(s, alert.pond_id, targets, now)
+        people += [p for p in extra if p not in people and s.get(Person, p) is not None]
         alert.step, alert.next_step_at = step + 1, nxt
         alerts.timeline(s, alert, now, "note",
-                        f"step {step}: {','.join(targets)} -> {','.join(people) or 'nobody'}")
-        if not people and alert.urgent and nxt is not None and step + 1 < len(
-                self.policy(alert.policy).steps):
+                        f"step {step}{'' if reason == 'step' else f' ({reason})'}: "
+                        f"{','.join(targets)} -> "
+                        f"{','.join(people) or 'nobody'}")
+        if (not people and alert.urgent and alert.state in alerts.ACTIVE and nxt is not None
+                and step + 1 < len(self.policy(alert.policy).steps)):
             alert.next_step_at = now  # nobody to page here: go on at once
         rows = [Delivery(alert_id=alert.id, step=step, person_id=p, status="pending",
-                         created_at=now) for p in people]
+                         created_at=now, reason=reason) for p in people]
         s.add_all(rows)
-        log.info("alert %s step %d -> %s", alert.id, step, people)
+        log.info("alert %s step %d (%s) -> %s", alert.id, step, reason, people)
         return rows
 
     def person_failed(self, alert_id: int) -> None:

@@ -22,7 +22,7 @@ from server.access.links import AckLinks
 from server.alerting import alerts
 from server.alerting.wording import page_text
 from server.core.clock import Clock
-from server.core.db import Alert, Delivery, Person, Pond, Snapshot
+from server.core.db import Alert, Delivery, Person, Pond, event_snapshot
 from server.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class Pager:
         """The alert's snapshot as a file Apprise can attach."""
         if not alert.snapshot_event_id:
             return None
-        snap = s.get(Snapshot, alert.snapshot_event_id)
+        snap = event_snapshot(s, alert.snapshot_event_id)
         if snap is None:
             return None
         # One file per delivery, removed as soon as it is sent (images of minors).
@@ -240,12 +240,13 @@ class Pager:
                 s.commit()
                 return None
             now = self.clock.now()
-            if alert.urgent and alert.state not in alerts.ACTIVE:
-                d.status, d.detail = "skipped", f"alert already {alert.state}"
+            why = alerts.page_outdated(alert, d.created_at)
+            if why:
+                d.status, d.detail = "skipped", why
                 s.commit()
                 return None
             link = self.links.url(alert.id, person.id, now)
-            title, body = page_text(alert, pond, link, d.step)
+            title, body = page_text(alert, pond, link, d.step, d.reason)
             attachment = self._attachment(s, alert)
         results: list[tuple[str, bool]] = []
         try:

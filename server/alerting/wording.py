@@ -42,22 +42,56 @@ def map_link(lat: float | None, lon: float | None, name: str) -> str | None:
             f"&name={quote(name)}&coordinate=wgs84")
 
 
-def page_text(alert: Alert, pond: Pond, link: str, step: int) -> tuple[str, str]:
-    """Title and body of a page, in Simplified Chinese, with the acknowledge link."""
-    what = alert_what(alert)
+def who_zh(alert: Alert) -> str:
+    """儿童 / 成人 / 有人: who is involved, as far as the node could tell."""
+    return {True: "儿童", False: "成人"}.get(alert.child, "有人")  # type: ignore[arg-type]
+
+
+def headline(alert: Alert, kind: str | None = None) -> str:
+    """What happened in a few words: who and where (岸边/水中/没入水中), or that it got worse
+    (儿童已落水); for other kinds their Chinese name. kind: an earlier kind of the alert."""
+    who = who_zh(alert)
+    worse = kind is None and alert.upgraded_from is not None
+    kind = kind or alert.kind
+    if kind == "child_near_water":
+        return "儿童在岸边" if alert.child else "疑似儿童在岸边"
+    if kind == "person_in_water":
+        return f"{who}已落水" if worse else f"{who}在水中"
+    if kind == "person_submerged":
+        return f"{who}已没入水中" if worse else f"{who}没入水中"
+    return KIND_ZH.get(kind, kind) if kind != alert.kind else alert_what(alert)
+
+
+def page_text(alert: Alert, pond: Pond, link: str, step: int,
+              reason: str = "step") -> tuple[str, str]:
+    """Title and body of a page in Simplified Chinese, readable in five seconds: what and
+    where first, then the time, the acknowledge link and how many people were seen.
+
+    reason is the delivery's: 'upgrade' (it got worse; previous names the milder kind),
+    'on_scene_overdue' (acknowledged, nobody on scene in time), else a plain step."""
+    previous = headline(alert, alert.upgraded_from) if alert.upgraded_from else None
+    place = f"{pond.name}（{pond.village}）" if pond.village else pond.name
+    what = headline(alert) if alert.urgent else alert_what(alert)
     if alert.urgent:
-        tag = "【紧急】"
+        tag = "【紧急·升级】" if reason == "upgrade" else (
+            "【紧急·未到场】" if reason == "on_scene_overdue" else "【紧急】")
     else:
         tag = "【待办】" if alert.kind == "equipment_missing" else "【运维】"
     title = f"{tag}{pond.name}：{what}"
-    when = beijing_time(alert.opened_at)
-    lines = [f"{pond.name}（{pond.village}）" if pond.village else pond.name,
-             what, f"时间：{when}（北京时间）",
-             f"告警编号 #{alert.id}" + (f"，第{step + 1}次通知" if alert.urgent else "")]
+    since = alert.upgraded_at if alert.urgent and alert.upgraded_at else alert.opened_at
+    lines = [f"{what}｜{place}", f"时间：{beijing_time(since)}（北京时间）"]
     if alert.urgent:
         lines.append(f"请立即确认：{link}")
+        if alert.people_seen:
+            lines.append(f"画面中共{alert.people_seen}人")
+        if previous:
+            lines.append(f"情况加重：此前为{previous}")
+        if reason == "on_scene_overdue":
+            lines.append(f"已收到（{beijing_time(alert.acked_at)}），但至今无人到场，请尽快赶到")
+        lines.append(f"告警编号 #{alert.id}，第{step + 1}次通知")
     else:
         lines.append(f"请查看并处理：{link}")
+        lines.append(f"告警编号 #{alert.id}")
     maplink = map_link(pond.lat, pond.lon, pond.name)
     if maplink:
         lines.append(f"地图：{maplink}")

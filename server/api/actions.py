@@ -33,7 +33,8 @@ class AckAction(StrictModel):
 def apply_action(svc: ServerParts, s: Session, alert: Alert, body: AckAction, by: str) -> bool:
     """Apply an action and commit; 422 when it does not fit."""
     try:
-        changed = alerts.act(s, alert, body.action, by, svc.clock.now(), body.outcome)
+        changed = alerts.act(s, alert, body.action, by, svc.clock.now(), body.outcome,
+                             svc.cfg.escalation.policy(alert.policy).on_scene_timeout_s)
     except alerts.AlertError as exc:
         raise HTTPException(422, str(exc)) from exc
     s.commit()

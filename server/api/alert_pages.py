@@ -33,7 +33,7 @@ from server.api.deps import (
 )
 from server.api.pages import render
 from server.api.queries import alert_dict, event_dicts
-from server.core.db import Alert, Person, Pond, Snapshot, TimelineEntry, User
+from server.core.db import Alert, Person, Pond, TimelineEntry, User, event_snapshot
 
 router = APIRouter()
 KEEPALIVE_S = 15.0
@@ -111,7 +111,8 @@ def alert_action(request: Request, alert_id: int, scope: CurrentScope, svc: Svc,
     alert = alert_in_scope(s, scope, alert_id)
     require(scope.may_act_on_alerts)
     try:
-        alerts.act(s, alert, action, scope.username, svc.clock.now(), outcome or None)
+        alerts.act(s, alert, action, scope.username, svc.clock.now(), outcome or None,
+                   svc.cfg.escalation.policy(alert.policy).on_scene_timeout_s)
     except alerts.AlertError as exc:
         raise HTTPException(422, str(exc)) from exc
     s.commit()
@@ -176,7 +177,7 @@ def alert_snapshot(alert_id: int, user: MaybeUser, svc: Svc, s: Db) -> Response:
     scope = page_scope(svc, s, user)
     alert = alert_in_scope(s, scope, alert_id)
     require(scope.snapshots, "你的角色不能查看现场照片 (snapshots are not for your role)")
-    snap = s.get(Snapshot, alert.snapshot_event_id) if alert.snapshot_event_id else None
+    snap = event_snapshot(s, alert.snapshot_event_id)
     if snap is None:
         raise not_found()
     return Response(snap.data, media_type="image/jpeg",

@@ -215,7 +215,13 @@ _TARGETS = {"constable": ("网格民警", "constable"), "backup": ("备岗", "ba
             "area_officers": ("片区民警", "area officers"), "duty_desk": ("值班台", "duty desk"),
             "technicians": ("技术员", "technicians")}
 _PATTERNS: list[tuple[re.Pattern[str], str, str]] = [
-    (re.compile(r"^folded event \S+$"), "又一次事件并入此告警", "Another event folded in"),
+    (re.compile(r"^folded event \S+(?: \((?P<k>\w+)\))?$"), "又一次事件并入此告警{k}",
+     "Another event folded in{k}"),
+    (re.compile(r"^(?P<k0>\w+) -> (?P<k>\w+)$"), "情况加重：{k0} → {k}，立即重新通知",
+     "Got worse: {k0} → {k}, paging again now"),
+    (re.compile(r"^worse \((?P<kw>\w+)\): to be acknowledged again$"),
+     "情况加重（{kw}），需重新确认", "Worse ({kw}): to be acknowledged again"),
+    (re.compile(r"^silence over: paging$"), "静默已结束，开始通知", "Silence over: paging"),
     (re.compile(r"^event \S+ ended: ?(?P<r>.*)$"), "事件结束 {r}", "Event ended {r}"),
     (re.compile(r"^cleared by the node$"), "设备确认已恢复", "Cleared by the node"),
     (re.compile(r"^by (?P<who>[^,]+)(?:, (?P<o>\w+))?$"), "{who}{o}", "{who}{o}"),
@@ -225,6 +231,11 @@ _PATTERNS: list[tuple[re.Pattern[str], str, str]] = [
      "Step {n}: no way to reach them"),
     (re.compile(r"^step (?P<n>\d+): (?P<t>[\w,]+) -> (?P<p>.*)$"), "第 {n} 级：通知{t}：{p}",
      "Step {n}: paging {t}: {p}"),
+    (re.compile(r"^step (?P<n>\d+) \(upgrade\): (?P<t>[\w,]+) -> (?P<p>.*)$"),
+     "情况加重，从第 {n} 级重新通知{t}：{p}", "Worse: paging step {n} again, {t}: {p}"),
+    (re.compile(r"^step (?P<n>\d+) \(on_scene_overdue\): (?P<t>[\w,]+) -> (?P<p>.*)$"),
+     "已收到但无人到场，第 {n} 级：通知{t}：{p}",
+     "Acknowledged, nobody on scene: step {n}, paging {t}: {p}"),
     (re.compile(r"^unreachable: next step now$"), "无人可通知，立即升级",
      "Nobody reachable: next step now"),
     (re.compile(r"^no heartbeat for (?P<s>\d+) s \((?P<m>\d+) missed\)"
@@ -248,6 +259,12 @@ def describe(detail: str, lang: str, names: dict[str, str]) -> str:
             g["who"] = names.get(g["who"], g["who"])
         if "o" in g:
             g["o"] = f"（{w('outcome', g['o'])}）" if g["o"] else ""
+        if "k0" in g:  # an upgrade: both kinds in words
+            g["k0"], g["k"] = w("kind", g["k0"]), w("kind", g["k"])
+        elif "k" in g:  # a folded event's kind, in brackets
+            g["k"] = f"（{w('kind', g['k'])}）" if g["k"] else ""
+        if "kw" in g:
+            g["kw"] = w("kind", g["kw"])
         if "t" in g:
             g["t"] = "、".join(_TARGETS.get(x, (x, x))[i] for x in g["t"].split(","))
         if "p" in g:

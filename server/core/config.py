@@ -93,6 +93,9 @@ class EscalationPolicy(StrictModel):
                                         description="Steps in time order.")
     repeat_s: float = Field(180, gt=0, le=86400,
                             description="After the last step, page its targets again this often.")
+    on_scene_timeout_s: float = Field(
+        300, gt=0, le=86400, description="Acknowledged but nobody on scene (已到场) after this "
+        "long: page the constable again and the next step (the '5' of 1-3-5).")
 
     @model_validator(mode="after")
     def _ordered(self) -> EscalationPolicy:
@@ -116,6 +119,10 @@ class EscalationSettings(StrictModel):
         if "default" not in self.policies:
             raise ValueError("policies must include 'default'")
         return self
+
+    def policy(self, name: str) -> EscalationPolicy:
+        """A named policy, or the default."""
+        return self.policies.get(name) or self.policies["default"]
 
 
 class GateSet(StrictModel):

@@ -21,7 +21,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -142,11 +142,12 @@ class EventRow(Base):
 
 
 class Snapshot(Base):
-    """The JPEG of one event; may arrive before or after its event."""
+    """The JPEG of one event, keyed by the node that sent it and the event id (a node can
+    never fill another node's slot); may arrive before or after its event."""
 
     __tablename__ = "snapshots"
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    node_id: Mapped[str] = mapped_column(String(64))
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -178,6 +179,17 @@ class Alert(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     next_step_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     snapshot_event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Who is involved: True a child, False an adult, None not known (critical kinds).
+    child: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    people_seen: Mapped[int | None] = mapped_column(Integer, nullable=True)  # most boxes seen
+    # The kind before the last upgrade (the incident got worse) and when.
+    upgraded_from: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    upgraded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the escalation steps' after_s count from (opened_at; an upgrade re-bases it; None:
+    # re-base when the next step fires).
+    steps_from: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When someone last acted (ack, on scene, resolve): pages queued before it are skipped.
+    acted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (Index("ix_alerts_fold", "pond_id", "kind", "subject", "state"),)
 
@@ -213,6 +225,25 @@ class Delivery(Base):
     # is handed back to 'pending' by any replica.
     claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # step | upgrade (it got worse) | on_scene_overdue (acknowledged, nobody on scene in time)
+    reason: Mapped[str] = mapped_column(String(16), default="step", server_default="step")
+
+
+class PatrolRun(Base):
+    """One morning patrol list (巡查单) for one person and one Beijing day: sent, failed or
+    skipped (the server was not running at the time), shown on the admin page."""
+
+    __tablename__ = "patrol_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    day: Mapped[str] = mapped_column(String(10), index=True)  # Beijing date, YYYY-MM-DD
+    person_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # sending | sent | failed | skipped
+    channel: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (Index("ux_patrol_runs_day_person", "day", "person_id", unique=True),)
 
 
 class Silence(Base):
@@ -305,11 +336,12 @@ class ModelAssignment(Base):
 
 
 class EventFrame(Base):
-    """The unannotated frame of a critical event (learning loop); kept like snapshots."""
+    """The unannotated frame of a critical event (learning loop), keyed like snapshots by
+    node and event id; kept like snapshots."""
 
     __tablename__ = "event_frames"
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    node_id: Mapped[str] = mapped_column(String(64))
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -347,3 +379,12 @@ def make_engine(url: str) -> Engine:
 def make_sessions(engine: Engine) -> sessionmaker[Any]:
     """A session factory that keeps loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def event_snapshot(s: Session, event_id: str | None) -> Snapshot | None:
+    """An event's snapshot: the JPEG its own node sent under its id (None when the event or
+    the snapshot is missing; another node's JPEG under that id is never it)."""
+    ev = s.get(EventRow, event_id) if event_id else None
+    if ev is None:
+        return None
+    return s.get(Snapshot, {"event_id": ev.id, "node_id": ev.node_id})

@@ -18,7 +18,6 @@ from protocol.payloads import Event, encode
 from server.access import registry
 from server.alerting import alerts
 from server.app import build
-from server.core.clock import FakeClock
 from server.core.db import (
     Alert,
     Delivery,
@@ -32,6 +31,7 @@ from server.core.db import (
 from server.link.broker import free_port
 from server.link.ingest import Inbound, Ingestor
 from tests.server.conftest import PageReceiver, make_config
+from tests.support import FakeClock
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x01" * 500 + b"\xff\xd9"
 P = "pondwatch/v1/node"
@@ -124,6 +124,11 @@ def test_default_policy_steps_on_time_until_acknowledged(h: Harness) -> None:
         a = s.scalars(select(Alert)).one()
         assert alerts.act(s, a, "ack", "duty-quanjiang", h.clock.now())
         s.commit()
+    assert h.tick(299) == 0  # acknowledged: nothing until on_scene_timeout_s (300 s)
+    with h.svc.sessions() as s:
+        a = s.scalars(select(Alert)).one()
+        assert alerts.act(s, a, "on_scene", "guo-yong", h.clock.now())
+        s.commit()
     assert h.tick(600) == 0
     assert len(h.paged()) == 6
     with h.svc.sessions() as s:
@@ -132,7 +137,7 @@ def test_default_policy_steps_on_time_until_acknowledged(h: Harness) -> None:
         assert {r.channel for r in rows} == {"json"}
         states = [r.state for r in s.scalars(select(TimelineEntry).where(
             TimelineEntry.kind == "state").order_by(TimelineEntry.id))]
-        assert states == ["open", "notified", "acknowledged"]
+        assert states == ["open", "notified", "acknowledged", "on_scene"]
 
 
 def test_restart_mid_escalation_fires_next_step_once_on_time(tmp_path: Path,

@@ -1,10 +1,13 @@
-"""Helpers shared by the test folders: polling with a timeout, the shipped secure broker."""
+"""Helpers shared by the test folders: polling with a timeout, the one fake clock, the shipped
+secure broker."""
 
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,49 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condit
             return got
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class FakeClock:
+    """The one fake clock of the tests: moves only when a test moves it. The server's code asks
+    it `now()` (aware UTC, as server.core.clock.Clock); the node's code calls it for epoch
+    seconds (as `time.time`); tests move it with `advance`, `set` or by assigning `t`."""
+
+    def __init__(self, start: datetime | float | None = None) -> None:
+        """Start at an aware time or epoch seconds (default 2026-07-01 08:00 UTC)."""
+        if isinstance(start, int | float):
+            start = datetime.fromtimestamp(start, UTC)
+        self._now = start or datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        """The current fake time."""
+        with self._lock:
+            return self._now
+
+    def __call__(self) -> float:
+        """The current fake time in epoch seconds."""
+        return self.now().timestamp()
+
+    @property
+    def t(self) -> float:
+        """The current fake time in epoch seconds."""
+        return self()
+
+    @t.setter
+    def t(self, seconds: float) -> None:
+        """Jump to an absolute time in epoch seconds."""
+        self.set(datetime.fromtimestamp(seconds, UTC))
+
+    def advance(self, seconds: float) -> datetime:
+        """Move the clock forward and return the new time."""
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+            return self._now
+
+    def set(self, when: datetime) -> None:
+        """Jump to an absolute aware time."""
+        with self._lock:
+            self._now = when
 
 
 def make_test_certs(d: Path) -> None:

@@ -19,6 +19,7 @@ from edge.config import NodeConfig
 from edge.link.outbox import Outbox
 from edge.link.sms import ModemError, SerialModem, SmsFallback, sms_text, ucs2
 from protocol import Event
+from tests.support import FakeClock
 
 T0 = datetime(2026, 7, 1, 6, 30, tzinfo=UTC).timestamp()    # 14:30 in China
 NUMBERS = ["+8613800000001", "13900000002"]
@@ -109,14 +110,6 @@ def modem() -> Iterator[SimModem]:
     m.close()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def make_cfg(port: str, **sms: Any) -> NodeConfig:
     return NodeConfig.model_validate({
         "node_id": "heyuan-01", "pond_id": "heyuan-shantang",
@@ -139,7 +132,7 @@ def box(tmp_path: Path) -> Iterator[Outbox]:
 
 
 def test_texts_once_after_60_s_in_chinese(modem: SimModem, box: Outbox) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     fb = SmsFallback(make_cfg(modem.port), box, clock=clock)
     ev = raise_event(box)
     raise_event(box, "person_near_water")               # info: never texted
@@ -161,7 +154,7 @@ def test_texts_once_after_60_s_in_chinese(modem: SimModem, box: Outbox) -> None:
 
 
 def test_gsm_encoding(modem: SimModem, box: Outbox) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     fb = SmsFallback(make_cfg(modem.port, encoding="gsm", numbers=["13900000002"]), box,
                      clock=clock)
     raise_event(box, "sos")
@@ -177,7 +170,7 @@ def test_gsm_encoding(modem: SimModem, box: Outbox) -> None:
 def test_modem_error_is_recorded_retried_and_not_marked(box: Outbox, mode: str) -> None:
     bad = SimModem(mode)
     try:
-        clock = Clock()
+        clock = FakeClock(T0)
         fb = SmsFallback(make_cfg(bad.port, retry_s=30), box, clock=clock)
         raise_event(box)
         clock.t = T0 + 60
@@ -208,7 +201,7 @@ def test_partial_failure_does_not_text_the_first_number_twice(box: Outbox) -> No
             self.sent.append(number)
             return str(len(self.sent))
     flaky = Flaky()
-    clock = Clock()
+    clock = FakeClock(T0)
     fb = SmsFallback(make_cfg("/dev/null", retry_s=5), box, modem=flaky, clock=clock)
     raise_event(box)
     clock.t = T0 + 60
@@ -227,7 +220,7 @@ def test_silent_modem_and_missing_port(box: Outbox, tmp_path: Path) -> None:
         silent.close()
     with pytest.raises(ModemError, match="cannot open"):
         SerialModem(str(tmp_path / "ttyUSB9")).send_sms("10086", "test")
-    clock = Clock()
+    clock = FakeClock(T0)
     fb = SmsFallback(make_cfg(str(tmp_path / "ttyUSB9")), box, clock=clock)
     raise_event(box)
     clock.t = T0 + 60
@@ -260,7 +253,7 @@ def test_text_helpers() -> None:
 
 
 def test_run_ticks_on_its_own_thread_until_stopped(modem: SimModem, box: Outbox) -> None:
-    clock = Clock()
+    clock = FakeClock(T0)
     fb = SmsFallback(make_cfg(modem.port), box, clock=clock)
     raise_event(box)
     clock.t = T0 + 60
@@ -289,7 +282,7 @@ def test_restart_mid_event_texts_nobody_twice(box: Outbox, tmp_path: Path) -> No
                 raise ModemError("modem answered ERROR")
             self.sent.append(number)
             return str(len(self.sent))
-    clock = Clock()
+    clock = FakeClock(T0)
     ev = raise_event(box)
     clock.t = T0 + 61
     first = Recorder(fail=set(NUMBERS[1:]))

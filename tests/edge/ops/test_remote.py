@@ -12,18 +12,9 @@ import pytest
 from edge.config import NodeConfig
 from edge.ops.remote import MAX_LOG_BYTES, CommandHandler, SeenIds, clip_lines
 from protocol import MAX_CMD_BYTES, Command, CommandResult, encode
+from tests.support import FakeClock
 
 NOW = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    """A wall clock the test moves."""
-
-    def __init__(self) -> None:
-        self.t = NOW.timestamp()
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def make_cfg(tmp_path: Path, url: str = "mqtt://127.0.0.1:1", **health: Any) -> NodeConfig:
@@ -41,17 +32,17 @@ def cmd(name: str, cmd_id: str = "c1", ttl_s: float = 60, **args: Any) -> Comman
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(NOW)
 
 
-def handler(tmp_path: Path, clock: Clock, actions: dict[str, Any] | None = None,
+def handler(tmp_path: Path, clock: FakeClock, actions: dict[str, Any] | None = None,
             **health: Any) -> CommandHandler:
     return CommandHandler(make_cfg(tmp_path, **health), str(tmp_path / "node.yaml"),
                           actions=actions or {}, clock=clock)
 
 
-def test_service_action_runs_and_answers(tmp_path: Path, clock: Clock) -> None:
+def test_service_action_runs_and_answers(tmp_path: Path, clock: FakeClock) -> None:
     calls: list[dict[str, Any]] = []
     h = handler(tmp_path, clock, {"horn_test": lambda a: calls.append(a) or "ok"})
     res = h.handle(cmd("horn_test", seconds=2))
@@ -62,7 +53,7 @@ def test_service_action_runs_and_answers(tmp_path: Path, clock: Clock) -> None:
     assert "selftest" in h.known and "logs" in h.known and "horn_test" in h.known
 
 
-def test_expired_command_is_ignored(tmp_path: Path, clock: Clock) -> None:
+def test_expired_command_is_ignored(tmp_path: Path, clock: FakeClock) -> None:
     calls: list[Any] = []
     h = handler(tmp_path, clock, {"restart": calls.append})
     clock.t += 61
@@ -70,7 +61,7 @@ def test_expired_command_is_ignored(tmp_path: Path, clock: Clock) -> None:
     assert calls == []
 
 
-def test_replay_is_ignored_also_after_a_restart(tmp_path: Path, clock: Clock) -> None:
+def test_replay_is_ignored_also_after_a_restart(tmp_path: Path, clock: FakeClock) -> None:
     calls: list[Any] = []
     actions = {"restart": lambda a: calls.append(a) or "restarting"}
     assert handler(tmp_path, clock, actions).handle(cmd("restart")) is not None
@@ -93,7 +84,7 @@ def test_seen_ids_are_pruned_when_expired_and_bounded(tmp_path: Path,
     assert "id24" in SeenIds(tmp_path / "seen.json")
 
 
-def test_corrupt_seen_file_starts_empty(tmp_path: Path, clock: Clock) -> None:
+def test_corrupt_seen_file_starts_empty(tmp_path: Path, clock: FakeClock) -> None:
     path = tmp_path / "state" / "commands-seen.json"
     path.parent.mkdir(parents=True)
     path.write_text("{not json")
@@ -103,7 +94,7 @@ def test_corrupt_seen_file_starts_empty(tmp_path: Path, clock: Clock) -> None:
     assert "c1" in json.loads(path.read_text())["seen"]
 
 
-def test_unrecordable_command_is_refused(tmp_path: Path, clock: Clock) -> None:
+def test_unrecordable_command_is_refused(tmp_path: Path, clock: FakeClock) -> None:
     (tmp_path / "blocker").write_text("a file, not a folder")
     calls: list[Any] = []
     h = CommandHandler(make_cfg(tmp_path), "node.yaml", actions={"restart": calls.append},
@@ -113,12 +104,12 @@ def test_unrecordable_command_is_refused(tmp_path: Path, clock: Clock) -> None:
     assert calls == []
 
 
-def test_too_far_in_the_future_is_refused(tmp_path: Path, clock: Clock) -> None:
+def test_too_far_in_the_future_is_refused(tmp_path: Path, clock: FakeClock) -> None:
     res = handler(tmp_path, clock).handle(cmd("logs", ttl_s=3 * 86400))
     assert res is not None and not res.ok and "ahead" in res.result["error"]
 
 
-def test_unknown_and_failing_commands(tmp_path: Path, clock: Clock) -> None:
+def test_unknown_and_failing_commands(tmp_path: Path, clock: FakeClock) -> None:
     def broken(args: dict[str, Any]) -> Any:
         raise RuntimeError("no frame yet")
     h = handler(tmp_path, clock, {"snapshot": broken, "weird": lambda a: object()})
@@ -132,7 +123,7 @@ def test_unknown_and_failing_commands(tmp_path: Path, clock: Clock) -> None:
     assert res is not None and res.ok and isinstance(res.result, str)
 
 
-def test_selftest_runs_the_diag_checks(tmp_path: Path, clock: Clock) -> None:
+def test_selftest_runs_the_diag_checks(tmp_path: Path, clock: FakeClock) -> None:
     (tmp_path / "node.yaml").write_text("node_id: heyuan-01\n")   # incomplete on disk
     res = handler(tmp_path, clock).handle(cmd("selftest"))
     assert res is not None and res.ok is False
@@ -146,14 +137,14 @@ def test_selftest_runs_the_diag_checks(tmp_path: Path, clock: Clock) -> None:
     assert len(encode(res)) < MAX_CMD_BYTES
 
 
-def test_full_selftest_includes_camera(tmp_path: Path, clock: Clock) -> None:
+def test_full_selftest_includes_camera(tmp_path: Path, clock: FakeClock) -> None:
     res = handler(tmp_path, clock).handle(cmd("selftest", full=True))
     assert res is not None
     names = [c["name"] for c in res.result["checks"]]
     assert "camera" in names and "gpio" in names and res.result["skipped"] == []
 
 
-def test_logs_from_the_log_file(tmp_path: Path, clock: Clock) -> None:
+def test_logs_from_the_log_file(tmp_path: Path, clock: FakeClock) -> None:
     log_file = tmp_path / "edge.log"
     log_file.write_text("".join(f"line {i}\n" for i in range(1000)))
     h = handler(tmp_path, clock, log_file=str(log_file))
@@ -165,7 +156,7 @@ def test_logs_from_the_log_file(tmp_path: Path, clock: Clock) -> None:
     assert res is not None and not res.ok and "number" in res.result["error"]
 
 
-def test_logs_with_nothing_to_read(tmp_path: Path, clock: Clock,
+def test_logs_with_nothing_to_read(tmp_path: Path, clock: FakeClock,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))      # no journalctl
     res = handler(tmp_path, clock, log_file=str(tmp_path / "missing.log")).handle(cmd("logs"))

@@ -14,18 +14,9 @@ from edge.config import NodeConfig
 from edge.warning.audio import BUILTIN_VOICE, AplayPlayer, AudioError, NullPlayer
 from edge.warning.local import STATUS_PATTERNS, LocalWarning, pattern_on
 from protocol import Event
+from tests.support import FakeClock
 
 PINS = {"horn": 17, "light": 27, "status_led": 22, "sos_button": 5, "pir": 4}
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def make_cfg(gpio: dict[str, int] | None = None, **warning: Any) -> NodeConfig:
@@ -54,7 +45,7 @@ def factory() -> Iterator[MockFactory]:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(1000.0)
 
 
 @pytest.fixture

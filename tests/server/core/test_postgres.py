@@ -67,10 +67,10 @@ def test_missed_heartbeats_and_schema_on_postgres(tmp_path: Path, receiver: Page
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from server.core.clock import FakeClock
     from server.core.db import Base, Node
     from tests.server.conftest import wait_for
     from tests.server.fleet.test_node_watch import T0, _heartbeat
+    from tests.support import FakeClock
 
     clock = FakeClock(T0)
     cfg = make_config(tmp_path, receiver, mosquitto.url, database=pg_url)

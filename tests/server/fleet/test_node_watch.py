@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server.core.clock import FakeClock
 from server.core.db import Alert, Node, TimelineEntry
 from server.link.broker import Mosquitto
 from server.runner import Server
 from tests.server.conftest import FakeNode, PageReceiver, make_config, wait_for
+from tests.support import FakeClock
 
 T0 = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 

@@ -18,6 +18,7 @@ from edge.link.outbox import Outbox
 from edge.site.watch import SiteWatch
 from protocol import Command, CommandResult, Event
 from protocol.payloads import utc_now
+from protocol.topics import requested_snapshot_id
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class NodeService:
         if got is None:
             raise RuntimeError("no frame yet")
         jpeg = encode_jpeg(got[0])
-        event_id = f"snap-{int(time.time())}"
+        event_id = requested_snapshot_id()
         self.link.client.publish(self.link.topics.snapshot(self.cfg.node_id, event_id),
                                  jpeg, qos=1)
         return {"snapshot_id": event_id, "bytes": len(jpeg)}

@@ -5,3 +5,4 @@ MAX_EVENT_BYTES = 16 * 1024
 MAX_SNAPSHOT_BYTES = 150 * 1000
 MAX_HEALTH_BYTES = 16 * 1024
 MAX_CMD_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16  # lists/objects inside each other; real payloads nest 4 deep at most

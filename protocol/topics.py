@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "pondwatch/v1"
@@ -14,6 +15,12 @@ _NODE_RE = re.compile(rf"^{NODE_ID_PATTERN}$")
 _EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KINDS = ("status", "event", "snapshot", "health", "ack", "cmd", "cmd/result")
 FRAME_SUFFIX = "-frame"  # snapshot/{event_id}-frame: the event's unannotated frame
+REQUESTED_PREFIX = "snap-"  # snapshot/snap-{uuid}: a snapshot taken on request, no event
+
+
+def requested_snapshot_id() -> str:
+    """A fresh, unguessable id for a snapshot taken on request (`snap-` + a uuid4)."""
+    return f"{REQUESTED_PREFIX}{uuid.uuid4().hex}"
 
 
 def frame_id(event_id: str) -> str:

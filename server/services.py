@@ -7,9 +7,10 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from protocol.topics import REQUESTED_PREFIX
 from server.access import auth, registry
 from server.access.auth import Sessions
 from server.access.links import AckLinks
@@ -17,7 +18,15 @@ from server.alerting.escalation import Escalator
 from server.alerting.paging import Pager, Sender, apprise_send
 from server.core.clock import Clock, SystemClock
 from server.core.config import ServerConfig
-from server.core.db import EventFrame, Grid, Node, Snapshot, make_engine, make_sessions
+from server.core.db import (
+    EventFrame,
+    EventRow,
+    Grid,
+    Node,
+    Snapshot,
+    make_engine,
+    make_sessions,
+)
 from server.core.metrics import Metrics
 from server.core.migrate import upgrade
 from server.core.net import is_loopback
@@ -26,6 +35,7 @@ from server.link.ingest import Ingestor
 from server.link.supervisor import BrokerSupervisor
 
 log = logging.getLogger(__name__)
+ORPHAN_S = 600  # a snapshot or frame whose event (of its node) has not come by then goes
 
 
 class Services:
@@ -109,13 +119,21 @@ class Services:
         self._janitor.start()
 
     def purge_snapshots(self) -> int:
-        """Delete snapshots and unannotated event frames older than the retention period;
-        returns how many."""
-        cutoff = self.clock.now() - timedelta(days=self.cfg.snapshot_retention_days)
+        """Delete snapshots and unannotated event frames older than the retention period,
+        and orphans: those whose event of the same node has not come within ORPHAN_S
+        (on-request `snap-…` snapshots belong to no event); returns how many."""
+        now = self.clock.now()
+        cutoff = now - timedelta(days=self.cfg.snapshot_retention_days)
+        n = 0
         with self.sessions() as s, s.begin():
-            res = s.execute(delete(Snapshot).where(Snapshot.received_at < cutoff))
-            raw = s.execute(delete(EventFrame).where(EventFrame.received_at < cutoff))
-        n = int(getattr(res, "rowcount", 0) or 0) + int(getattr(raw, "rowcount", 0) or 0)
+            for model in (Snapshot, EventFrame):
+                own_event = exists().where(EventRow.id == model.event_id,
+                                           EventRow.node_id == model.node_id)
+                orphan = (model.received_at < now - timedelta(seconds=ORPHAN_S)) & ~own_event
+                if model is Snapshot:
+                    orphan &= ~Snapshot.event_id.startswith(REQUESTED_PREFIX)
+                res = s.execute(delete(model).where((model.received_at < cutoff) | orphan))
+                n += int(getattr(res, "rowcount", 0) or 0)
         if n:
             log.info("deleted %d snapshots older than %s", n, cutoff.isoformat())
         return n

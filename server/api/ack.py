@@ -12,7 +12,7 @@ from server.access.links import AckClaims, LinkError
 from server.api.actions import AckAction, apply_action
 from server.api.deps import Db, Svc, templates
 from server.api.queries import alert_dict
-from server.core.db import Alert, Person, Pond, Snapshot
+from server.core.db import Alert, Person, Pond, event_snapshot
 
 router = APIRouter()
 
@@ -92,7 +92,7 @@ def ack_json(token: str, body: AckAction, svc: Svc, s: Db) -> dict[str, object]:
 def ack_snapshot(token: str, svc: Svc, s: Db) -> Response:
     """The alert's snapshot, for a valid link while the alert is open (plus the grace)."""
     alert = _alert(s, _claims(svc, token))
-    snap = s.get(Snapshot, alert.snapshot_event_id) if alert.snapshot_event_id else None
+    snap = event_snapshot(s, alert.snapshot_event_id)
     if snap is None or not snapshot_shown(svc, alert):
         raise HTTPException(404, "暂无现场照片 (no snapshot)")
     return Response(snap.data, media_type="image/jpeg",

@@ -111,8 +111,8 @@ def node_commands(request: Request, node_id: str, scope: CurrentScope, svc: Svc,
 def requested_snapshot(node_id: str, snapshot_id: str, scope: CurrentScope, s: Db) -> Response:
     """A snapshot a node took on request, for roles that may see minors, in scope."""
     node = node_in_scope(s, scope, node_id)
-    snap = s.get(Snapshot, snapshot_id)
-    if snap is None or snap.node_id != node.id:
+    snap = s.get(Snapshot, {"event_id": snapshot_id, "node_id": node.id})
+    if snap is None:
         raise not_found()
     require(scope.snapshots, "您的角色不能查看现场照片 (your role may not see snapshots)")
     return Response(snap.data, media_type="image/jpeg",

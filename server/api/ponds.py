@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from protocol.topics import REQUESTED_PREFIX
 from server.access.scope import Scope, pond_filter
 from server.alerting.wording import beijing_time
 from server.api.actions import add_silence, send_command
@@ -38,7 +39,7 @@ def requested_snapshots(s: Session, scope: Scope) -> dict[str, dict[str, Any]]:
     """Per pond in scope, the newest snapshot a node took on request (ids 'snap-…')."""
     q = (select(Snapshot.event_id, Snapshot.node_id, Snapshot.received_at, Node.pond_id)
          .join(Node, Node.id == Snapshot.node_id)
-         .where(Snapshot.event_id.like("snap-%"), pond_filter(scope, Node.pond_id))
+         .where(Snapshot.event_id.startswith(REQUESTED_PREFIX), pond_filter(scope, Node.pond_id))
          .order_by(Snapshot.received_at.desc()).limit(500))
     out: dict[str, dict[str, Any]] = {}
     for event_id, node_id, at, pond_id in s.execute(q):

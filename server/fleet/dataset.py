@@ -72,7 +72,8 @@ def export(s: Session, since: datetime, out: Path, names: list[str] | None = Non
                                TimelineEntry.person_id.is_not(None))
     q = (select(EventRow, Alert, EventFrame)
          .join(Alert, Alert.id == EventRow.alert_id)
-         .join(EventFrame, EventFrame.event_id == EventRow.id)
+         .join(EventFrame, (EventFrame.event_id == EventRow.id)
+               & (EventFrame.node_id == EventRow.node_id))
          .where(Alert.state == "resolved", Alert.outcome.in_(VERDICTS),
                 Alert.resolved_at >= since, by_person)
          .order_by(EventRow.ts))

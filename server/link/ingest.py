@@ -39,6 +39,7 @@ from server.core.metrics import Metrics
 from server.fleet import health, node_watch
 from server.link import commands
 from server.link.client import connect_in_background, make_client, replica_client_id
+from server.link.throttle import NodeThrottle
 
 log = logging.getLogger(__name__)
 TOPIC_LOG_MAX = 200  # topics are logged with %r and cut here (no log injection)
@@ -69,6 +70,7 @@ class Inbound:
     payload: bytes
     mid: int
     qos: int
+    node: str = ""  # the node the topic names, as the throttle counted it
 
 
 @dataclass
@@ -88,8 +90,10 @@ def _decode(model: type[Any], payload: bytes, limit: int) -> Any:
     try:
         return decode(model, payload, limit)
     except PayloadError as exc:
-        raise Rejected("not_json" if "not JSON" in str(exc) or "JSON object" in str(exc)
-                       else "schema", str(exc)) from exc
+        text = str(exc)
+        reason = ("nested" if "nests deeper" in text else
+                  "not_json" if "not JSON" in text or "JSON object" in text else "schema")
+        raise Rejected(reason, text) from exc
 
 
 class Ingestor:
@@ -109,6 +113,8 @@ class Ingestor:
         self.queue: queue.PriorityQueue[tuple[int, int, Inbound]] = queue.PriorityQueue(
             maxsize=cfg.ingest_queue)
         self._seq = itertools.count()
+        self.throttle = NodeThrottle(cfg.ingest_queue, clock=lambda: clock.now().timestamp())
+        self._warned: dict[str, float] = {}
         self._carry: tuple[int, int, Inbound] | None = None
         self.connected = threading.Event()
         self._stop = threading.Event()
@@ -162,17 +168,44 @@ class Ingestor:
         """Hand the message to the writer; never touch the database here."""
         if self._stop.is_set():
             return  # stopping: left unacknowledged, the broker redelivers it
+        node = self._node_of(msg.topic)
+        if not self.throttle.admit(node):
+            self._throttled(node, msg)
+            return
         lane = URGENT if msg.topic.endswith("/event") else NORMAL
-        item = (lane, next(self._seq), Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+        item = (lane, next(self._seq),
+                Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, node))
         if msg.qos == 0:
             try:
                 self.queue.put_nowait(item)
             except queue.Full:
+                self.throttle.done(node)
                 self.metrics.rejected.labels("queue_full").inc()
             return
         # QoS 1: the broker sends at most receive_maximum unacknowledged messages, so this
         # put waits only when the queue is smaller than that window.
         self.queue.put(item)
+
+    def _node_of(self, topic: str) -> str:
+        """The node a topic names, or "" for a foreign topic (rejected later)."""
+        try:
+            return self.topics.parse(topic).node_id
+        except TopicError:
+            return ""
+
+    def _throttled(self, node: str, msg: mqtt.MQTTMessage) -> None:
+        """Drop a message of a node over its rate or queue share: acknowledged to the broker
+        (else it comes straight back), never to the node, whose outbox sends events again."""
+        self.metrics.rejected.labels("rate_limited").inc()
+        if msg.qos > 0:
+            self.client.ack(msg.mid, msg.qos)
+        now = self.clock.now().timestamp()
+        if now - self._warned.get(node, 0.0) >= 60:
+            if len(self._warned) > 10_000:
+                self._warned.clear()
+            self._warned[node] = now
+            log.warning("node %r sends faster than %.0f messages/s: dropping its messages",
+                        node[:TOPIC_LOG_MAX], self.throttle.rate)
 
     # --- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -198,7 +231,7 @@ class Ingestor:
         if self._worker is not None:
             self._worker.join(timeout=10)
         while not self.queue.empty():  # unblock the network thread; these stay unacked
-            self.queue.get_nowait()
+            self.throttle.done(self.queue.get_nowait()[2].node)
         self.client.disconnect()
         self.client.loop_stop()
         self.metrics.mqtt_connected.set(0)
@@ -232,6 +265,8 @@ class Ingestor:
                 self._carry = nxt  # an event came in behind a heartbeat batch: it goes next
                 break
             batch.append(nxt[2])
+        for item in batch:
+            self.throttle.done(item.node)
         return batch
 
     def handle_batch(self, batch: list[Inbound]) -> list[Outcome]:
@@ -414,9 +449,16 @@ class Ingestor:
         if ev.node_id != topic.node_id:
             raise Rejected("node_mismatch",
                            f"event says node {ev.node_id!r} on {topic.node_id}'s topic")
-        if s.get(EventRow, ev.id) is not None:
+        known = s.get(EventRow, ev.id)
+        if known is not None and known.node_id != node.id:
+            raise Rejected("node_mismatch", f"event id {ev.id} is another node's")
+        if known is not None:
             self.metrics.duplicates.inc()
             return Outcome(node_id=node.id, event_id=ev.id)
+        if ev.ref is not None:  # a clearing event ends only an event of its own node
+            ended = s.get(EventRow, ev.ref)
+            if ended is not None and ended.node_id != node.id:
+                raise Rejected("node_mismatch", f"event {ev.id} ends {ev.ref}, another node's")
         if ev.pond_id != node.pond_id:
             log.warning("node %s reports pond %.80r but the registry says %s; using the registry",
                         node.id, ev.pond_id, node.pond_id)
@@ -438,22 +480,28 @@ class Ingestor:
                        new_alert=new)
 
     def _snapshot(self, s: Session, topic: Topic, payload: bytes, now: Any) -> Outcome:
-        """Store a JPEG keyed by its event id, whichever arrives first."""
+        """Store a JPEG keyed by (node, event id), whichever of event and JPEG arrives first;
+        one naming another node's event is refused. A JPEG whose event never comes is
+        deleted by the housekeeping (orphans), except the node's on-request `snap-…`."""
         if len(payload) > MAX_SNAPSHOT_BYTES:
             raise Rejected("oversized", f"snapshot of {len(payload)} bytes > {MAX_SNAPSHOT_BYTES}")
         if not payload.startswith(b"\xff\xd8"):
             raise Rejected("not_jpeg", "snapshot is not a JPEG")
         assert topic.event_id is not None
         raw_of = frame_of(topic.event_id)
+        event_id = raw_of or topic.event_id
+        ev = s.get(EventRow, event_id)
+        if ev is not None and ev.node_id != topic.node_id:
+            raise Rejected("node_mismatch", f"snapshot of event {event_id}, another node's")
+        key = {"event_id": event_id, "node_id": topic.node_id}
         if raw_of is not None:  # the unannotated frame of a critical event (learning loop)
-            if s.get(EventFrame, raw_of) is None:
+            if s.get(EventFrame, key) is None:
                 s.add(EventFrame(event_id=raw_of, node_id=topic.node_id, received_at=now,
                                  data=payload))
             return Outcome()
-        if s.get(Snapshot, topic.event_id) is None:
+        if s.get(Snapshot, key) is None:
             s.add(Snapshot(event_id=topic.event_id, node_id=topic.node_id, received_at=now,
                            data=payload))
-            ev = s.get(EventRow, topic.event_id)
             if ev is not None and ev.alert_id is not None:
                 alert = s.get(Alert, ev.alert_id)
                 if alert is not None and alert.snapshot_event_id is None:

@@ -98,7 +98,8 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
                 def alert_of(event_id: str = ev.id) -> int | None:
                     with srv.services.sessions() as s:
                         row = s.get(EventRow, event_id)
-                        ok = row is not None and s.get(EventFrame, event_id) is not None
+                        key = {"event_id": event_id, "node_id": "heyuan-01"}
+                        ok = row is not None and s.get(EventFrame, key) is not None
                         return row.alert_id if ok and row is not None else None
 
                 alert_id = wait_for(alert_of, timeout=10, what="stored frame")

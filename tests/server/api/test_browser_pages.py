@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.core.db import Alert, Snapshot
+from server.core.db import Alert, event_snapshot
 from tests.server.api.browser_site import (
     ARGS,
     CHROMIUM,
@@ -68,7 +68,7 @@ def raise_alert(site: Site, node_id: str = "heyuan-01", pond_id: str = "heyuan-s
     def stored() -> int | None:
         with site.srv.services.sessions() as s:
             a = s.query(Alert).filter(Alert.first_event_id == ev.id).one_or_none()
-            ok = a is not None and (not snapshot or s.get(Snapshot, ev.id) is not None)
+            ok = a is not None and (not snapshot or event_snapshot(s, ev.id) is not None)
             return a.id if ok and a is not None else None
     return int(wait_for(stored, 10, "alert stored"))
 
@@ -91,7 +91,7 @@ def test_constable_sees_new_alert_live_opens_it_and_acknowledges(browser, site: 
     expect(row.locator(".kind")).to_have_text("儿童靠近水边")
     node.publish(node.topics.snapshot("heyuan-01", ev.id), JPEG)
     with site.srv.services.sessions() as s:
-        wait_for(lambda: s.get(Snapshot, ev.id) or s.expire_all(), 10, "snapshot stored")
+        wait_for(lambda: event_snapshot(s, ev.id) or s.expire_all(), 10, "snapshot stored")
     shot(page, "alerts-live-phone")
     row.get_by_role("link", name="禾源山塘").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("禾源山塘")

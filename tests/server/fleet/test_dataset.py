@@ -52,7 +52,7 @@ def test_export_labels_background_and_left_out(h: Harness, tmp_path: Path) -> No
     fooled = _critical(h, "xiatang", "xiatang-01", [[0.5, 0.5, 0.6, 0.7]])
     tested = _critical(h, "beitang", "beitang-01", [[0.5, 0.5, 0.6, 0.7]])
     with h.svc.sessions() as s:
-        assert s.get(EventFrame, real) is not None
+        assert s.get(EventFrame, {"event_id": real, "node_id": "heyuan-01"}) is not None
     _resolve(h, real, "real")
     _resolve(h, fooled, "false_alarm")
     _resolve(h, tested, "test")

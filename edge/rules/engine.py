@@ -187,16 +187,15 @@ class RuleEngine:
         return tr
 
     def _kinds(self, tr: TrackState, t: float) -> list[tuple[EventType, bool]]:
-        """(visit kind, dwell reached) for every visit this track is present for now."""
+        """(visit kind, dwell reached) for the visit this track is present for now: anyone in
+        the water is one person_in_water (a child too, with the child flag); child_near_water
+        and person_near_water are for the bank."""
         out = []
         dwell = self.rules.dwell_s
         if tr.water_since is not None:
-            out.append((EventType.PERSON_IN_WATER, t - tr.water_since >= dwell))
+            return [(EventType.PERSON_IN_WATER, t - tr.water_since >= dwell)]
         child = self.is_child(tr)
-        if child:
-            if tr.near_since is not None:
-                out.append((EventType.CHILD_NEAR_WATER, t - tr.near_since >= dwell))
-        elif child is None:  # not measurable yet: a possible child once on the bank
+        if child or child is None:
             if tr.bank_since is not None:
                 out.append((EventType.CHILD_NEAR_WATER, t - tr.bank_since >= dwell))
         elif tr.bank_since is not None:
@@ -233,8 +232,8 @@ class RuleEngine:
         return events
 
     def _nearby_open(self, kind: EventType, tr: TrackState, t: float) -> Visit | None:
-        """An open visit of this kind (its zones: bank and water for a child) whose people are
-        not seen now, last seen close by: the tracker lost its person, this track is them."""
+        """An open visit of this kind whose people are not seen now, last seen close by: the
+        tracker lost its person, this track is them."""
         best, best_d = None, REACQUIRE_RADIUS
         for v in self.visits:
             if v.kind != kind or v.last_t >= t:
@@ -270,6 +269,10 @@ class RuleEngine:
                 fields.setdefault("zone", tr.zone or WATER)
                 fields.update({k: v for k, v in self._child_fields(tr).items()
                                if kind == EventType.CHILD_NEAR_WATER or k == "stature_m"})
+            if kind in (EventType.PERSON_IN_WATER, EventType.PERSON_SUBMERGED):
+                child = self.is_child(tr) if self.stature is not None or tr.model_child else None
+                if child is not None:
+                    fields.setdefault("child", child)
             if kind == EventType.CHILD_NEAR_WATER:
                 sup = self._supervised(tr, t)
                 if sup is not None:

@@ -301,3 +301,39 @@ def test_person_cut_by_the_bottom_edge_in_a_whole_frame_water_zone(
     def script(t: float) -> list[Detection]:
         return [Detection(3, "person", "Normal", 0.8, (0.40, 0.55, 0.60, 1.0))]
     assert "person_in_water" in types(run(cfg, script, 5))
+
+
+def test_child_from_bank_into_water_then_under_raises_one_critical_event_each(
+        cfg: NodeConfig, sm: StatureModel) -> None:
+    """A child on the bank walks in and goes under: child_near_water on the bank, then one
+    person_in_water with the child flag (not a second child_near_water for the same child in
+    the water), then person_submerged with the child flag; the bank visit ends."""
+    def script(t: float) -> list[Detection]:
+        if t <= 3:
+            return [person(sm, 4, 0.5, 0.5, 1.1)]
+        if t <= 6:
+            return [person(sm, 4, 0.5, 0.8, 1.1, visible=0.5)]
+        return []
+    ev = run(cfg, script, 20)
+    critical = [e for _, e in ev if e.severity == "critical"]
+    assert [e.type.value for e in critical] == ["child_near_water", "person_in_water",
+                                                "person_submerged"]
+    assert critical[0].zone == "bank"
+    assert critical[1].zone == "water" and critical[1].child is True
+    assert critical[2].child is True
+    assert types(ev).count("event_end") == 1  # the bank visit; the submerged one is held
+
+
+def test_adult_in_water_is_flagged_adult_and_uncalibrated_is_unknown(
+        cfg: NodeConfig, sm: StatureModel, make_cfg: Callable[..., NodeConfig]) -> None:
+    """An adult measured on the bank carries child=False into the water; without a
+    calibration nobody can tell, so the flag is left out."""
+    def script(t: float) -> list[Detection]:
+        return [person(sm, 4, 0.5, 0.5 if t <= 2 else 0.8, 1.8, visible=1 if t <= 2 else 0.5)]
+    ev = run(cfg, script, 6)
+    water = [e for _, e in ev if e.type == EventType.PERSON_IN_WATER]
+    assert len(water) == 1 and water[0].child is False
+    assert "child_near_water" not in types(ev)
+    bare = make_cfg(calibrated=False)
+    ev = run(bare, lambda t: [person(None, 4, 0.5, 0.8, visible=0.5)], 6)
+    assert types(ev) == ["person_in_water"] and ev[0][1].child is None

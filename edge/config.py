@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, model_validator
 from edge.errors import EdgeError
 from edge.manifest import operating_conf
 from protocol.digest import sha256_file
+from protocol.signing import KEY_PREFIX, MAX_TRUSTED_KEYS
 from protocol.topics import DEFAULT_PREFIX, NODE_ID_PATTERN
 from protocol.validation import StrictModel, field_errors, read_yaml
 
@@ -34,12 +35,30 @@ class CameraConfig(StrictModel):
 
 
 DEFAULT_CONF = 0.25  # person-offline's operating point
+Runtime = Literal["ultralytics", "onnxruntime", "ncnn"]
+
+
+def runtime_for(path: str) -> Runtime:
+    """The run time a model file needs: onnxruntime for .onnx, ncnn for an NCNN export
+    (NAME_ncnn_model/ or its .param), Ultralytics (torch) for anything else."""
+    name = Path(path.rstrip("/")).name
+    if name.endswith(".onnx"):
+        return "onnxruntime"
+    if name.endswith("_ncnn_model") or name.endswith(".ncnn.param"):
+        return "ncnn"
+    return "ultralytics"
 
 
 class ModelConfig(StrictModel):
     """The detector and what its classes mean."""
 
-    path: str = Field("models/person.pt", description="Anything Ultralytics loads.")
+    path: str = Field("models/person.pt", description="The model: a .pt (Ultralytics run "
+                      "time), an .onnx export or an NAME_ncnn_model/ folder "
+                      "(`pondwatch-edge model export`).")
+    runtime: Runtime | None = Field(None, description="What runs the model: ultralytics "
+                                    "(torch; any file Ultralytics loads), onnxruntime (.onnx) "
+                                    "or ncnn (NAME_ncnn_model/); neither of the last two "
+                                    "imports torch. Left out: the one the file needs.")
     imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, description="Inference size.")
     conf: float = Field(DEFAULT_CONF, gt=0, lt=1, description="Operating point: a track counts "
                         "as a person once its median score reaches this (Frigate's threshold); "
@@ -66,6 +85,12 @@ class ModelConfig(StrictModel):
     max_area: float = Field(0.9, gt=0, le=1, description="Largest box, share of the frame.")
     min_ratio: float = Field(0.1, gt=0, le=20, description="Smallest box width/height.")
     max_ratio: float = Field(5.0, gt=0, le=20, description="Largest box width/height.")
+    trusted_keys: list[Annotated[str, Field(min_length=1, max_length=400)]] = Field(
+        default_factory=list, max_length=MAX_TRUSTED_KEYS,
+        description="Public model keys the node trusts (the county's, from `pondwatch-edge "
+        "model keygen`): `ed25519:BASE64` or the path of its .pub file. A model file loads "
+        "only when PondWatch's own manifest pins its sha256 or a key listed here signed it "
+        "(NAME.pt.sig beside it).")
 
     @model_validator(mode="after")
     def _needs_person(self) -> ModelConfig:
@@ -74,6 +99,10 @@ class ModelConfig(StrictModel):
             raise ValueError("labels must map 'person' (or 'child') to at least one class name")
         if self.min_area >= self.max_area or self.min_ratio >= self.max_ratio:
             raise ValueError("min_area/min_ratio must be below max_area/max_ratio")
+        if self.runtime not in (None, "ultralytics", runtime_for(self.path)):
+            need = {"onnxruntime": "an .onnx file", "ncnn": "an NAME_ncnn_model/ folder"}
+            raise ValueError(f"runtime {self.runtime} needs {need[self.runtime]}, "
+                             f"not {self.path}")
         return self
 
 
@@ -252,9 +281,21 @@ class DeployConfig(StrictModel):
         "Unset: model_update is refused.")
     ca_file: str | None = Field(None, description="CA bundle for an https server_url.")
     timeout_s: float = Field(30.0, gt=0, le=600, description="Connect/read timeout.")
+    allow_http: bool = Field(
+        False, description="Development only: accept a plain-http server_url (a model download "
+        "and its token in clear text). Production nodes use https.")
     learning_frames: bool = Field(
         True, description="Send each critical event's person boxes and unannotated frame, so "
         "the constables' verdicts can train the next model (kept like snapshots).")
+
+
+    @model_validator(mode="after")
+    def _https(self) -> DeployConfig:
+        """Refuse a plain-http server_url unless allow_http says this is development."""
+        if self.server_url and self.server_url.startswith("http://") and not self.allow_http:
+            raise ValueError("server_url must be https:// (allow_http: true only in "
+                             "development)")
+        return self
 
 
 class NodeConfig(StrictModel):
@@ -321,7 +362,10 @@ def load_config(path: str | Path) -> NodeConfig:
     src = cfg.camera.source
     if isinstance(src, str):
         updates["camera"] = cfg.camera.model_copy(update={"source": _resolve(base, src)})
-    model_update: dict[str, Any] = {"path": _resolve(base, cfg.model.path)}
+    model_update: dict[str, Any] = {
+        "path": _resolve(base, cfg.model.path),
+        "trusted_keys": [k if k.startswith(KEY_PREFIX) else _resolve(base, k)
+                         for k in cfg.model.trusted_keys]}
     if "conf" not in (raw.get("model") or {}):
         model_update["conf"] = operating_conf(model_update["path"]) or DEFAULT_CONF
     updates["model"] = cfg.model.model_copy(update=model_update)

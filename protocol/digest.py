@@ -26,3 +26,16 @@ def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in chunks."""
     with open(path, "rb") as fh:
         return sha256_stream(fh)[0]
+
+
+def tree_sha256(path: str | Path) -> str:
+    """sha256 of a file, or of a folder's relative file names and contents in sorted order
+    (an export such as NAME_ncnn_model/)."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    digest = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        digest.update(f.relative_to(p).as_posix().encode() + b"\0")
+        digest.update(bytes.fromhex(sha256_file(f)))
+    return digest.hexdigest()

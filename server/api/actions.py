@@ -9,6 +9,7 @@ from fastapi import HTTPException
 from pydantic import Field
 from sqlalchemy.orm import Session
 
+from protocol.commands import COMMANDS, OPERATOR_COMMANDS
 from protocol.topics import Topics
 from protocol.validation import StrictModel
 from server.access.scope import Scope
@@ -20,6 +21,19 @@ from server.link import commands
 # What the buttons send, and how long each command may wait for the node.
 BUTTONS: dict[str, int] = {"snapshot": 300, "selftest": 300, "horn_test": 120, "enrol": 600,
                            "restart": 120}
+# Command names each role may send (buttons, JSON API); the rest of protocol.commands'
+# (model_update, logs) only the server's own code paths send.
+ROLE_COMMANDS: dict[str, frozenset[str]] = {"technician": OPERATOR_COMMANDS,
+                                            "admin": OPERATOR_COMMANDS}
+
+
+def require_command(scope: Scope, cmd: str) -> None:
+    """422 for a name no node answers; 403 for one this role may not send."""
+    if cmd not in COMMANDS:
+        raise HTTPException(422, f"unknown command {cmd[:40]!r}; one of "
+                            f"{', '.join(sorted(ROLE_COMMANDS.get(scope.role, ())))}")
+    require(cmd in ROLE_COMMANDS.get(scope.role, frozenset()),
+            f"指令 {cmd} 只由服务器发出 (the {cmd} command is not for your role)")
 
 
 class AckAction(StrictModel):
@@ -66,14 +80,17 @@ def add_silence(svc: ServerParts, s: Session, scope: Scope, pond_id: str | None,
     return row
 
 
-def send_command(svc: ServerParts, s: Session, node_id: str, cmd: str, by: str) -> CommandRow:
-    """Send one of the button commands to a node (caller checked scope; commits)."""
+def send_command(svc: ServerParts, s: Session, node_id: str, cmd: str,
+                 scope: Scope) -> CommandRow:
+    """Send one of the button commands to a node (caller checked the node is in scope;
+    the role is checked here; commits)."""
     if cmd not in BUTTONS:
-        raise HTTPException(422, f"unknown command {cmd!r}; one of {', '.join(BUTTONS)}")
+        raise HTTPException(422, f"unknown command {cmd[:40]!r}; one of {', '.join(BUTTONS)}")
+    require_command(scope, cmd)
     client = svc.ingest.client if svc.ingest else None
     topics = svc.ingest.topics if svc.ingest else Topics(svc.cfg.mqtt.topic_prefix)
     try:
-        row = commands.send(s, client, topics, node_id, cmd, {}, BUTTONS[cmd], by,
+        row = commands.send(s, client, topics, node_id, cmd, {}, BUTTONS[cmd], scope.username,
                             svc.clock.now())
     except commands.CommandError as exc:
         raise HTTPException(503, f"指令未发出 (command not sent): {exc}") from exc

@@ -125,5 +125,5 @@ def node_command(node_id: str, scope: CurrentScope, svc: Svc, s: Db,
     """A button: snapshot, self-test, horn test, re-enrol or restart (technicians, admins)."""
     node = node_in_scope(s, scope, node_id)
     require(scope.may_command_nodes)
-    row = send_command(svc, s, node.id, cmd, scope.username)
+    row = send_command(svc, s, node.id, cmd, scope)
     return RedirectResponse(f"/fleet/{node.id}#cmd-{row.id}", status_code=303)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from protocol.topics import Topics
 from protocol.validation import StrictModel
-from server.api.actions import AckAction, add_silence, apply_action
+from server.api.actions import AckAction, add_silence, apply_action, require_command
 from server.api.deps import ApiScope, Db, Svc, alert_in_scope, node_in_scope, require
 from server.api.queries import (
     alert_dict,
@@ -76,8 +76,11 @@ def api_action(alert_id: int, body: AckAction, scope: ApiScope, svc: Svc,
 class CommandIn(StrictModel):
     """A command for one node."""
 
-    cmd: str = Field(min_length=1, max_length=40, description="Command name the node knows.")
-    args: dict[str, Any] = Field(default_factory=dict, description="Arguments.")
+    cmd: str = Field(min_length=1, max_length=40,
+                     description="An operator command of protocol.commands (model_update and "
+                     "logs come only from the server's own code paths).")
+    args: dict[str, Any] = Field(default_factory=dict,
+                                 description="Arguments, checked against the command's schema.")
     ttl_s: int = Field(300, ge=1, le=7 * 86400, description="Seconds until it expires.")
 
 
@@ -87,6 +90,7 @@ def api_command(node_id: str, body: CommandIn, scope: ApiScope, svc: Svc,
     """Send a command to a node in scope (technician or admin); the answer appears on GET."""
     node_in_scope(s, scope, node_id)
     require(scope.may_command_nodes)
+    require_command(scope, body.cmd)
     client = svc.ingest.client if svc.ingest else None
     try:
         row = commands.send(s, client, svc.ingest.topics if svc.ingest else Topics(),
@@ -94,6 +98,8 @@ def api_command(node_id: str, body: CommandIn, scope: ApiScope, svc: Svc,
                             svc.clock.now())
     except commands.CommandTooLarge as exc:
         raise HTTPException(413, str(exc)) from exc
+    except commands.CommandInvalid as exc:
+        raise HTTPException(422, str(exc)) from exc
     except commands.CommandError as exc:
         raise HTTPException(503, str(exc)) from exc
     s.commit()

@@ -79,7 +79,7 @@ def pond_snapshot(pond_id: str, scope: CurrentScope, svc: Svc, s: Db) -> Respons
     require(scope.may_command_nodes)
     nodes = list(s.scalars(select(Node.id).where(Node.pond_id == pond.id).order_by(Node.id)))
     for node_id in nodes:
-        send_command(svc, s, node_id, "snapshot", scope.username)
+        send_command(svc, s, node_id, "snapshot", scope)
     return RedirectResponse(f"/ponds?sent={len(nodes)}#pond-{pond.id}", status_code=303)
 
 

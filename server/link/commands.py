@@ -12,6 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.orm import Session
 
+from protocol.commands import CommandArgsError, check_args
 from protocol.limits import MAX_CMD_BYTES
 from protocol.payloads import Command, CommandResult, encode
 from protocol.topics import Topics
@@ -29,11 +30,20 @@ class CommandTooLarge(CommandError):
     """A command longer, encoded, than the wire contract's MAX_CMD_BYTES (nodes drop those)."""
 
 
+class CommandInvalid(CommandError):
+    """A command name no node answers, or arguments outside protocol.commands' schema."""
+
+
 def send(s: Session, client: mqtt.Client | None, topics: Topics, node_id: str, cmd: str,
          args: dict[str, Any], ttl_s: int, by: str, now: datetime) -> CommandRow:
-    """Record the command, then publish it at QoS 1 with message expiry (caller commits)."""
+    """Check it against protocol.commands' schema, record it, then publish it at QoS 1 with
+    message expiry (caller commits). Who may send which name is the caller's check."""
     if not 1 <= ttl_s <= 7 * 86400:
         raise CommandError("ttl_s must be between 1 s and 7 days")
+    try:
+        args = check_args(cmd, args)
+    except CommandArgsError as exc:
+        raise CommandInvalid(str(exc)) from exc
     c = Command(id=uuid.uuid4().hex, cmd=cmd, args=args, expires_at=now + timedelta(seconds=ttl_s))
     payload = encode(c)
     if len(payload) > MAX_CMD_BYTES:
@@ -50,7 +60,7 @@ def send(s: Session, client: mqtt.Client | None, topics: Topics, node_id: str, c
     info = client.publish(topics.cmd(node_id), payload, qos=1, properties=props)
     if info.rc != mqtt.MQTT_ERR_SUCCESS:
         raise CommandError(f"publish failed: {mqtt.error_string(info.rc)}")
-    log.info("command %s %s -> %s (expires %s)", c.id, cmd, node_id, c.expires_at.isoformat())
+    log.info("command %s %r -> %s (expires %s)", c.id, cmd, node_id, c.expires_at.isoformat())
     return row
 
 

@@ -112,14 +112,14 @@ def test_too_far_in_the_future_is_refused(tmp_path: Path, clock: FakeClock) -> N
 def test_unknown_and_failing_commands(tmp_path: Path, clock: FakeClock) -> None:
     def broken(args: dict[str, Any]) -> Any:
         raise RuntimeError("no frame yet")
-    h = handler(tmp_path, clock, {"snapshot": broken, "weird": lambda a: object()})
+    h = handler(tmp_path, clock, {"snapshot": broken, "restart": lambda a: object()})
     res = h.handle(cmd("selfdestruct", "c1"))
     assert res is not None and not res.ok
     assert res.result["error"] == "unknown command 'selfdestruct'"
     assert "selftest" in res.result["known"]
     res = h.handle(cmd("snapshot", "c2"))
     assert res is not None and not res.ok and res.result == {"error": "RuntimeError: no frame yet"}
-    res = h.handle(cmd("weird", "c3"))             # not JSON: sent as text
+    res = h.handle(cmd("restart", "c3"))           # not JSON: sent as text
     assert res is not None and res.ok and isinstance(res.result, str)
 
 
@@ -153,7 +153,7 @@ def test_logs_from_the_log_file(tmp_path: Path, clock: FakeClock) -> None:
     if res.result["source"] == "file":            # no journal here: the file is used
         assert res.result["lines"] == [f"line {i}" for i in range(995, 1000)]
     res = h.handle(cmd("logs", "c2", lines="many"))
-    assert res is not None and not res.ok and "number" in res.result["error"]
+    assert res is not None and not res.ok and "field lines" in res.result["error"]
 
 
 def test_logs_with_nothing_to_read(tmp_path: Path, clock: FakeClock,
@@ -242,3 +242,35 @@ def test_commands_through_mosquitto_and_the_node_link(tmp_path: Path, mosquitto:
         server.loop_stop()
         server.disconnect()
         box.close()
+
+
+@pytest.mark.parametrize(("name", "args", "field"), [
+    ("horn_test", {"seconds": 600}, "seconds"),        # a horn for ten minutes
+    ("horn_test", {"seconds": "loud"}, "seconds"),
+    ("enrol", {"frames": 2}, "frames"),
+    ("enrol", {"frames": 10_000}, "frames"),
+    ("logs", {"lines": 10**9}, "lines"),
+    ("snapshot", {"path": "/etc/shadow"}, "path"),
+])
+def test_arguments_outside_the_schema_are_refused_on_the_node(
+        tmp_path: Path, clock: FakeClock, name: str, args: dict[str, Any], field: str) -> None:
+    calls: list[Any] = []
+    h = handler(tmp_path, clock, {name: calls.append})
+    res = h.handle(cmd(name, **args))
+    assert res is not None and not res.ok and f"field {field}" in res.result["error"]
+    assert calls == [], "the action never ran"
+    ok = h.handle(cmd("horn_test", "c2", seconds=10))
+    assert ok is not None and ok.ok or name != "horn_test"
+
+
+def test_command_names_are_logged_with_repr(tmp_path: Path, clock: FakeClock,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    h = handler(tmp_path, clock, {"restart": lambda a: "ok"})
+    forged = "restart\nINFO fake line"
+    clock.t += 61
+    assert h.handle(cmd(forged)) is None  # expired
+    clock.t -= 61
+    assert h.handle(cmd("restart", "c2")) is not None
+    assert h.handle(cmd(forged, "c2")) is None  # replay
+    texts = [r.getMessage() for r in caplog.records]
+    assert texts and all("\n" not in t for t in texts), texts

@@ -246,7 +246,7 @@ def test_paged_roles_in_scope_and_admins_may_act_on_alerts(site: Site) -> None:
 
 def test_technicians_in_scope_and_admins_command_nodes(site: Site) -> None:
     wang, zhou, guo, viewer = (site.client(u) for u in ("wang", "zhou", "guo", "viewer"))
-    body: dict[str, Any] = {"cmd": "self_test"}
+    body: dict[str, Any] = {"cmd": "selftest"}
     # No broker in this harness: an allowed command gets past every check and is a 503.
     assert wang.post("/api/nodes/heyuan-01/commands", json=body).status_code == 503
     assert site.client("admin").post("/api/nodes/xitang-01/commands", json=body

@@ -54,7 +54,7 @@ class Services:
         self.web_sessions = Sessions(key, cfg.session_ttl_s)
         self.throttle = auth.LoginThrottle()
         self.pager = Pager(self.sessions, self.clock, self.metrics, self.links,
-                           cfg.paging_workers, send)
+                           cfg.paging_workers, send, settings=cfg.paging)
         self.escalator = Escalator(cfg, self.sessions, self.clock, self.metrics, self.pager)
         self.node_watch = NodeWatch(cfg, self.sessions, self.clock, on_alert=self.escalator.wake)
         self.metrics_token = cfg.resolved_metrics_token()

@@ -22,6 +22,7 @@ from server.access.links import AckLinks
 from server.alerting import alerts
 from server.alerting.wording import page_text
 from server.core.clock import Clock
+from server.core.config import PagingSettings
 from server.core.db import Alert, Delivery, Person, Pond, event_snapshot
 from server.core.metrics import Metrics
 
@@ -31,6 +32,17 @@ LEASE_S = 120.0  # a delivery 'sending' longer than this by a replica that is go
 SWEEP_AGE_S = 2.0  # pending this long and in nobody's queue: a replica died before sending
 
 
+# Secure variants of a channel kind share its attach_images setting.
+_SECURE = {"jsons": "json", "forms": "form", "xmls": "xml", "mailtos": "mailto",
+           "smseagles": "smseagle"}
+
+
+def channel_kind(url: str) -> str:
+    """The kind of a person's channel: its Apprise URL scheme (json, mailto, dingtalk, …)."""
+    scheme = url.split("://", 1)[0].lower()[:32]
+    return _SECURE.get(scheme, scheme)
+
+
 def apprise_send(url: str, title: str, body: str, attachment: Path | None) -> bool:
     """Deliver one page to one Apprise URL; True on success."""
     ap = apprise.Apprise()
@@ -38,7 +50,9 @@ def apprise_send(url: str, title: str, body: str, attachment: Path | None) -> bo
         log.warning("not a usable Apprise URL: %s", url.split("://", 1)[0] + "://…")
         return False
     attach = apprise.AppriseAttachment(str(attachment)) if attachment else None
-    return bool(ap.notify(body=body, title=title, attach=attach))
+    # The text is plain: an HTML channel (email) escapes it and keeps its lines.
+    return bool(ap.notify(body=body, title=title, attach=attach,
+                          body_format=apprise.NotifyFormat.TEXT))
 
 
 class Pager:
@@ -46,10 +60,12 @@ class Pager:
 
     def __init__(self, sessions: sessionmaker[Session], clock: Clock, metrics: Metrics,
                  links: AckLinks, workers: int, send: Sender = apprise_send,
-                 on_person_failed: Callable[[int], None] = lambda alert_id: None) -> None:
+                 on_person_failed: Callable[[int], None] = lambda alert_id: None,
+                 settings: PagingSettings | None = None) -> None:
         """on_person_failed(alert_id) is called when someone could not be reached at all."""
         self.sessions, self.clock, self.metrics, self.links = sessions, clock, metrics, links
         self.send = send
+        self.settings = settings or PagingSettings.model_validate({})
         self.on_person_failed = on_person_failed
         # Who holds a delivery while sending: the replica's MQTT client id (set by Services).
         self.owner = f"pondwatch-server-{os.getpid()}"
@@ -225,7 +241,8 @@ class Pager:
         return False if results is None else self._record(did, results)
 
     def _send(self, did: int) -> list[tuple[str, bool]] | None:
-        """Send one delivery on each of the person's channels; None when nothing to send."""
+        """Send one delivery on the person's channels (in order, until one takes it); None when
+        nothing was to be sent."""
         if not self._claim(did):
             return None
         with self.sessions() as s:
@@ -247,21 +264,40 @@ class Pager:
                 return None
             link = self.links.url(alert.id, person.id, now)
             title, body = page_text(alert, pond, link, d.step, d.reason)
-            attachment = self._attachment(s, alert)
-        results: list[tuple[str, bool]] = []
+            images = any(channel_kind(u) in self.settings.attach_images for u in person.notify)
+            attachment = self._attachment(s, alert) if images else None
         try:
-            for url in person.notify:
-                channel = url.split("://", 1)[0].lower()[:32]
+            return self.reach(person.notify, title, body, attachment)
+        finally:
+            if attachment is not None:
+                attachment.unlink(missing_ok=True)
+
+    def reach(self, urls: list[str], title: str, body: str,
+              attachment: Path | None) -> list[tuple[str, bool]]:
+        """Try a person's channels in order until one takes the message: each is tried again
+        `retries` times after an error answer or a timeout, then the next channel is tried.
+        The attachment goes only to channel kinds listed in attach_images. Returns
+        (channel kind, ok) per try."""
+        results: list[tuple[str, bool]] = []
+        cfg = self.settings
+        for url in urls:
+            channel = channel_kind(url)
+            image = attachment if channel in cfg.attach_images else None
+            ok = False
+            for attempt in range(cfg.retries + 1):
+                if attempt and cfg.retry_wait_s:
+                    time.sleep(cfg.retry_wait_s)  # a pause between tries, not a wait in tests
                 try:
-                    ok = self.send(url, title, body, attachment)
+                    ok = self.send(url, title, body, image)
                 except Exception as exc:  # a broken plugin must not stop the other channels
                     log.warning("channel %s raised: %s", channel, exc)
                     ok = False
                 results.append((channel, ok))
                 self.metrics.pages.labels(channel, "ok" if ok else "failed").inc()
-        finally:
-            if attachment is not None:
-                attachment.unlink(missing_ok=True)
+                if ok:
+                    return results
+                log.warning("channel %s failed (try %d of %d)", channel, attempt + 1,
+                            cfg.retries + 1)
         return results
 
     def _claim(self, did: int) -> bool:

@@ -125,6 +125,31 @@ class EscalationSettings(StrictModel):
         return self.policies.get(name) or self.policies["default"]
 
 
+class PagingSettings(StrictModel):
+    """How pages (and the morning patrol list) go out on each person's channels."""
+
+    attach_images: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="Channel kinds (Apprise URL schemes, e.g. mailto, json) allowed to carry "
+        "the snapshot as an attachment; the snapshot may show minors, so by default no "
+        "channel does and every page carries only the signed link.")
+    retries: int = Field(1, ge=0, le=5, description="Tries again on the same channel after a "
+                         "failure (an error answer or a timeout) before the person's next "
+                         "channel is tried.")
+    retry_wait_s: float = Field(1.0, ge=0, le=30,
+                                description="Wait before trying a channel again.")
+
+    @field_validator("attach_images")
+    @classmethod
+    def _schemes(cls, v: list[str]) -> list[str]:
+        """Lower-case URL schemes without '://'."""
+        out = [s.strip().lower().removesuffix("://") for s in v]
+        bad = [s for s in out if not s or not s.isalnum()]
+        if bad:
+            raise ValueError(f"not a channel kind (an Apprise URL scheme): {bad}")
+        return out
+
+
 class GateSet(StrictModel):
     """A validation set a model must pass before it may be assigned to nodes."""
 
@@ -209,6 +234,8 @@ class ServerConfig(StrictModel):
         default_factory=lambda: ["admin", "constable", "area_officer", "duty_desk"],
         description="Logged-in roles allowed to see snapshots (they may show minors).")
     paging_workers: int = Field(8, ge=1, le=256, description="Parallel page deliveries.")
+    paging: PagingSettings = Field(default_factory=lambda: PagingSettings.model_validate({}),
+                                   description="Channels: images, retries, fall-through.")
     ingest_queue: int = Field(1000, ge=10, le=1_000_000, description="Ingest hand-off queue.")
     escalation: EscalationSettings = Field(
         default_factory=lambda: EscalationSettings.model_validate({}),

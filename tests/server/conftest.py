@@ -34,8 +34,8 @@ def receiver() -> Iterator[PageReceiver]:
 
 def registry_text(receiver: PageReceiver, smtp_port: int | None = None) -> str:
     """A small county: one station, two grids, three ponds, people with json:// pages."""
-    mail = (f', "mailto://127.0.0.1:{smtp_port}?to=duty@example.com&from=pw@example.com'
-            f'&mode=insecure"') if smtp_port else ""
+    mail = (f'"mailto://127.0.0.1:{smtp_port}?to=duty@example.com&from=pw@example.com'
+            f'&mode=insecure", ') if smtp_port else ""
     return f"""
 stations:
   - {{id: quanjiang, name: 泉江派出所, duty_desk: [duty-quanjiang], area_officers: [liu-min]}}
@@ -56,7 +56,7 @@ people:
   - {{id: kang-donghai, name: 康东海, role: constable, notify: ["{receiver.url('kang-donghai')}"]}}
   - {{id: liu-min, name: 刘敏, role: area_officer, notify: ["{receiver.url('liu-min')}"]}}
   - {{id: duty-quanjiang, name: 泉江值班台, role: duty_desk,
-     notify: ["{receiver.url('duty-quanjiang')}"{mail}]}}
+     notify: [{mail}"{receiver.url('duty-quanjiang')}"]}}
   - {{id: tech-wang, name: 王工, role: technician, notify: ["{receiver.url('tech-wang')}"]}}
 """
 

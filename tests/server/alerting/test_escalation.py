@@ -236,13 +236,31 @@ def test_duty_desk_mail_arrives_over_smtp(tmp_path: Path, receiver: PageReceiver
         h.close()
 
 
-def test_snapshot_is_attached_to_json_page(h: Harness) -> None:
-    ev = h.event(snapshot=True)
-    h.ing.process(Inbound(f"{P}/heyuan-01/snapshot/{ev.id}", JPEG, 2, 1))
-    h.tick()
-    att = h.receiver.pages[0]["attachments"]
-    assert len(att) == 1 and base64.b64decode(att[0]["base64"]) == JPEG
-    assert att[0]["mimetype"] == "image/jpeg"
+def test_snapshot_is_attached_only_where_an_admin_allows_images(tmp_path: Path,
+                                                                receiver: PageReceiver) -> None:
+    """paging.attach_images lists the channel kinds that may carry the snapshot (it may show
+    a minor); by default none does and the page carries only the signed link."""
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "images").mkdir()
+    plain = Harness(tmp_path / "plain", receiver)
+    try:
+        ev = plain.event(snapshot=True)
+        plain.ing.process(Inbound(f"{P}/heyuan-01/snapshot/{ev.id}", JPEG, 2, 1))
+        plain.tick()
+        assert plain.receiver.pages[0]["attachments"] == []
+        assert re.search(r"/a/[A-Za-z0-9_.-]+", plain.receiver.pages[0]["message"])
+    finally:
+        plain.close()
+    h = Harness(tmp_path / "images", receiver, paging={"attach_images": ["JSON"]})
+    try:
+        ev = h.event(snapshot=True)
+        h.ing.process(Inbound(f"{P}/heyuan-01/snapshot/{ev.id}", JPEG, 2, 1))
+        h.tick()
+        att = h.receiver.pages[1]["attachments"]
+        assert len(att) == 1 and base64.b64decode(att[0]["base64"]) == JPEG
+        assert att[0]["mimetype"] == "image/jpeg"
+    finally:
+        h.close()
 
 
 def test_silenced_pond_records_events_pages_nobody(h: Harness) -> None:

@@ -16,6 +16,7 @@ from server.access.auth import Sessions
 from server.access.links import AckLinks
 from server.alerting.escalation import Escalator
 from server.alerting.paging import Pager, Sender, apprise_send
+from server.alerting.patrol import Patrol
 from server.core.clock import Clock, SystemClock
 from server.core.config import ServerConfig
 from server.core.db import (
@@ -57,6 +58,8 @@ class Services:
                            cfg.paging_workers, send, settings=cfg.paging)
         self.escalator = Escalator(cfg, self.sessions, self.clock, self.metrics, self.pager)
         self.node_watch = NodeWatch(cfg, self.sessions, self.clock, on_alert=self.escalator.wake)
+        self.patrol = Patrol(cfg.patrol, self.sessions, self.clock,
+                             lambda urls, title, body: self.pager.reach(urls, title, body, None))
         self.metrics_token = cfg.resolved_metrics_token()
         if self.metrics_token is None and not is_loopback(cfg.bind_host):
             log.warning("/metrics is open to anyone who reaches %s; set metrics_token (env "
@@ -115,6 +118,7 @@ class Services:
             self.node_watch.start()
         if escalate:
             self.escalator.start()
+            self.patrol.start()
         self._janitor = threading.Thread(target=self._housekeeping, name="janitor", daemon=True)
         self._janitor.start()
 
@@ -181,6 +185,7 @@ class Services:
             self.ingest.stop()
             self.ingest = None
         self.node_watch.stop()
+        self.patrol.stop()
         self.escalator.stop()
         self.pager.stop(timeout=4.0)
         if self.supervisor is not None:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from server.access import registry
 from server.api.deps import CurrentScope, Db, require
 from server.api.pages import render
-from server.core.db import Grid, Node, Person, Pond, RosterEntry, Station
+from server.core.db import Grid, Node, PatrolRun, Person, Pond, RosterEntry, Station
 from server.core.errors import ServerError
 
 router = APIRouter()
@@ -121,8 +121,11 @@ def save_row(s: Session, kind: str, form: dict[str, str]) -> dict[str, Any]:
 def _page(request: Request, scope: Any, s: Session, **ctx: Any) -> Response:
     """The admin page with every kind, its rows and a form."""
     data = export_rows(s)
+    runs = s.scalars(select(PatrolRun).order_by(PatrolRun.day.desc(), PatrolRun.person_id)
+                     .limit(200)).all()
     return render(request, "admin.html", scope, kinds=list(registry.KINDS), data=data,
-                  fields={k: fields(k) for k in registry.KINDS}, names=names(data), **ctx)
+                  fields={k: fields(k) for k in registry.KINDS}, names=names(data),
+                  patrol_runs=runs, **ctx)
 
 
 @router.get("/admin")

@@ -150,6 +150,19 @@ class PagingSettings(StrictModel):
         return out
 
 
+class PatrolSettings(StrictModel):
+    """The morning patrol list (巡查单) each constable and area officer gets."""
+
+    enabled: bool = Field(True, description="Send the list every morning.")
+    at: str = Field("07:30", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+                    description="Beijing time the list goes out (HH:MM).")
+    late_by_min: int = Field(240, ge=0, le=1440, description="A server started later than "
+                             "this after `at` records the day as skipped instead of sending "
+                             "a stale list.")
+    lookback_days: int = Field(7, ge=1, le=60, description="Days back a starting server "
+                               "records as skipped when it sent nothing on them.")
+
+
 class GateSet(StrictModel):
     """A validation set a model must pass before it may be assigned to nodes."""
 
@@ -236,6 +249,8 @@ class ServerConfig(StrictModel):
     paging_workers: int = Field(8, ge=1, le=256, description="Parallel page deliveries.")
     paging: PagingSettings = Field(default_factory=lambda: PagingSettings.model_validate({}),
                                    description="Channels: images, retries, fall-through.")
+    patrol: PatrolSettings = Field(default_factory=lambda: PatrolSettings.model_validate({}),
+                                   description="The morning patrol list (巡查单).")
     ingest_queue: int = Field(1000, ge=10, le=1_000_000, description="Ingest hand-off queue.")
     escalation: EscalationSettings = Field(
         default_factory=lambda: EscalationSettings.model_validate({}),

@@ -165,7 +165,7 @@ def test_every_channel_down_brings_the_next_step_forward(
 
 
 def test_email_through_a_real_smtp_server(tmp_path: Path, receiver: PageReceiver,
-                                          smtp) -> None:
+                                          smtp) -> None:  # noqa: F811 (the fixture)
     """mailto:// to a local SMTP server: subject is the title, the body leads with what and
     where; no attachment unless mailto is in attach_images."""
     port, box = smtp

@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
 from server.access.scope import Scope
-from server.alerting import report, weekly
+from server.alerting import false_alarms, report, weekly
 from server.alerting.wording import beijing_time
 from server.api import i18n
 from server.api.deps import Db, PageScope, PageUser, Svc, scope_context, templates
@@ -59,7 +59,24 @@ def report_page(request: Request, user: PageUser, scope: PageScope, svc: Svc, s:
         "chart": Markup(report.chart_svg([*grids, county], labels)),  # noqa: S704
         "start": beijing_time(a), "end": beijing_time(b), "q": request.url.query,
         "weekly": weekly.weekly(s, a, b, scope=scope),
+        "node_weeks": false_alarms.node_weeks(s, a, b, scope=scope,
+                                              budget=svc.cfg.false_alarm_budget),
+        "budget": svc.cfg.false_alarm_budget, "week_span": timedelta(days=6),
         "missing": weekly.missing_kit(s, scope=scope)})
+
+
+@router.get("/report/false-alarms", response_class=HTMLResponse)
+def false_alarm_page(request: Request, user: PageUser, scope: PageScope, svc: Svc, s: Db,
+                     node: str, start: str | None = None, end: str | None = None) -> Response:
+    """One node's alerts marked 误报 with their snapshots (scope, roles and retention as on the
+    alert page); a node outside scope lists nothing, like a missing one."""
+    if not scope.sees_node(node):
+        raise HTTPException(404, "not found")
+    a, b = _period(svc, start, end)
+    items = false_alarms.false_alarms(s, node, a, b, scope=scope)
+    return templates.TemplateResponse(request, "false_alarms.html", {
+        "user": user, **scope_context(scope), "node_id": node, "items": items,
+        "may_see": scope.snapshots, "start": beijing_time(a), "end": beijing_time(b)})
 
 
 @router.get("/report-weekly.csv")

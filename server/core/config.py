@@ -251,6 +251,9 @@ class ServerConfig(StrictModel):
                                    description="Channels: images, retries, fall-through.")
     patrol: PatrolSettings = Field(default_factory=lambda: PatrolSettings.model_validate({}),
                                    description="The morning patrol list (巡查单).")
+    false_alarm_budget: float = Field(
+        1.0, ge=0, le=100, description="False alarms (误报) per node per week above which the "
+        "report flags the node for a technician.")
     ingest_queue: int = Field(1000, ge=10, le=1_000_000, description="Ingest hand-off queue.")
     escalation: EscalationSettings = Field(
         default_factory=lambda: EscalationSettings.model_validate({}),

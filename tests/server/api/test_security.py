@@ -361,18 +361,16 @@ def test_snapshot_temp_files_are_deleted_after_sending(web: Web) -> None:
     assert list(Path(web.h.svc.pager._tmp.name).iterdir()) == []
 
 
-def test_link_snapshot_only_while_open_plus_grace(web: Web) -> None:
+def test_link_snapshot_only_while_open(web: Web) -> None:
     aid, link = web.alert()
     c = web.client()
     assert c.get(f"/a/{link}/snapshot.jpg").content == JPEG
-    r = c.post(f"/api/ack/{link}", json={"action": "resolve", "outcome": "real"})
+    r = c.post(f"/api/ack/{link}", json={"action": "resolve", "outcome": "real",
+                                         "confirm": True})
     assert r.json()["alert"]["state"] == "resolved"
-    web.h.clock.advance(web.h.cfg.link_snapshot_grace_s - 1)
-    assert c.get(f"/a/{link}/snapshot.jpg").content == JPEG
-    web.h.clock.advance(2)
-    assert c.get(f"/a/{link}/snapshot.jpg").status_code == 404
+    assert c.get(f"/a/{link}/snapshot.jpg").status_code == 410  # the link stopped
     assert f"/a/{link}/snapshot.jpg" not in c.get(f"/a/{link}").text
-    assert c.get(f"/a/{link}").status_code == 200   # the page itself still says what happened
+    assert c.get(f"/a/{link}").status_code == 410   # the page itself says what happened
 
 
 # --- CSV injection --------------------------------------------------------------------------

@@ -84,6 +84,8 @@ def test_ack_page_buttons_and_json(web) -> None:
     assert c.post(f"/api/ack/{token}", json={"action": "on_scene", "x": 1}).status_code == 422
     h.clock.advance(30)
     r = c.post(f"/a/{token}", data={"action": "resolve", "outcome": "real"})
+    assert r.status_code == 200 and h.alert(aid).state == "on_scene"  # asks to confirm first
+    r = c.post(f"/a/{token}", data={"action": "resolve", "outcome": "real", "confirm": "yes"})
     a = h.alert(aid)
     assert (a.state, a.outcome, a.acked_by) == ("resolved", "real", "guo-yong")
     assert "已处理" in c.get(f"/a/{token}?done=resolve").text

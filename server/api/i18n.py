@@ -43,7 +43,7 @@ WORDS: dict[str, dict[str, tuple[str, str]]] = {
     "item": _pair(ITEM_ZH, _EN_ITEM),
     "timeline": {"state": ("状态变更", "State change"), "delivery": ("通知", "Page"),
                  "event": ("事件", "Event"), "note": ("备注", "Note"),
-                 "upgrade": ("情况加重", "Got worse")},
+                 "upgrade": ("情况加重", "Got worse"), "link": ("确认链接", "Acknowledge link")},
     "result": {"sent": ("已送达", "Delivered"), "failed": ("失败", "Failed"),
                "ok": ("成功", "OK"), "error": ("出错", "Error"), "skipped": ("跳过", "Skipped")},
     "node": {"online": ("在线", "Online"), "offline": ("离线", "Offline"),

@@ -88,7 +88,8 @@ def page_text(alert: Alert, pond: Pond, link: str, step: int,
             lines.append(f"情况加重：此前为{previous}")
         if reason == "on_scene_overdue":
             lines.append(f"已收到（{beijing_time(alert.acked_at)}），但至今无人到场，请尽快赶到")
-        lines.append(f"告警编号 #{alert.id}，第{step + 1}次通知")
+        lines.append(f"告警编号 #{alert.id}，" + (
+            "情况加重后重新通知" if reason == "upgrade" else f"第{step + 1}次通知"))
     else:
         lines.append(f"请查看并处理：{link}")
         lines.append(f"告警编号 #{alert.id}")

@@ -57,7 +57,7 @@ def test_upgrade_and_overdue_wording() -> None:
     assert title == "【紧急·升级】禾源山塘：儿童已落水"
     assert body.splitlines()[:2] == ["儿童已落水｜禾源山塘（禾源村）",
                                      "时间：2024-05-02 07:31:00（北京时间）"]
-    assert "情况加重：此前为儿童在岸边" in body
+    assert "情况加重：此前为儿童在岸边" in body and "告警编号 #7，情况加重后重新通知" in body
     alert.acked_at = datetime(2024, 5, 1, 23, 32, tzinfo=UTC)
     title, body = page_text(alert, POND, "L", 1, reason="on_scene_overdue")
     assert title.startswith("【紧急·未到场】")

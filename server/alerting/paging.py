@@ -19,7 +19,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.access.links import AckLinks
-from server.alerting import alerts
+from server.alerting import alerts, channels
 from server.alerting.wording import page_text
 from server.core.clock import Clock
 from server.core.config import PagingSettings
@@ -45,6 +45,7 @@ def channel_kind(url: str) -> str:
 
 def apprise_send(url: str, title: str, body: str, attachment: Path | None) -> bool:
     """Deliver one page to one Apprise URL; True on success."""
+    channels.register()
     ap = apprise.Apprise()
     if not ap.add(url):
         log.warning("not a usable Apprise URL: %s", url.split("://", 1)[0] + "://…")

@@ -102,6 +102,17 @@ def test_each_vendor_receives_the_page_in_its_documented_shape(
         assert stand_in.accepted[0]["params"]["to"] == PHONE
 
 
+def test_apprise_own_dingtalk_plugin_signs_twice_encoded(
+        vendors: dict[str, VendorStandIn]) -> None:
+    """Why server/alerting/channels.py exists: Apprise 2.3's own plugin url-encodes the sign,
+    requests encodes it again, and a robot with 加签 answers 'sign not match' (in an HTTP 200,
+    which Apprise counts as sent)."""
+    plugin = NotifyDingTalk(**NotifyDingTalk.parse_url(f"dingtalk://{SECRET}@{TOKEN}/"))
+    assert plugin.notify(body="测试", title="t") is True  # Apprise thinks it went out
+    assert vendors["dingtalk"].problems == ["sign not match"]
+    assert vendors["dingtalk"].accepted == []
+
+
 def test_dingtalk_refuses_a_wrong_secret(h: Harness, vendors: dict[str, VendorStandIn]) -> None:
     """The stand-in really checks the signature: a robot configured with another secret gets
     DingTalk's 'sign not match' answer."""

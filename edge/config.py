@@ -285,8 +285,9 @@ class DeployConfig(StrictModel):
         False, description="Development only: accept a plain-http server_url (a model download "
         "and its token in clear text). Production nodes use https.")
     learning_frames: bool = Field(
-        True, description="Send each critical event's person boxes and unannotated frame, so "
-        "the constables' verdicts can train the next model (kept like snapshots).")
+        False, description="Opt-in: send each critical event's person boxes and unannotated "
+        "frame, so the constables' verdicts can train the next model (images that may show "
+        "minors: kept like snapshots, and exported only by an admin). Off by default.")
 
 
     @model_validator(mode="after")
@@ -311,6 +312,9 @@ class NodeConfig(StrictModel):
     equipment: list[Equipment] = Field(default_factory=list)
     mqtt: Mqtt = Field(default_factory=Mqtt)
     outbox: str = Field("/var/lib/pondwatch/outbox.db", description="SQLite outbox path.")
+    snapshot_retention_days: float = Field(
+        30, gt=0, le=365, description="Snapshots and frames still unsent in the outbox after "
+        "this long are deleted (the event itself is still sent); images may show minors.")
     gpio: Gpio = Field(default_factory=Gpio)
     warning: WarningConfig = Field(default_factory=WarningConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)

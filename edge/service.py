@@ -44,7 +44,8 @@ class NodeService:
         self.stop_event = threading.Event()
         self.exit_code = 0
         self.slot = LatestFrameSlot()
-        self.outbox = Outbox(cfg.outbox)
+        self.outbox = Outbox(cfg.outbox,
+                             snapshot_retention_s=cfg.snapshot_retention_days * 86400)
         self.warning = LocalWarning(cfg, pin_factory=pin_factory, player=player)
         self.warning.on_sos(self._sos)
         self.detector = load_detector(cfg.model)

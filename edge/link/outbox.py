@@ -54,15 +54,22 @@ class Outbox:
     """SQLite (WAL, synchronous=FULL) queue of events not yet confirmed by the server."""
 
     def __init__(self, path: str | Path, max_events: int = 20000,
-                 retry_s: float = 5.0, retry_max_s: float = 60.0) -> None:
-        """Open or create the outbox; max_events bounds it, evicting the least urgent first."""
+                 retry_s: float = 5.0, retry_max_s: float = 60.0,
+                 snapshot_retention_s: float | None = None) -> None:
+        """Open or create the outbox; max_events bounds it, evicting the least urgent first;
+        snapshots and frames unsent after snapshot_retention_s are deleted (None: kept).
+
+        Deleted rows are overwritten on disk (secure_delete): snapshots may show minors."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_events = max_events
         self.retry_s = retry_s
         self.retry_max_s = retry_max_s
+        self.snapshot_retention_s = snapshot_retention_s
+        self._expired_at = float("-inf")
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -103,9 +110,35 @@ class Outbox:
             self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
         self.evicted += len(rows)
 
-    def due(self, now: float | None = None, limit: int = 20) -> list[OutboxItem]:
-        """Events to (re)send now, most urgent and oldest first."""
+    def expire_snapshots(self, now: float | None = None) -> int:
+        """Delete the snapshots and frames of events older than snapshot_retention_s (the
+        events stay, marked as without snapshot); returns how many events lost images."""
+        if self.snapshot_retention_s is None:
+            return 0
         now = time.time() if now is None else now
+        cutoff = now - self.snapshot_retention_s
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, payload FROM outbox WHERE created < ? AND"
+                " (snapshot IS NOT NULL OR frame IS NOT NULL)", (cutoff,)).fetchall()
+            for event_id, payload in rows:
+                wire = json.loads(payload)
+                wire.pop("snapshot", None)
+                wire.pop("frame", None)
+                self._db.execute("UPDATE outbox SET snapshot = NULL, frame = NULL, payload = ?"
+                                 " WHERE id = ?", (json.dumps(wire, ensure_ascii=False), event_id))
+        if rows:
+            log.warning("outbox: deleted the unsent snapshots of %d event(s) older than %.0f "
+                        "days", len(rows), self.snapshot_retention_s / 86400)
+        return len(rows)
+
+    def due(self, now: float | None = None, limit: int = 20) -> list[OutboxItem]:
+        """Events to (re)send now, most urgent and oldest first (expiring old snapshots first,
+        at most once a minute)."""
+        now = time.time() if now is None else now
+        if now - self._expired_at >= 60:
+            self._expired_at = now
+            self.expire_snapshots(now)
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, payload, snapshot, severity, created, attempts, texted, frame"

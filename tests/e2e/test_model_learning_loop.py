@@ -74,7 +74,8 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
         "node_id": "heyuan-01", "pond_id": "heyuan-shantang", "camera": {"source": "x.mp4"},
         "model": {"path": str(model_path), "labels": {"person": ["Normal", "Fall"]}},
         "zones": {"water": [[0, 0], [1, 0], [1, 1], [0, 1]]},
-        "mqtt": {"url": mosquitto.url}, "outbox": str(tmp_path / "outbox.db")})
+        "mqtt": {"url": mosquitto.url}, "outbox": str(tmp_path / "outbox.db"),
+        "deploy": {"learning_frames": True}})  # opt-in: the county chose the learning loop
     outbox = Outbox(node_cfg.outbox)
     link = NodeLink(node_cfg, outbox)
     since = datetime.now(UTC)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from edge.link.outbox import Outbox
 from protocol import Event
@@ -77,3 +81,45 @@ def test_survives_kill_9(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     box = Outbox(db)
     assert sorted(i.id for i in box.due(now=1e12)) == [f"ev{i}" for i in range(5)]
+
+
+def _file_bytes(box: Outbox) -> bytes:
+    """The outbox's database file after folding the WAL into it."""
+    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return box.path.read_bytes() + box.path.with_name(box.path.name + "-wal").read_bytes()
+
+
+def test_a_confirmed_snapshot_leaves_no_bytes_on_disk(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """secure_delete: a deleted image of a minor is overwritten, not left in free pages,
+    also with an SQLite built without SQLITE_SECURE_DELETE (Debian's has it on)."""
+    connect = sqlite3.connect
+
+    def insecure(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(*args, **kwargs)
+        db.execute("PRAGMA secure_delete=OFF")
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", insecure)
+    box = Outbox(tmp_path / "o.db")
+    marker = b"MINOR-FACE-" * 150
+    ev = _event()
+    box.put(ev, b"\xff\xd8" + marker, frame=b"\xff\xd8" + marker)
+    assert marker in _file_bytes(box)
+    box.confirm([ev.id])
+    assert marker not in _file_bytes(box)
+
+
+def test_unsent_snapshots_expire_after_the_retention(tmp_path: Path) -> None:
+    day = 86400.0
+    box = Outbox(tmp_path / "o.db", snapshot_retention_s=30 * day)
+    old, new = _event("person_in_water"), _event("person_in_water")
+    box.put(old.model_copy(update={"snapshot": True, "frame": True}), b"\xff\xd8old",
+            now=1000.0, frame=b"\xff\xd8raw")
+    box.put(new.model_copy(update={"snapshot": True}), b"\xff\xd8new", now=1000.0 + 20 * day)
+    items = {i.id: i for i in box.due(now=1000.0 + 31 * day)}
+    assert (items[old.id].snapshot, items[old.id].frame) == (None, None)
+    assert not items[old.id].event.get("snapshot") and not items[old.id].event.get("frame")
+    assert items[new.id].snapshot == b"\xff\xd8new" and items[new.id].event["snapshot"]
+    assert box.depth() == 2, "the events themselves are still sent"
+    assert b"\xff\xd8old" not in _file_bytes(box)

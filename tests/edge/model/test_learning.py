@@ -37,7 +37,8 @@ ZONES = {"water": [[0, 0.95], [1, 0.95], [1, 1], [0, 1]],
 def test_critical_event_has_boxes_and_unannotated_frame(
         detector: Any, assets: Path, make_cfg: Callable[..., NodeConfig]) -> None:
     """The frame is the camera's own picture (no drawing), boxes are normalised people."""
-    cfg = make_cfg(zones=ZONES, stature={"references": [], "child_max_m": 1.45})
+    cfg = make_cfg(zones=ZONES, stature={"references": [], "child_max_m": 1.45},
+                   deploy={"learning_frames": True})
     events = _run(cfg, detector, assets)
     assert events and all(e.event.severity == "critical" for e in events)
     for em in events:
@@ -55,11 +56,12 @@ def test_critical_event_has_boxes_and_unannotated_frame(
     assert wire["schema"] == 1
 
 
-def test_learning_frames_off(detector: Any, assets: Path,
-                             make_cfg: Callable[..., NodeConfig]) -> None:
-    """deploy.learning_frames: false sends neither boxes nor the frame."""
-    cfg = make_cfg(zones=ZONES, stature={"references": [], "child_max_m": 1.45},
-                   deploy={"learning_frames": False})
+def test_learning_frames_are_opt_in(detector: Any, assets: Path,
+                                    make_cfg: Callable[..., NodeConfig]) -> None:
+    """deploy.learning_frames is off unless a county turns it on: then neither boxes nor the
+    frame (a second image that may show a minor) leave the node."""
+    cfg = make_cfg(zones=ZONES, stature={"references": [], "child_max_m": 1.45})
+    assert cfg.deploy.learning_frames is False
     events = _run(cfg, detector, assets)
     assert events and all(e.frame is None and not e.event.frame and e.event.boxes is None
                           for e in events)

@@ -97,9 +97,10 @@ def constable_list(s: Session, person: Person, day: date, now: datetime) -> tupl
     ponds = [p for g in constable_grids(s, person.id, now)
              for p in s.scalars(select(Pond).where(Pond.grid_id == g.id).order_by(Pond.id))]
     body = [f"{person.name}，早上好。今日巡查单（{day.isoformat()}，共{len(ponds)}处水域）"]
+    parts = [_pond_lines(s, pond, day, now) for pond in ponds]
+    parts.sort(key=lambda part: -part[1])  # ponds that need something first
     todo = 0
-    for pond in ponds:
-        lines, n = _pond_lines(s, pond, day, now)
+    for lines, n in parts:
         body += lines
         todo += n
     body.append(f"需处理事项：{todo}项" if todo else "需处理事项：无")

@@ -7,7 +7,15 @@
 # The password of a PostgreSQL URL may come from ~/.pgpass or PGPASSWORD instead.
 # Also keep, elsewhere: the secret key (PONDWATCH_SECRET_KEY or secret_key_file) and, with
 # the private broker, its credentials folder (mosquitto/credentials beside the database).
+#
+# A backup holds snapshots that may show minors: every file is written 0600 (umask 077), and
+# only the newest PONDWATCH_BACKUP_KEEP (default 7) backups of the same series are kept, so no
+# copy outlives snapshot_retention_days by more than that many runs. The series is the files
+# beside OUT_FILE named like it up to its first digit, with its extension: a nightly
+#   backup.sh URL /var/backups/pondwatch/pondwatch-$(date +%F).db
+# keeps the newest 7 pondwatch-*.db there. An OUT_FILE name without a digit has no series.
 set -euo pipefail
+umask 077
 if [ $# -ne 2 ]; then
   echo "usage: $0 DATABASE_URL OUT_FILE" >&2; exit 2
 fi
@@ -39,3 +47,16 @@ esac
 mv "$out.tmp" "$out"
 chmod 600 "$out"
 echo "backup written: $out ($(stat -c %s "$out") bytes)"
+
+keep="${PONDWATCH_BACKUP_KEEP:-7}"
+[[ "$keep" =~ ^[1-9][0-9]*$ ]] || { echo "backup: PONDWATCH_BACKUP_KEEP must be >= 1" >&2; exit 2; }
+dir="$(dirname -- "$out")"; name="$(basename -- "$out")"
+stem="${name%%[0-9]*}"
+if [ "$stem" != "$name" ]; then
+  ext=""; case "$name" in *.*) ext=".${name##*.}" ;; esac
+  # newest first; everything past the first $keep of the series goes
+  find "$dir" -maxdepth 1 -type f -name "${stem}*${ext}" ! -name '*.tmp' -printf '%T@ %p\n' \
+    | sort -rn | tail -n +"$((keep + 1))" | cut -d' ' -f2- | while IFS= read -r old; do
+      rm -f -- "$old" && echo "old backup removed: $old"
+    done
+fi

@@ -123,3 +123,31 @@ def test_postgres_backup_wipe_restore(tmp_path: Path, receiver: PageReceiver,
             c.execute(text("CREATE SCHEMA public"))
         eng.dispose()
     _round_trip(pg_database, tmp_path, receiver, wipe)
+
+
+def test_backups_are_private_and_only_the_newest_are_kept(tmp_path: Path,
+                                                         receiver: PageReceiver) -> None:
+    db = tmp_path / "server.db"
+    url = f"sqlite:///{db}"
+    _fill(url, tmp_path, receiver)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    for day in range(1, 6):  # last week's backups, oldest first, and an unrelated file
+        old = folder / f"pondwatch-2026-06-0{day}.db"
+        old.write_bytes(b"old")
+        os.utime(old, (1_700_000_000 + day * 86400,) * 2)
+    (folder / "notes.txt").write_text("keep me")
+    # PYTHON runs the SQLite copy; this one also notes the mode of the file being written
+    probe = tmp_path / "python-probe.sh"
+    probe.write_text(f'#!/bin/sh\n"{sys.executable}" "$@"; rc=$?\n'
+                     f'stat -c %a "$3" > "{tmp_path / "tmp-mode"}"\nexit $rc\n')
+    probe.chmod(0o755)
+    out = folder / "pondwatch-2026-07-01.db"
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "backup.sh"), url, str(out)],
+                          env=dict(ENV, PYTHON=str(probe), PONDWATCH_BACKUP_KEEP="3"),
+                          capture_output=True, text=True, preexec_fn=lambda: os.umask(0o022))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "tmp-mode").read_text().strip() == "600", "readable while written"
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "notes.txt", "pondwatch-2026-06-04.db", "pondwatch-2026-06-05.db", out.name]

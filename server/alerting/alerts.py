@@ -29,8 +29,9 @@ ACTIVE = ("open", "notified")  # escalation still running
 NODE_OFFLINE = "node_offline"
 ON_SCENE_TIMEOUT_S = 300.0
 # An unresolved incident takes in a pond's critical events until nothing was heard of it for
-# this long (a node re-announces a child who stays every 120 s and ends a visit after its
-# clear_s, so a visit that goes on keeps its incident; one ten minutes later is a new visit).
+# this long (escalation.incident_clear_s; a node re-announces a child who stays every 120 s
+# and ends a visit after its clear_s, so a visit that goes on keeps its incident; one ten
+# minutes later is a new visit).
 INCIDENT_CLEAR_S = 600.0  # the "5" of 1-3-5: acknowledged but not on scene after this
 # How serious each critical kind is; all critical events of one pond fold into one incident
 # whose kind is the most serious seen. An SOS ranks above a child on the bank: a person at
@@ -123,11 +124,12 @@ def upgrade(session: Session, alert: Alert, kind: str, now: datetime) -> None:
 
 
 def raise_alert(session: Session, *, pond_id: str, node_id: str | None, kind: str, subject: str,
-                severity: str, policy: str, now: datetime, event: EventRow | None) -> Alert:
+                severity: str, policy: str, now: datetime, event: EventRow | None,
+                incident_clear_s: float = INCIDENT_CLEAR_S) -> Alert:
     """Fold into the open alert (for critical kinds: the pond's incident, whatever its kind;
     otherwise this pond/kind/subject) or open a new one."""
     critical = kind in SERIOUSNESS
-    alert = open_incident(session, pond_id, now) if critical else _open_alert(
+    alert = open_incident(session, pond_id, now, incident_clear_s) if critical else _open_alert(
         session, pond_id, kind, subject)
     if alert is not None:
         alert.event_count += 1
@@ -191,12 +193,13 @@ def apply_health_equipment(session: Session, pond_id: str, items: dict[str, str]
 
 
 def on_event(session: Session, row: EventRow, ev: Event, policy: str,
-             now: datetime) -> Alert | None:
+             now: datetime, incident_clear_s: float = INCIDENT_CLEAR_S) -> Alert | None:
     """Route one freshly stored event; returns the alert it opened or joined."""
     etype = ev.type.value
     if ev.type in CRITICAL_TYPES:
         return raise_alert(session, pond_id=row.pond_id, node_id=row.node_id, kind=etype,
-                           subject="", severity="critical", policy=policy, now=now, event=row)
+                           subject="", severity="critical", policy=policy, now=now, event=row,
+                           incident_clear_s=incident_clear_s)
     if ev.type is EventType.EQUIPMENT_MISSING:
         item = ev.item or "unknown"
         _set_equipment(session, row.pond_id, item, "missing", ev.ts, now)

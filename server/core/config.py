@@ -112,6 +112,10 @@ class EscalationSettings(StrictModel):
     policies: dict[str, EscalationPolicy] = Field(
         default_factory=lambda: {"default": EscalationPolicy.model_validate({})},
         description="Named policies; `default` is used when a grid names none.")
+    incident_clear_s: float = Field(
+        600, ge=10, le=86400, description="A pond's critical events fold into its unresolved "
+        "incident until nothing was heard of it (no event, no end of one) for this long; "
+        "then a new visit opens a new alert.")
 
     @model_validator(mode="after")
     def _has_default(self) -> EscalationSettings:

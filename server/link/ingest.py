@@ -468,7 +468,8 @@ class Ingestor:
         s.add(row)
         s.flush()
         before = row.alert_id
-        alert = alerts.on_event(s, row, ev, alerts.policy_of(s, node.pond_id), now)
+        alert = alerts.on_event(s, row, ev, alerts.policy_of(s, node.pond_id), now,
+                                self.cfg.escalation.incident_clear_s)
         self.metrics.events.labels(ev.type.value).inc()
         new = alert is not None and alert.event_count == 1 and before is None and \
             alert.state == "open"

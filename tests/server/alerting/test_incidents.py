@@ -193,3 +193,18 @@ def test_timeline_speaks_upgrades_in_words() -> None:
     assert describe("step 1 (on_scene_overdue): constable,backup -> a,b", "en", {}).startswith(
         "Acknowledged, nobody on scene: step 2")
     assert describe("folded event abc (sos)", "zh", {}) == "又一次事件并入此告警（求救按钮被按下）"
+
+
+def test_incident_window_is_configured(tmp_path: Path, receiver: PageReceiver) -> None:
+    """escalation.incident_clear_s: 60 s of quiet is enough for a new visit's alert."""
+    h = Harness(tmp_path, receiver, escalation={"incident_clear_s": 60})
+    try:
+        h.event("child_near_water")
+        h.clock.advance(59)
+        h.event("person_in_water")
+        h.clock.advance(61)
+        h.event("person_in_water")
+        with h.svc.sessions() as s:
+            assert [a.event_count for a in s.scalars(select(Alert).order_by(Alert.id))] == [2, 1]
+    finally:
+        h.close()

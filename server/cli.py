@@ -40,9 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--since", required=True, help="alerts resolved from this date (ISO 8601)")
     exp.add_argument("--config", help="server.yaml naming the database")
     exp.add_argument("--database", help="database URL (instead of --config)")
-    exp.add_argument("--user", help="an admin user to check (password from PONDWATCH_PASSWORD "
-                     "or a prompt); without it the host operator, who can already run "
-                     "adduser, is trusted as for import")
+    exp.add_argument("--user", required=True,
+                     help="the admin exporting (password from PONDWATCH_PASSWORD or a prompt): "
+                     "the images may show minors, so only an admin exports, and it is audited")
     exp.add_argument("--names", default="person",
                      help="class names, comma-separated; labels use class 0 (the base model's "
                      "person class, e.g. Normal,Fall for person-offline)")
@@ -69,7 +69,8 @@ def _db_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _dataset_export(args: argparse.Namespace) -> int:
-    """`dataset export`: check the admin (when --user is given), then export; the exit code."""
+    """`dataset export`: check the admin, export (0700 folders, 0600 files), then audit it;
+    the exit code."""
     from server.access import auth
     from server.fleet.dataset import DatasetError, export
     from server.services import Services
@@ -85,13 +86,12 @@ def _dataset_export(args: argparse.Namespace) -> int:
     svc.prepare()
     try:
         with svc.sessions() as s:
-            if args.user is not None:
-                password = os.environ.get("PONDWATCH_PASSWORD") or getpass.getpass("password: ")
-                user = auth.authenticate(s, args.user, password)
-                if user is None or user.role != "admin":
-                    print("error: 仅管理员 (admins only): wrong user or password, or not an admin",
-                          file=sys.stderr)
-                    return 2
+            password = os.environ.get("PONDWATCH_PASSWORD") or getpass.getpass("password: ")
+            user = auth.authenticate(s, args.user, password)
+            if user is None or user.role != "admin":
+                print("error: 仅管理员 (admins only): wrong user or password, or not an admin",
+                      file=sys.stderr)
+                return 2
             counts = export(s, since, Path(args.out), args.names.split(","), args.val_share)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from server.core.db import Alert, EventFrame, EventRow, TimelineEntry
 from server.core.errors import ServerError
+from server.core.files import private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +103,17 @@ def export(s: Session, since: datetime, out: Path, names: list[str] | None = Non
     if len(items) > 1 and len(set(splits.values())) == 1:  # both splits need an image
         last = items[-1][0]
         splits[last] = "val" if splits[last] == "train" else "train"
-    for sub in ("images/train", "images/val", "labels/train", "labels/val"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    private_dir(out)  # images that may show minors: 0700 folders, 0600 files
+    for sub in ("images", "labels", "images/train", "images/val", "labels/train", "labels/val"):
+        private_dir(out / sub)
     for event_id, jpeg, lines in items:
         part = splits[event_id]
-        (out / "images" / part / f"{event_id}.jpg").write_bytes(jpeg)
-        (out / "labels" / part / f"{event_id}.txt").write_text(
-            "".join(line + "\n" for line in lines))
+        write_private(out / "images" / part / f"{event_id}.jpg", jpeg)
+        write_private(out / "labels" / part / f"{event_id}.txt",
+                      "".join(line + "\n" for line in lines))
         setattr(counts, part, getattr(counts, part) + 1)
     class_names = names or ["person"]
-    (out / "data.yaml").write_text(yaml.safe_dump({
+    write_private(out / "data.yaml", yaml.safe_dump({
         "path": str(out.resolve()), "train": "images/train",
         "val": "images/val" if counts.val else "images/train",
         "names": dict(enumerate(class_names))}, allow_unicode=True, sort_keys=False))

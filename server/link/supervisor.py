@@ -20,6 +20,7 @@ from pathlib import Path
 
 from protocol.limits import MAX_CMD_BYTES, MAX_EVENT_BYTES, MAX_HEALTH_BYTES, MAX_SNAPSHOT_BYTES
 from protocol.topics import DEFAULT_PREFIX, check_node_id
+from server.core.files import private_dir, write_private
 from server.core.metrics import Metrics
 from server.link.broker import BrokerError, Mosquitto, free_port
 
@@ -50,24 +51,12 @@ def password_line(user: str, password: str) -> str:
             f"{base64.b64encode(digest).decode()}")
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (0600), never briefly wider."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
 class Credentials:
     """Generated broker passwords and the server's client id in <state>/credentials (0700)."""
 
     def __init__(self, state_dir: Path) -> None:
         """Create the folder; nothing is generated until asked for."""
-        self.dir = state_dir / "credentials"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.dir, 0o700)
+        self.dir = private_dir(state_dir / "credentials")
 
     def _secret(self, name: str, make: str) -> str:
         """The stored value of name, generated once."""
@@ -77,7 +66,7 @@ class Credentials:
             if value:
                 os.chmod(path, 0o600)
                 return value
-        _write_private(path, make + "\n")
+        write_private(path, make + "\n")
         return make
 
     def password_file(self, user: str) -> Path:
@@ -100,8 +89,8 @@ class Credentials:
         server = self.client_id()
         users = [server, *sorted({check_node_id(n) for n in node_ids})]
         passwd, acl = self.dir / "mosquitto.passwd", self.dir / "mosquitto.acl"
-        _write_private(passwd, "".join(password_line(u, self.password(u)) + "\n" for u in users))
-        _write_private(acl, acl_text(prefix, server))
+        write_private(passwd, "".join(password_line(u, self.password(u)) + "\n" for u in users))
+        write_private(acl, acl_text(prefix, server))
         return passwd, acl
 
 

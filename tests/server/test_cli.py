@@ -18,27 +18,45 @@ from server.runner import ListenError, Server
 from tests.server.conftest import SECRET
 
 
-def test_dataset_export_from_an_empty_database(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def _admin(db: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """An admin in the database at db; the export arguments that name it."""
+    from server.access import auth
+    from server.services import Services
+
+    svc = Services(parse_config({"database": db, "environment": "dev"}))
+    svc.prepare()
+    with svc.sessions() as s, s.begin():
+        auth.set_user(s, "root", "root-pass-1234", "admin")
+    svc.engine.dispose()
+    monkeypatch.setenv("PONDWATCH_PASSWORD", "root-pass-1234")
+    return ["--database", db, "--user", "root"]
+
+
+def test_dataset_export_from_an_empty_database(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """No resolved alert with a frame yet: exit 1 saying so, and no folder written."""
     out = tmp_path / "ds"
-    db = f"sqlite:///{tmp_path / 'cli.db'}"
-    assert main(["dataset", "export", str(out), "--since", "2024-05-01", "--database", db]) == 1
+    who = _admin(f"sqlite:///{tmp_path / 'cli.db'}", monkeypatch)
+    assert main(["dataset", "export", str(out), "--since", "2024-05-01", *who]) == 1
     assert "no resolved real or false_alarm alert" in capsys.readouterr().err
     assert not out.exists()
 
 
 def test_dataset_export_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """A bad --since is 2; a folder that is not empty is 1 and keeps its files; a user who is
-    not an admin is 2."""
+    """A bad --since is 2; a folder that is not empty is 1 and keeps its files; no --user, or
+    a user who is not an admin, is 2 (the images may show minors: admins only)."""
     db = f"sqlite:///{tmp_path / 'cli.db'}"
+    who = _admin(db, monkeypatch)
     out = tmp_path / "ds"
-    assert main(["dataset", "export", str(out), "--since", "last week", "--database", db]) == 2
+    with pytest.raises(SystemExit) as no_user:
+        main(["dataset", "export", str(out), "--since", "2024-05-01", "--database", db])
+    assert no_user.value.code == 2 and "--user" in capsys.readouterr().err
+    assert main(["dataset", "export", str(out), "--since", "last week", *who]) == 2
     assert "'last week' is not an ISO 8601 date" in capsys.readouterr().err
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert main(["dataset", "export", str(out), "--since", "2024-05-01", "--database", db]) == 1
+    assert main(["dataset", "export", str(out), "--since", "2024-05-01", *who]) == 1
     assert "is not empty" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
     monkeypatch.setenv("PONDWATCH_PASSWORD", "whatever")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import timedelta
 from pathlib import Path
 
@@ -62,8 +64,17 @@ def test_export_labels_background_and_left_out(h: Harness, tmp_path: Path) -> No
     node_cleared = _critical(h, "heyuan-shantang", "heyuan-01", [[0.1, 0.1, 0.2, 0.2]])
     _resolve(h, node_cleared, "real", by=None)
     out = tmp_path / "ds"
-    with h.svc.sessions() as s:
-        counts = export(s, since, out, ["Normal", "Fall"])
+    umask = os.umask(0o022)  # a usual umask: the export must not follow it
+    try:
+        with h.svc.sessions() as s:
+            counts = export(s, since, out, ["Normal", "Fall"])
+    finally:
+        os.umask(umask)
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [out, *out.rglob("*")]}
+    assert modes["."] == 0o700 and modes["data.yaml"] == 0o600
+    assert {m for p, m in modes.items() if (out / p).is_dir()} == {0o700}, modes
+    assert {m for p, m in modes.items() if (out / p).is_file()} == {0o600}, modes
     assert (counts.real, counts.background) == (1, 1)
     assert counts.skipped == {"real_without_boxes": 1}
     labels = {p.stem: p.read_text() for p in out.glob("labels/*/*.txt")}

@@ -169,7 +169,8 @@ class Services:
             for node, model in rollout.due_updates(s, now):
                 try:
                     commands.send(s, self.ingest.client, self.ingest.topics, node.id,
-                                  "model_update", rollout.update_args(self.cfg, model),
+                                  "model_update",
+                                  rollout.update_args(s, self.cfg, model, node.id, now),
                                   self.cfg.models.download_ttl_s, "server", now)
                     sent += 1
                 except commands.CommandError as exc:

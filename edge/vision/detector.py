@@ -11,6 +11,7 @@ import numpy as np
 
 from edge.config import ModelConfig
 from edge.errors import EdgeError
+from edge.trust import ModelTrustError, check_model
 from edge.vision.offline import ultralytics_offline
 from edge.vision.tracking import new_tracker, track_update
 from edge.vision.types import TRACK_FLOOR, Candidate, Detection, Detector
@@ -53,9 +54,16 @@ class UltralyticsDetector:
                  {names[i]: m for i, m in self._meaning.items()}, model_cfg.tracker)
 
     def _load(self) -> Any:
-        """A fresh Ultralytics model object."""
+        """A fresh Ultralytics model object, once edge.trust has accepted the file (a .pt is a
+        pickle: an untrusted one must never reach torch)."""
         if not os.path.exists(self.cfg.path):
             raise DetectorError(f"model file not found: {self.cfg.path}")
+        try:
+            verdict = check_model(self.cfg.path, self.cfg)
+        except ModelTrustError as exc:
+            raise DetectorError(str(exc)) from exc
+        log.info("model %s: %s (%s)", self.cfg.path, verdict.how,
+                 verdict.key_id or verdict.name or verdict.sha256[:12])
         from ultralytics import YOLO  # type: ignore[attr-defined]
         try:
             return YOLO(self.cfg.path, task="detect")

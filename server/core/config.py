@@ -6,7 +6,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from protocol.signing import MAX_TRUSTED_KEYS, SignatureError, trusted_keys
 from protocol.topics import DEFAULT_PREFIX
 from protocol.validation import StrictModel, field_errors, read_yaml
 from server.core import secret_strength
@@ -201,10 +202,12 @@ class ModelSettings(StrictModel):
     pond_floors: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Pond id -> set name -> a stricter (or looser) floor "
         "for that pond.")
-    node_password_file: Path | None = Field(
-        None, description="Mosquitto password file: nodes download models with their MQTT "
-        "user and password, checked against it. Unset: the private broker's password "
-        "file when the server runs one, else nodes cannot download.")
+    trusted_keys: list[Annotated[str, Field(min_length=1, max_length=400)]] = Field(
+        default_factory=list, max_length=MAX_TRUSTED_KEYS,
+        description="Public model keys (the county's, from `pondwatch-edge model keygen`): "
+        "`ed25519:BASE64` or the path of its .pub file. An upload must carry a signature by "
+        "one of them, and the gate reads only the figures it signed. Empty: no model can be "
+        "uploaded.")
     download_ttl_s: int = Field(3600, ge=60, le=86400,
                                 description="How long a model_update command may wait.")
 
@@ -219,6 +222,10 @@ class ModelSettings(StrictModel):
             unknown = set(floors) - names
             if unknown:
                 raise ValueError(f"pond_floors.{pond}: unknown set(s) {sorted(unknown)}")
+        try:
+            trusted_keys(self.trusted_keys)
+        except SignatureError as exc:
+            raise ValueError(str(exc)) from exc
         return self
 
 

@@ -265,7 +265,6 @@ class NodeService:
 
     def _model_update(self, args: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
         """Switch to the model the server assigned (edge/model/deploy.py), or roll back."""
-        from edge.link.client import mqtt_password
         from edge.model.deploy import ModelDeployer
         from edge.vision.detector import load_detector
         from edge.vision.types import Detector
@@ -279,8 +278,7 @@ class NodeService:
             self.cfg, load=lambda path: load_detector(self.cfg.model.model_copy(
                 update={"path": path})),
             swap=swap, selftest=lambda: self.commands.handle_selftest({}),
-            on_switched=lambda _ident: self._report_model(),
-            password=lambda: mqtt_password(self.cfg))
+            on_switched=lambda _ident: self._report_model())
         return deployer.handle(args)
 
     def _restart(self, args: dict[str, Any]) -> str:

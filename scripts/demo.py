@@ -69,6 +69,7 @@ class DemoStack:
     node: subprocess.Popen[bytes] | None = None
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(9))
     node_cfg: dict[str, Any] = field(default_factory=dict)
+    model_keys: list[str] = field(default_factory=list)  # the server's models.trusted_keys
 
     def make_clip(self) -> Path:
         """Generate (or reuse) the demo clip and its node config from real photos."""
@@ -107,6 +108,7 @@ class DemoStack:
             "http": {"bind": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
             "mqtt": {"data_dir": str(self.workdir / "mosquitto")},
             "registry": str(reg),
+            "models": {"trusted_keys": self.model_keys},
         })
         self.server = Server(cfg).start()
         if not self.server.services.ingest or not self.server.services.ingest.connected.wait(15):

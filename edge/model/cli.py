@@ -1,4 +1,5 @@
-"""pondwatch-edge model list|fetch|verify|export|train|eval: the model lifecycle commands."""
+"""pondwatch-edge model list|fetch|verify|export|train|eval|keygen|sign|push: the model lifecycle
+commands."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from edge.manifest import (
     manifest_path,
     models_dir,
 )
+from edge.model import keys as modelkeys
 from edge.model import store as modelstore
+from edge.trust import check_model, write_record
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,12 @@ def add_parser(sub: Any) -> None:
                    "else the source checkout's models/, else ./models)")
     m.add_argument("--manifest", help="manifest file (default: the folder's manifest.yaml, "
                    "else the one shipped with PondWatch)")
+    m.add_argument("--trusted-key", action="append", default=[], metavar="KEY",
+                   help="public model key a node trusts (ed25519:BASE64 or a .pub file; "
+                   "repeatable): what verify, export and train accept besides pinned models")
+    m.add_argument("--node-config", help="node config whose model.trusted_keys to use too")
     ms = m.add_subparsers(dest="model_command", required=True)
+    modelkeys.add_args(ms)
 
     ms.add_parser("list", help="the manifest's models and whether each is installed")
 
@@ -86,7 +94,8 @@ def add_parser(sub: Any) -> None:
                    help="connect timeout in seconds (default 5)")
     f.add_argument("--link", action="store_true", help="also point person.pt at it")
 
-    ms.add_parser("verify", help="check every installed model against its sha256")
+    ms.add_parser("verify", help="check every installed model against its sha256, and that a "
+                  "node would load it (pinned by PondWatch, or signed by a trusted key)")
 
     e = ms.add_parser("export", help="export a model for the node (onnx, openvino, ncnn)")
     e.add_argument("name", help="model name from the manifest")
@@ -138,12 +147,16 @@ def run(args: argparse.Namespace) -> int:
         args.manifest = str(manifest_path(args.dir))
     manifest = load_manifest(args.manifest)
     cmd = args.model_command
+    if cmd == "keygen":
+        return modelkeys.run_keygen(args)
+    if cmd == "sign":
+        return modelkeys.run_sign(args, manifest)
     if cmd == "list":
         return _list(manifest, Path(args.dir))
     if cmd == "fetch":
         return _fetch(args, manifest)
     if cmd == "verify":
-        return _verify(manifest, Path(args.dir))
+        return _verify(manifest, Path(args.dir), modelkeys.trust_settings(args))
     if cmd == "export":
         return _export(args, manifest)
     if cmd == "eval":
@@ -184,8 +197,9 @@ def _fetch(args: argparse.Namespace, manifest: Manifest) -> int:
     return 0
 
 
-def _verify(manifest: Manifest, folder: Path) -> int:
-    """Check every installed model; exit 1 when one does not match its sha256."""
+def _verify(manifest: Manifest, folder: Path, keys: modelkeys.Keys) -> int:
+    """Check every installed model; exit 1 when one does not match its sha256 or a node with
+    keys would refuse it (neither pinned nor signed by one of them)."""
     bad = 0
     installed = 0
     for item in modelstore.check_installed(folder, manifest):
@@ -201,6 +215,9 @@ def _verify(manifest: Manifest, folder: Path) -> int:
             print(f"{item.name}: no sha256 in the manifest; file has {item.sha256}")
         else:
             print(f"{item.name}: ok")
+        trusted, why = modelkeys.trust_line(item.path, manifest.models[item.name], keys)
+        print(f"{item.name}: {why}")
+        bad += 0 if trusted else 1
     if installed == 0:
         print(f"no model of the manifest is installed in {folder}", file=sys.stderr)
         return 1
@@ -267,7 +284,10 @@ def _export(args: argparse.Namespace, manifest: Manifest) -> int:
               f"package(s) {', '.join(missing)}: pip install {' '.join(missing)}", file=sys.stderr)
         return 1
     model = modelstore.resolve(args.name, args.dir, manifest)
+    verdict = check_model(model.path, modelkeys.trust_settings(args))  # before unpickling
     out = export_model(model.path, args.format, args.imgsz)
+    record = write_record(out, verdict)  # the node loads this export as it trusted its .pt
+    print(f"{record}: trust record ({verdict.how})", file=sys.stderr)
     ident = modelstore.describe(out, manifest)
     print(json.dumps({"path": str(out), "format": ident.format, "imgsz": args.imgsz,
                       "sha256": ident.sha256}))
@@ -282,8 +302,9 @@ def export_model(pt: Path, fmt: str, imgsz: int) -> Path:
     bar = Bar(f"export {pt.name} -> {fmt} @ {imgsz}")
     bar.out.write(f"{bar.label}: 导出中 / exporting (a minute or two on a Pi)…\n")
     kw: dict[str, Any] = {"format": fmt, "imgsz": imgsz}
-    if fmt == "onnx":
+    if fmt == "onnx":   # any input size: the zones' region at imgsz, zoom windows at theirs
         kw["simplify"] = importlib.util.find_spec("onnxslim") is not None
+        kw["dynamic"] = True
     try:
         out = Path(YOLO(str(pt), task="detect").export(**kw))
     except Exception as exc:  # Ultralytics raises many types for a failed export

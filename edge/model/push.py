@@ -16,6 +16,7 @@ from typing import Any
 
 from edge.manifest import Manifest, ModelStoreError
 from edge.model import store as modelstore
+from protocol import signing
 from protocol.digest import sha256_file
 
 
@@ -34,13 +35,25 @@ def multipart(fields: dict[str, str], file_name: str, data: bytes) -> tuple[byte
 
 
 def push(args: argparse.Namespace, manifest: Manifest) -> int:
-    """POST /api/models with the file (sha256 checked first) and its entry; exit code."""
+    """POST /api/models with the file (sha256 checked first), its signature and the signed
+    entry; exit code."""
     model = modelstore.resolve(args.name, args.dir, manifest)
-    entry: dict[str, Any] = manifest.models[args.name].model_dump(mode="json", exclude_none=True)
-    entry["sha256"] = sha256_file(model.path)
+    sig = signing.sig_path(model.path)
+    if not sig.is_file():
+        raise ModelStoreError(f"{sig}: missing; the server takes only signed models: "
+                              f"pondwatch-edge model sign {args.name} --key KEY")
+    try:
+        doc = signing.read_doc(sig)
+        payload = json.loads(doc.payload)
+    except (signing.SignatureError, ValueError) as exc:
+        raise ModelStoreError(f"{sig}: {exc}") from exc
+    if payload.get("sha256") != sha256_file(model.path):
+        raise ModelStoreError(f"{sig} signs another file than {model.path}; sign it again")
+    entry: dict[str, Any] = payload.get("entry") or {}
     password = os.environ.get("PONDWATCH_PASSWORD") or getpass.getpass("password: ")
-    body, ctype = multipart({"name": args.name, "entry": json.dumps(entry)}, model.path.name,
-                            model.path.read_bytes())
+    body, ctype = multipart({"name": args.name, "entry": json.dumps(entry),
+                             "signature": doc.model_dump_json()},
+                            model.path.name, model.path.read_bytes())
     token = base64.b64encode(f"{args.user}:{password}".encode()).decode()
     req = urllib.request.Request(args.server.rstrip("/") + "/api/models", data=body,
                                  method="POST", headers={"Content-Type": ctype,

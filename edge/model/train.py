@@ -18,6 +18,9 @@ from pydantic import Field, ValidationError
 
 from edge.manifest import Manifest, ModelEntry, ModelStoreError, Source, entry_of, models_dir
 from edge.model import store as modelstore
+from edge.model.keys import sign_file, trust_settings
+from edge.trust import check_model
+from protocol import signing
 from protocol.digest import sha256_file
 from protocol.validation import StrictModel, field_errors, read_yaml
 
@@ -82,6 +85,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-config", help="node config whose detection path `eval` scores")
     p.add_argument("--eval-set", action="append", default=[], metavar="NAME=DIR",
                    help="validation set to measure the new model on (repeatable)")
+    p.add_argument("--sign-key", help="sign the new model and its entry with this key (the "
+                   "county's, from `model keygen`): nodes load only pinned or signed models")
 
 
 def _eval_sets(items: list[str]) -> dict[str, Path]:
@@ -98,12 +103,18 @@ def _eval_sets(items: list[str]) -> dict[str, Path]:
 
 
 def measure(weights: Path, labels: dict[str, list[str]], config: str | Path,
-            sets: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """`pondwatch-edge eval` on each set with weights swapped into config; figures by set."""
+            sets: dict[str, Path], trusted: list[str] | None = None
+            ) -> dict[str, dict[str, Any]]:
+    """`pondwatch-edge eval` on each set with weights swapped into config (its trusted keys,
+    plus trusted); figures by set."""
     raw = yaml.safe_load(Path(config).read_text())
     raw.setdefault("model", {})
     raw["model"]["path"] = str(weights.resolve())
     raw["model"]["labels"] = labels
+    here = Path(config).resolve().parent  # the copy lives elsewhere: key paths made absolute
+    raw["model"]["trusted_keys"] = [
+        k if k.startswith(signing.KEY_PREFIX) else str(here / k)
+        for k in raw["model"].get("trusted_keys") or []] + list(trusted or [])
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="pondwatch-eval-") as tmp:
         cfg = Path(tmp) / "node.yaml"
@@ -163,6 +174,7 @@ def run_train(args: argparse.Namespace, manifest: Manifest) -> int:
         raise ModelStoreError(f"--data {data}: no such file")
     recipe = load_recipe(args.recipe)
     base = modelstore.resolve(args.base, args.dir, manifest)
+    check_model(base.path, trust_settings(args))  # the base is unpickled: trusted first
     name = args.name or f"{args.base}-ft-{datetime.now(UTC):%Y%m%d%H%M}"
     if not re.match(NAME_RE, name):
         raise ModelStoreError(f"--name {name!r}: use lower-case letters, digits, - _ .")
@@ -171,6 +183,9 @@ def run_train(args: argparse.Namespace, manifest: Manifest) -> int:
     sets = _eval_sets(args.eval_set)
     if sets and not args.eval_config:
         raise ModelStoreError("--eval-set needs --eval-config (the node config to score with)")
+    if sets and not args.sign_key:
+        raise ModelStoreError("--eval-set needs --sign-key: eval loads the new model through "
+                              "the node's detector, which takes only pinned or signed models")
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pw-train-"))
     try:
         best = train(base, data, args.epochs, args.imgsz, recipe, workdir, args.freeze,
@@ -182,11 +197,15 @@ def run_train(args: argparse.Namespace, manifest: Manifest) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     entry = new_entry(final, base.name, manifest, data, recipe, args)
     if sets:
+        sign_file(final, name, entry, args.sign_key)  # eval's detector checks it; re-signed
+        pub = signing.public_text(signing.load_private(args.sign_key).public_key())
         entry = entry.model_copy(update={"eval": measure(final, entry.labels, args.eval_config,
-                                                         sets)})
+                                                         sets, [pub])})
     modelstore.add_entry(args.manifest, name, entry)
+    sig = sign_file(final, name, entry, args.sign_key) if args.sign_key else None
     print(json.dumps({"name": name, "file": str(final), "sha256": entry.sha256,
-                      "eval": entry.eval}, ensure_ascii=False))
+                      "eval": entry.eval, "signature": str(sig) if sig else None},
+                     ensure_ascii=False))
     return 0
 
 

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
+from protocol import signing
 from protocol.topics import Topics
 from protocol.validation import StrictModel
 from server.access.scope import node_filter
-from server.api.deps import ApiScope, Db, ServerParts, Svc, client_ip, require
+from server.api.deps import ApiScope, Db, Svc, client_ip, require
 from server.core.db import ModelAssignment, Node, ServerModel
 from server.fleet import rollout
 from server.link import commands
@@ -58,23 +56,27 @@ def api_models(scope: ApiScope, s: Db) -> list[dict[str, Any]]:
 @router.post("/api/models", status_code=201)
 def api_upload(scope: ApiScope, svc: Svc, s: Db, file: Annotated[UploadFile, File()],
                name: Annotated[str, Form(pattern=NAME_PATTERN)],
-               entry: Annotated[str, Form(description="The model's manifest entry as JSON "
-                                                      "(labels, eval, sha256).")]
+               signature: Annotated[str | None, Form(
+                   max_length=signing.MAX_SIG_BYTES,
+                   description="NAME.pt.sig: the signer's document (pondwatch-edge model "
+                   "sign); it carries the manifest entry and figures.")] = None,
+               entry: Annotated[str | None, Form(
+                   max_length=signing.MAX_SIG_BYTES,
+                   description="The manifest entry as JSON; when given it must equal the "
+                   "signed one (the signed one is what counts).")] = None,
                ) -> dict[str, Any]:
-    """Upload a model file with its manifest entry (admins)."""
+    """Upload a model file signed by a key of models.trusted_keys (admins); unsigned files,
+    other keys and entries changed after signing are refused."""
     require(scope.may_edit_registry, ADMINS_ONLY)
     try:
-        meta = json.loads(entry)
+        vouched = rollout.signed(svc.cfg.models, signature)
+        if entry is not None and json.loads(entry) != vouched.entry:
+            raise rollout.ModelError("the entry sent differs from the signed entry (changed "
+                                     "after signing?); refused")
+        row = rollout.store(s, svc.cfg, name, file.file, signature, scope.username,
+                            svc.clock.now())
     except json.JSONDecodeError as exc:
         raise HTTPException(422, f"entry is not JSON: {exc}") from exc
-    if not isinstance(meta, dict) or not isinstance(meta.get("labels"), dict):
-        raise HTTPException(422, "entry must be an object with labels (a manifest entry)")
-    evals = meta.get("eval")
-    if evals is not None and not isinstance(evals, dict):
-        raise HTTPException(422, "entry.eval must be an object: set name -> figures")
-    try:
-        row = rollout.store(s, svc.cfg, name, file.file, meta["labels"], evals,
-                           scope.username, svc.clock.now(), expected_sha256=meta.get("sha256"))
     except rollout.ModelError as exc:
         raise HTTPException(409, str(exc)) from exc
     s.commit()
@@ -99,7 +101,7 @@ def api_assign(name: str, body: AssignIn, scope: ApiScope, svc: Svc, s: Db) -> d
     for node in rollout.affected_nodes(s, body.pond_id):
         try:
             commands.send(s, client, topics, node.id, "model_update",
-                          rollout.update_args(svc.cfg, model),
+                          rollout.update_args(s, svc.cfg, model, node.id, now),
                           svc.cfg.models.download_ttl_s, scope.username, now)
             sent.append(node.id)
         except commands.CommandError as exc:
@@ -119,45 +121,31 @@ def api_fleet_models(scope: ApiScope, s: Db) -> list[dict[str, Any]]:
     return [rollout.node_status(s, n) for n in s.scalars(q)]
 
 
-def node_password_file(svc: ServerParts) -> Path | None:
-    """models.node_password_file, else the password file of the server's private broker."""
-    if svc.cfg.models.node_password_file is not None:
-        return svc.cfg.models.node_password_file
-    sup = svc.supervisor
-    return sup.credentials.dir / "mosquitto.passwd" if sup is not None else None
-
-
-def _node_auth(request: Request, svc: ServerParts, s: Session) -> Node:
-    """The node proving itself with its MQTT user and password (HTTP Basic), else 401."""
+def _bearer(request: Request) -> str:
+    """The bearer token of a request, or ''."""
     header = request.headers.get("authorization", "")
-    user = pw = ""
-    if header.lower().startswith("basic "):
-        try:
-            user, _, pw = base64.b64decode(header[6:]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            user = ""
-    ip, now, key = client_ip(request), svc.clock.now(), f"node:{user}"
-    if svc.throttle.blocked(key, ip, now):  # the web login's throttle, keyed apart
-        svc.throttle.refused(ip, now)
-        raise HTTPException(429, "too many failed attempts; wait a few minutes")
-    node = s.get(Node, user) if user else None
-    if node is None or not rollout.check_node_password(node_password_file(svc), user, pw):
-        svc.throttle.failed(key, ip, now)
-        raise HTTPException(401, "node credentials required",
-                            headers={"WWW-Authenticate": 'Basic realm="pondwatch-node"'})
-    svc.throttle.succeeded(key, ip)
-    return node
+    return header[7:].strip() if header.lower().startswith("bearer ") else ""
 
 
 @router.get("/node-api/models/{sha256}")
 def node_download(sha256: str, request: Request, svc: Svc, s: Db) -> FileResponse:
-    """A node downloads the model assigned to its pond (its own credentials; nothing else)."""
-    node = _node_auth(request, svc, s)
-    want = rollout.assigned_model(s, node.pond_id)
-    if want is None or want.sha256 != sha256:
-        raise HTTPException(404, "no such model assigned to this node's pond")
+    """A node downloads the model assigned to its pond with the single-use token its
+    model_update carried (nothing else: no password travels, no other file is served)."""
+    ip, now = client_ip(request), svc.clock.now()
+    key = f"model-token:{ip}"
+    if svc.throttle.blocked(key, ip, now):  # the web login's throttle, keyed apart
+        svc.throttle.refused(ip, now)
+        raise HTTPException(429, "too many failed attempts; wait a few minutes")
+    node = rollout.redeem(s, _bearer(request), sha256, now)
+    if node is None:
+        svc.throttle.failed(key, ip, now)
+        s.rollback()
+        raise HTTPException(401, "a valid, unused download token for this model is required",
+                            headers={"WWW-Authenticate": 'Bearer realm="pondwatch-node"'})
+    s.commit()  # the token is spent
+    svc.throttle.succeeded(key, ip)
     path = rollout.file_path(svc.cfg, sha256)
     if not path.is_file():
         raise HTTPException(410, "model file missing on the server")
-    return FileResponse(path, media_type="application/octet-stream",
-                        filename=f"{want.name}.pt")
+    log.info("model %s downloaded by %s", sha256[:12], node.id)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{sha256}.pt")

@@ -323,6 +323,20 @@ class ServerModel(Base):
     eval: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     uploaded_by: Mapped[str] = mapped_column(String(64))
     uploaded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # the signer's document (protocol.signing): the gate and the nodes read only what it signs
+    signature: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ModelDownloadToken(Base):
+    """A single-use token a model_update hands one node for one model file (its sha256 kept;
+    the token itself only travels in the command)."""
+
+    __tablename__ = "model_download_tokens"
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(64))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ModelAssignment(Base):

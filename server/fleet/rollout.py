@@ -1,24 +1,33 @@
-"""Models for the nodes: stored files, the recall gate, per-pond assignment and node status."""
+"""Models for the nodes: signed uploads, the recall gate on signed figures, per-pond assignment,
+single-use download tokens and node status."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
+import json
 import logging
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from protocol import signing
 from protocol.digest import sha256_stream
 from server.core.config import ModelSettings, ServerConfig
-from server.core.db import CommandRow, ModelAssignment, Node, Pond, ServerModel
+from server.core.db import (
+    CommandRow,
+    ModelAssignment,
+    ModelDownloadToken,
+    Node,
+    Pond,
+    ServerModel,
+)
 from server.core.errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -53,10 +62,29 @@ def file_path(cfg: ServerConfig, sha256: str) -> Path:
     return models_dir(cfg) / f"{sha256}.pt"
 
 
+def signed(settings: ModelSettings, doc: signing.SignatureDoc | str | None
+           ) -> signing.SignedModel:
+    """What a model's signature vouches for, by a key of models.trusted_keys; ModelError
+    naming why not (none, an unknown key, a payload changed after signing)."""
+    if doc is None:
+        raise ModelError("the model is not signed (pondwatch-edge model sign NAME --key KEY); "
+                         "only models signed by the county's model key are taken")
+    try:
+        parsed = signing.parse_doc(doc) if isinstance(doc, str) else doc
+        return signing.verify(parsed, signing.trusted_keys(settings.trusted_keys))
+    except signing.SignatureError as exc:
+        raise ModelError(f"signature refused: {exc}") from exc
+
+
 def store(s: Session, cfg: ServerConfig, name: str, src: IO[bytes],
-          labels: dict[str, list[str]], evals: dict[str, Any] | None, by: str,
-          now: datetime, expected_sha256: str | None = None) -> ServerModel:
-    """Write an uploaded model file (atomically) and record it; refuse a name or digest in use."""
+          signature: signing.SignatureDoc | str | None, by: str, now: datetime
+          ) -> ServerModel:
+    """Write an uploaded model file (atomically) and record it with its signature; refuse an
+    unsigned or wrongly signed file, a name or digest in use. Labels and figures are the
+    signed entry's, never the uploader's."""
+    vouched = signed(cfg.models, signature)
+    if vouched.name != name:
+        raise ModelError(f"the signature is for model {vouched.name!r}, not {name!r}")
     if s.get(ServerModel, name) is not None:
         raise ModelError(f"model {name!r} already exists")
     folder = models_dir(cfg)
@@ -67,15 +95,20 @@ def store(s: Session, cfg: ServerConfig, name: str, src: IO[bytes],
             sha, size = sha256_stream(src, out.write)
         if size == 0:
             raise ModelError("the uploaded file is empty")
-        if expected_sha256 and sha != expected_sha256:
-            raise ModelError(f"sha256 of the upload is {sha}, the form says {expected_sha256}")
+        if sha != vouched.sha256 or size != vouched.size:
+            raise ModelError(f"sha256 of the upload is {sha} ({size} bytes), the signature "
+                             f"covers {vouched.sha256} ({vouched.size} bytes)")
         if s.scalar(select(ServerModel).where(ServerModel.sha256 == sha)) is not None:
             raise ModelError(f"a model with sha256 {sha} is already stored")
         os.replace(tmp, file_path(cfg, sha))
     finally:
         Path(tmp).unlink(missing_ok=True)
-    row = ServerModel(name=name, sha256=sha, size=size, labels=labels, eval=evals,
-                      uploaded_by=by, uploaded_at=now)
+    entry = vouched.entry
+    doc = signing.parse_doc(signature) if isinstance(signature, str) else signature
+    assert doc is not None  # signed() refused None
+    row = ServerModel(name=name, sha256=sha, size=size, labels=entry.get("labels") or {},
+                      eval=entry.get("eval"), uploaded_by=by, uploaded_at=now,
+                      signature=doc.model_dump_json())
     s.add(row)
     return row
 
@@ -90,11 +123,18 @@ def floors_for(settings: ModelSettings, pond_id: str | None) -> dict[str, float]
 
 def gate(settings: ModelSettings, model: ServerModel, pond_ids: list[str | None]) -> GateResult:
     """Does the model reach every set's floor (and stay under its false-detection ceiling) for
-    each of these ponds? Failures name set and figure. Figures count only when measured on
-    this very file (their sha256)."""
+    each of these ponds? Failures name set and figure. Only figures the signature covers count
+    (checked again here, so a changed row counts for nothing), and only when measured on this
+    very file (their sha256)."""
     failures: list[str] = []
     figures: dict[str, float | None] = {}
-    evals = model.eval or {}
+    try:
+        vouched = signed(settings, model.signature)
+    except ModelError as exc:
+        return GateResult(ok=False, failures=[str(exc)], figures={})
+    if vouched.sha256 != model.sha256:
+        return GateResult(ok=False, failures=["the signature covers another file"], figures={})
+    evals = vouched.entry.get("eval") or {}
     ceilings = {g.name: g.max_false_per_image for g in settings.gate}
     for pond in pond_ids:
         for name, floor in floors_for(settings, pond).items():
@@ -177,11 +217,40 @@ def node_status(s: Session, node: Node) -> dict[str, Any]:
             "assigned_sha256": want.sha256 if want else None, "model_mismatch": mismatch}
 
 
-def update_args(cfg: ServerConfig, model: ServerModel) -> dict[str, Any]:
-    """The model_update command's arguments: what to fetch and check."""
+def update_args(s: Session, cfg: ServerConfig, model: ServerModel, node_id: str,
+                now: datetime) -> dict[str, Any]:
+    """The model_update command's arguments: what to fetch, a single-use download token for
+    this node and file (valid as long as the command), and the signature the node checks."""
     base = cfg.http.public_url.rstrip("/")
+    token = secrets.token_urlsafe(32)
+    s.add(ModelDownloadToken(token_sha256=_hash(token), node_id=node_id,
+                             model_sha256=model.sha256, used_at=None,
+                             expires_at=now + timedelta(seconds=cfg.models.download_ttl_s)))
     return {"name": model.name, "sha256": model.sha256, "size": model.size,
-            "labels": model.labels, "url": f"{base}/node-api/models/{model.sha256}"}
+            "labels": model.labels, "url": f"{base}/node-api/models/{model.sha256}",
+            "token": token,
+            "signature": json.loads(model.signature) if model.signature else None}
+
+
+def _hash(token: str) -> str:
+    """Tokens are kept as their sha256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def redeem(s: Session, token: str, sha256: str, now: datetime) -> Node | None:
+    """The node a download token was handed to, when it is unused, unexpired, for this file,
+    and the file is still the one assigned to that node's pond; the token is spent."""
+    row = s.get(ModelDownloadToken, _hash(token)) if token else None
+    if row is None or row.used_at is not None or row.expires_at <= now:
+        return None
+    if row.model_sha256 != sha256:
+        return None
+    node = s.get(Node, row.node_id)
+    want = assigned_model(s, node.pond_id) if node is not None else None
+    if node is None or want is None or want.sha256 != sha256:
+        return None
+    row.used_at = now
+    return node
 
 
 def due_updates(s: Session, now: datetime) -> list[tuple[Node, ServerModel]]:
@@ -202,37 +271,3 @@ def due_updates(s: Session, now: datetime) -> list[tuple[Node, ServerModel]]:
             continue
         out.append((node, want))
     return out
-
-
-def check_node_password(password_file: Path | None, user: str, password: str) -> bool:
-    """True when user:password matches the Mosquitto password file ($7$ PBKDF2-SHA512 or $6$
-    salted SHA-512, as mosquitto_passwd writes them)."""
-    if password_file is None or not user or not password:
-        return False
-    try:
-        lines = password_file.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        log.error("node password file %s unreadable: %s", password_file, exc)
-        return False
-    for line in lines:
-        name, sep, stored = line.strip().partition(":")
-        if sep and name == user:
-            return _matches(stored, password)
-    return False
-
-
-def _matches(stored: str, password: str) -> bool:
-    """Compare a password with one mosquitto_passwd hash."""
-    parts = stored.split("$")
-    try:
-        if len(parts) == 5 and parts[1] == "7":
-            iterations, salt, want = int(parts[2]), base64.b64decode(parts[3]), parts[4]
-            got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
-        elif len(parts) == 4 and parts[1] == "6":
-            salt, want = base64.b64decode(parts[2]), parts[3]
-            got = hashlib.sha512(password.encode() + salt).digest()
-        else:
-            return False
-        return hmac.compare_digest(base64.b64decode(want), got)
-    except (ValueError, TypeError):
-        return False

@@ -1,7 +1,11 @@
 """Model deployment end to end: a real server (private locked broker) and a real node process.
 
-A good model is switched to; a file corrupted on the server is refused and a file that is not
-a model is rolled back, each time with the old model kept and the reason in cmd/result.
+A good model, signed with the county's key (`model keygen`, `model sign`), is switched to; a
+file corrupted on the server is refused and a file that is not a model is rolled back, each
+time with the old model kept and the reason in cmd/result. A booby-trapped .pt never runs:
+unsigned, the server refuses it; signed by a key only a compromised server trusts, or sent with
+a signature whose entry was raised, the node refuses it before unpickling, and its marker file
+never appears.
 """
 
 from __future__ import annotations
@@ -26,10 +30,13 @@ from sqlalchemy import select
 from edge.cli import main as edge_main
 from edge.manifest import ModelEntry, Source
 from edge.model import store as modelstore
+from protocol import signing
 from protocol.digest import sha256_file
 from scripts.demo import DemoStack
-from server.core.db import CommandRow, Node
+from server.core.db import CommandRow, Node, ServerModel
 from server.fleet import rollout as server_models
+from server.link import commands
+from tests.signed import make_key, trapped_pt
 from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +68,11 @@ def stack(scenes_dir: Path, model_path: Path, tmp_path_factory: pytest.TempPathF
           ) -> Iterator[dict[str, Any]]:
     """Server with its private broker, and `pondwatch-edge run` on a long static video."""
     work = tmp_path_factory.mktemp("deploy")
-    st = DemoStack(work / "stack", model=model_path, scenes=scenes_dir)
+    county, county_pub = make_key(work / "keys", "county")
+    # a key the server trusts and the nodes do not: a compromised server or its config
+    rogue, rogue_pub = make_key(work / "keys", "rogue")
+    st = DemoStack(work / "stack", model=model_path, scenes=scenes_dir,
+                   model_keys=[county_pub, rogue_pub])
     node: subprocess.Popen[bytes] | None = None
     try:
         srv = st.start_server()
@@ -77,13 +88,14 @@ def stack(scenes_dir: Path, model_path: Path, tmp_path_factory: pytest.TempPathF
             "node_id": "heyuan-01", "pond_id": "heyuan-shantang",
             "camera": {"source": str(_static_video(work / "bus.mp4", bus)), "fps": 2},
             "model": {"path": str(models / "person.pt"), "imgsz": 320,
-                      "labels": {"person": ["person", "Normal", "Fall"]}},
+                      "labels": {"person": ["person", "Normal", "Fall"]},
+                      "trusted_keys": [f"{county}.pub"]},
             "zones": {"water": [[0, 0.9], [1, 0.9], [1, 1], [0, 1]]},
             "mqtt": {"url": sup.url,
                      "password_file": str(sup.credentials.password_file("heyuan-01"))},
             "outbox": str(work / "outbox.db"),
             "health": {"interval_s": 5},
-            "deploy": {"server_url": srv.url, "timeout_s": 10},
+            "deploy": {"server_url": srv.url, "timeout_s": 10, "allow_http": True},
         }
         node_yaml = work / "node.yaml"
         node_yaml.write_text(yaml.safe_dump(cfg))
@@ -92,7 +104,7 @@ def stack(scenes_dir: Path, model_path: Path, tmp_path_factory: pytest.TempPathF
                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "YOLO_OFFLINE": "1"})
         yield {"stack": st, "srv": srv, "node": node, "models": models, "work": work,
-               "log": work / "node.log"}
+               "log": work / "node.log", "county": county, "rogue": rogue}
     finally:
         if node is not None and node.poll() is None:
             node.send_signal(signal.SIGTERM)
@@ -117,17 +129,24 @@ def _fleet(st: DemoStack, api: bool = False) -> dict[str, Any]:
         return server_models.node_status(s, node)
 
 
-def _upload_assign(st: DemoStack, name: str, data: bytes,
-                   before_assign: Any = None) -> dict[str, Any]:
-    """Upload with passing figures measured on this very file, then assign to the pond."""
+def _signature(key: Path, name: str, data: bytes, water: float = 0.9) -> signing.SignatureDoc:
+    """data and an entry with passing figures measured on this very file, signed by key."""
     sha = hashlib.sha256(data).hexdigest()
-    evals = {"water-people-valid": {"recall": 0.9, "sha256": sha},
+    evals = {"water-people-valid": {"recall": water, "sha256": sha},
              "land-people-valid": {"recall": 0.75, "false_per_image": 0.3, "sha256": sha},
              "scenes-land": {"recall": 0.97, "sha256": sha}}
     entry = {"labels": {"person": ["Normal", "Fall"]}, "eval": evals, "sha256": sha}
+    return signing.sign(signing.load_private(key), name, sha, len(data), entry)
+
+
+def _upload_assign(st: DemoStack, name: str, data: bytes, key: Path,
+                   before_assign: Any = None) -> dict[str, Any]:
+    """Upload signed by key with passing figures, then assign to the pond."""
+    sha = hashlib.sha256(data).hexdigest()
+    doc = _signature(key, name, data)
     with st.api() as c:
         r = c.post("/api/models", files={"file": (f"{name}.pt", data)},
-                   data={"name": name, "entry": json.dumps(entry)})
+                   data={"name": name, "signature": doc.model_dump_json()})
         assert r.status_code == 201, r.text
         if before_assign:
             before_assign(sha)
@@ -188,6 +207,13 @@ def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path:
     monkeypatch.setenv("PONDWATCH_PASSWORD", "wrong")
     push = ["model", "--manifest", str(manifest), "--dir", str(local), "push", "pond-v2",
             "--server", env["srv"].url, "--user", "admin"]
+    assert edge_main(push) == 2  # unsigned: refused before anything is sent
+    sign = ["model", "--manifest", str(manifest), "--dir", str(local), "sign", "pond-v2",
+            "--key", str(env["county"])]
+    assert edge_main(sign) == 0 and signing.sig_path(good_path).is_file()
+    verify = ["model", "--manifest", str(manifest), "--dir", str(local),
+              "--trusted-key", f"{env['county']}.pub", "verify"]
+    assert edge_main(verify) == 0
     assert edge_main(push) == 2  # the server refuses a wrong admin password (a ModelStoreError)
     monkeypatch.setenv("PONDWATCH_PASSWORD", st.admin_password)
     assert edge_main(push) == 0
@@ -207,7 +233,7 @@ def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path:
         path.write_bytes(bytes(raw))
 
     third = _resaved(model_path, env["work"] / "v3.pt", "v3").read_bytes()
-    v3 = _upload_assign(st, "pond-v3", third, before_assign=corrupt)["sha"]
+    v3 = _upload_assign(st, "pond-v3", third, env["county"], before_assign=corrupt)["sha"]
     row = _answer(env, "pond-v3")
     assert not row.ok
     assert f"the server announced {v3}; refused" in row.result["error"]
@@ -216,8 +242,55 @@ def test_deploy_good_then_corrupt_then_broken(stack: dict[str, Any], model_path:
     wait_for(lambda: _fleet(st)["model_mismatch"] is True, timeout=30)  # flagged until fixed
 
     junk = np.random.default_rng(0).bytes(4096)
-    _upload_assign(st, "pond-junk", junk)
+    _upload_assign(st, "pond-junk", junk, env["county"])
     row = _answer(env, "pond-junk")
     assert not row.ok and "does not load" in row.result["error"], row.result
     assert "rolled back" in row.result["error"] and _active_sha(env) == v2
     assert stack["node"].poll() is None  # the node kept running through all three
+
+
+@pytest.mark.slow
+def test_a_model_can_never_run_code_on_the_node(stack: dict[str, Any]) -> None:
+    """A .pt whose unpickling touches a marker file: unsigned, the server refuses the upload;
+    signed by a key the server trusts but the node does not, it is assigned and sent, and the
+    node refuses it before loading; a county-signed entry with raised figures is refused by
+    the server, and by the node when a (compromised) server sends it anyway. The marker never
+    appears and the node keeps its model."""
+    st, env = stack["stack"], stack
+    wait_for(lambda: _fleet(st)["model_sha256"] is not None, timeout=90)
+    before = _active_sha(env)
+    marker = env["work"] / "pwned"
+    trap = trapped_pt(env["work"] / "trap.pt", marker).read_bytes()
+    with st.api() as c:
+        r = c.post("/api/models", files={"file": ("trap.pt", trap)},
+                   data={"name": "trap", "entry": json.dumps({"labels": {}})})
+        assert r.status_code == 409 and "not signed" in r.json()["detail"], r.text
+    _upload_assign(st, "trap", trap, env["rogue"])  # a compromised server would send it
+    row = _answer(env, "trap")
+    assert not marker.exists(), "the node unpickled the trapped model"
+    assert not row.ok and "not trusted here" in row.result["error"], row.result
+    assert "refused before loading" in row.result["error"]
+    assert not marker.exists() and _active_sha(env) == before
+
+    low = _signature(env["county"], "trap", trap, water=0.3)  # the county signed low figures
+    raised = low.model_copy(update={"payload": low.payload.replace('"recall": 0.3,',
+                                                                   '"recall": 0.95,')})
+    assert raised.payload != low.payload
+    with st.api() as c:
+        r = c.post("/api/models", files={"file": ("t2.pt", trap + b"\0")},
+                   data={"name": "trap-raised", "signature": raised.model_dump_json()})
+        assert r.status_code == 409 and "does not match its payload" in r.json()["detail"]
+    svc = env["srv"].services
+    with svc.sessions() as s, s.begin():  # the server sends it anyway (trap is assigned)
+        model = s.get(ServerModel, "trap")
+        assert model is not None
+        now = svc.clock.now()
+        args = server_models.update_args(s, svc.cfg, model, "heyuan-01", now)
+        args.update(name="trap-raised", signature=raised.model_dump(mode="json"))
+        commands.send(s, svc.ingest.client, svc.ingest.topics, "heyuan-01", "model_update",
+                      args, 600, "test", now)
+    row = _answer(env, "trap-raised")
+    assert not row.ok and "does not match its payload" in row.result["error"], row.result
+    assert not marker.exists() and _active_sha(env) == before
+    assert not list(env["models"].glob("trap*"))
+    assert stack["node"].poll() is None

@@ -63,7 +63,8 @@ def _samples(assets: Path, model_path: Path) -> list[tuple[str, np.ndarray, list
 @pytest.mark.slow
 def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, assets: Path,
                                            model_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     """Every resolved alert's frame lands in the dataset with the right labels, and a model
     fine-tuned on it loads and is measured."""
     # an admin from the environment (the demo stack sets one) would reset our admin's password
@@ -153,9 +154,11 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
     manifest = tmp_path / "manifest.yaml"
     shutil.copyfile(REPO / "models/manifest.yaml", manifest)
     common = ["model", "--manifest", str(manifest), "--dir", str(models)]
+    key = tmp_path / "county.key"  # the county's model key, made for this test
+    assert edge_main(["model", "keygen", str(key)]) == 0
     assert edge_main([*common, "train", "--data", str(out / "data.yaml"), "--base",
                       "person-offline", "--epochs", "1", "--imgsz", "160", "--batch", "4",
-                      "--name", "loop-v1"]) == 0
+                      "--name", "loop-v1", "--sign-key", str(key)]) == 0
     entry = load_manifest(manifest).models["loop-v1"]
     assert entry.data == [str(out / "data.yaml")] and entry.base == "person-offline"
 
@@ -171,9 +174,18 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
     sets = tmp_path / "sets.yaml"
     sets.write_text(yaml.safe_dump({"sets": {"loop": {"dir": str(val), "kind": "water"}}}))
     node_yaml = tmp_path / "node.yaml"
-    node_yaml.write_text(yaml.safe_dump(node_cfg.model_dump(mode="json")))
+    trusting = node_cfg.model_dump(mode="json")
+    trusting["model"]["trusted_keys"] = [f"{key}.pub"]  # the node loads only signed models
+    node_yaml.write_text(yaml.safe_dump(trusting))
     assert edge_main([*common, "eval", "loop-v1", "--config", str(node_yaml), "--sets",
                       str(sets), "--record"]) == 0
     figures = load_manifest(manifest).models["loop-v1"].eval
     assert figures and 0.0 <= figures["loop"]["recall"] <= 1.0
     assert figures["loop"]["sha256"] == entry.sha256
+    # the figures changed the entry: `model verify` says the signature must be renewed
+    verify = [*common, "--trusted-key", f"{key}.pub", "verify"]
+    assert edge_main(verify) == 0
+    assert "run `model sign` again" in capsys.readouterr().out
+    assert edge_main([*common, "sign", "loop-v1", "--key", str(key)]) == 0
+    assert edge_main(verify) == 0
+    assert "loop-v1: signed by key" in capsys.readouterr().out

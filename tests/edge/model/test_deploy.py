@@ -1,8 +1,8 @@
-"""ModelDeployer: real HTTP downloads with the node's credentials, atomic switch and rollback."""
+"""ModelDeployer: real HTTP downloads with the command's token, the signature checked before
+loading, atomic switch and rollback."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import http.server
 import threading
@@ -14,14 +14,24 @@ import pytest
 
 from edge.config import NodeConfig
 from edge.model.deploy import ModelDeployer
+from protocol import signing
 from protocol.digest import sha256_file
+from tests.signed import make_key, trapped_pt
 
-TOKEN = "Basic " + base64.b64encode(b"node-01:pw-1").decode()
+TOKEN = "tok-" + "x" * 40
+BEARER = f"Bearer {TOKEN}"
+
+
+@pytest.fixture(scope="module")
+def county(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The county's model key made for these tests: (private key, public text)."""
+    return make_key(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
-    """A loopback HTTP server that serves files only to node-01:pw-1; records auth headers."""
+    """A loopback HTTP server that serves files only with TOKEN; records auth headers.
+    /redirect/... answers with a redirect to the same file."""
     root = tmp_path / "www"
     root.mkdir()
     seen: list[str] = []
@@ -32,8 +42,13 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             seen.append(self.headers.get("Authorization", ""))
-            if self.headers.get("Authorization") != TOKEN:
+            if self.headers.get("Authorization") != BEARER:
                 self.send_error(401)
+                return
+            if self.path.startswith("/redirect/"):
+                self.send_response(302)
+                self.send_header("Location", self.path.removeprefix("/redirect"))
+                self.end_headers()
                 return
             super().do_GET()
 
@@ -49,18 +64,28 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, list[str]]]:
         srv.server_close()
 
 
+KEYS: list[str] = []  # the county's public key, set by the autouse fixture
+COUNTY: list[Path] = []  # and its private key
+
+
+@pytest.fixture(autouse=True)
+def _trust(county: tuple[Path, str]) -> None:
+    KEYS[:], COUNTY[:] = [county[1]], [county[0]]
+
+
 def _cfg(tmp: Path, model: Path, url: str | None) -> NodeConfig:
-    """A node config whose model.path is model."""
+    """A node config whose model.path is model, trusting the county's key."""
     return NodeConfig.model_validate({
         "node_id": "node-01", "pond_id": "p", "camera": {"source": "x.mp4"},
-        "model": {"path": str(model)}, "zones": {"water": [[0, 0], [1, 0], [1, 1]]},
-        "outbox": str(tmp / "outbox.db"), "deploy": {"server_url": url}})
+        "model": {"path": str(model), "trusted_keys": KEYS},
+        "zones": {"water": [[0, 0], [1, 0], [1, 1]]},
+        "outbox": str(tmp / "outbox.db"), "deploy": {"server_url": url, "allow_http": True}})
 
 
 class Harness:
     """A deployer whose detectors are the file contents, and a selftest the test sets."""
 
-    def __init__(self, cfg: NodeConfig, password: str = "pw-1") -> None:
+    def __init__(self, cfg: NodeConfig) -> None:
         self.active: Any = "old-detector"
         self.swaps: list[Any] = []
         self.checks = {"model": True, "clock": False}
@@ -68,8 +93,7 @@ class Harness:
         self.switched: list[Any] = []
         self.cfg = cfg
         self.deployer = ModelDeployer(cfg, load=self.load, swap=self.swap,
-                                      selftest=self.selftest, on_switched=self.switched.append,
-                                      password=lambda: password)
+                                      selftest=self.selftest, on_switched=self.switched.append)
 
     def load(self, path: str) -> Any:
         data = Path(path).read_bytes()
@@ -94,6 +118,15 @@ def _publish(root: Path, data: bytes) -> tuple[str, str]:
     return sha, f"/node-api/models/{sha}.pt"
 
 
+def _signed(root: Path, sha: str, name: str = "v2", key: Path | None = None,
+            entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The signature document of a published file (default: by the county's key)."""
+    data = (root / f"{sha}.pt").read_bytes()
+    doc = signing.sign(signing.load_private(key or COUNTY[0]), name, sha, len(data),
+                       {"labels": {"person": ["Normal"]}, **(entry or {})})
+    return doc.model_dump(mode="json")
+
+
 @pytest.fixture()
 def models(tmp_path: Path) -> Path:
     """A models folder with old.pt and person.pt -> old.pt."""
@@ -104,8 +137,17 @@ def models(tmp_path: Path) -> Path:
     return d
 
 
-def _args(url: str, sha: str, path: str, name: str = "v2") -> dict[str, Any]:
-    return {"name": name, "sha256": sha, "url": url + path.replace("/node-api/models", "")}
+def _args(url: str, sha: str, path: str, name: str = "v2", root: Path | None = None,
+          sig: dict[str, Any] | None = None, size: int | None = None) -> dict[str, Any]:
+    """model_update's arguments as the server sends them (signed by the county unless sig)."""
+    rel = path.replace("/node-api/models", "")
+    file = (root / rel.lstrip("/")) if root is not None else None
+    if size is None:
+        size = file.stat().st_size if file is not None and file.is_file() else 8
+    if sig is None and root is not None and (root / f"{sha}.pt").is_file():
+        sig = _signed(root, sha, name)
+    return {"name": name, "sha256": sha, "url": url + rel, "size": size, "token": TOKEN,
+            "signature": sig}
 
 
 def test_good_model_switches_the_symlink(tmp_path: Path, models: Path,
@@ -115,13 +157,13 @@ def test_good_model_switches_the_symlink(tmp_path: Path, models: Path,
     url, root, seen = server
     sha, path = _publish(root, b"MODEL v2")
     h = Harness(_cfg(tmp_path, models / "person.pt", url))
-    ok, res = h.deployer.handle(_args(url, sha, path))
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root))
     assert ok, res
-    assert seen == [TOKEN] and h.active == b"MODEL v2"
+    assert seen == [BEARER] and h.active == b"MODEL v2"
     assert sha256_file(models / "person.pt") == sha and (models / "person.pt").is_symlink()
     assert res["previous"]["sha256"] == hashlib.sha256(b"MODEL old").hexdigest()
     assert h.switched and h.switched[0].sha256 == sha
-    ok, res = h.deployer.handle(_args(url, sha, path))
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root))
     assert ok and res["unchanged"] and len(seen) == 1
 
 
@@ -132,7 +174,7 @@ def test_selftest_broken_by_switch_rolls_back(tmp_path: Path, models: Path,
     sha, path = _publish(root, b"MODEL loads but cannot detect")
     h = Harness(_cfg(tmp_path, models / "person.pt", url))
     h.after_switch = {"model": False}
-    ok, res = h.deployer.handle(_args(url, sha, path))
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root))
     assert not ok and "selftest failed after the switch (model); rolled back" in res["error"]
     assert h.active == "old-detector" and h.swaps[-1] == "old-detector"
     assert (models / "person.pt").resolve().name == "old.pt"
@@ -149,11 +191,11 @@ def test_plain_file_switch_and_load_failure(tmp_path: Path,
     (d / "model.pt").write_bytes(b"MODEL old")
     h = Harness(_cfg(tmp_path, d / "model.pt", url))
     sha, path = _publish(root, b"not a model at all")
-    ok, res = h.deployer.handle(_args(url, sha, path, "junk"))
+    ok, res = h.deployer.handle(_args(url, sha, path, "junk", root=root))
     assert not ok and "does not load" in res["error"] and "rolled back" in res["error"]
     assert (d / "model.pt").read_bytes() == b"MODEL old" and h.swaps == []
     sha, path = _publish(root, b"MODEL v2")
-    ok, res = h.deployer.handle(_args(url, sha, path))
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root))
     assert ok, res
     assert (d / "model.pt").read_bytes() == b"MODEL v2"
     assert (d / "model.pt.previous").read_bytes() == b"MODEL old"
@@ -161,28 +203,85 @@ def test_plain_file_switch_and_load_failure(tmp_path: Path,
 
 def test_refusals_keep_the_old_model(tmp_path: Path, models: Path,
                                      server: tuple[str, Path, list[str]]) -> None:
-    """Wrong digest, wrong password, a foreign URL, no server_url and bad args are refused."""
+    """Wrong digest, wrong token, a foreign URL, no server_url and bad args are refused."""
     url, root, seen = server
     sha, path = _publish(root, b"MODEL v2")
     h = Harness(_cfg(tmp_path, models / "person.pt", url))
-    ok, res = h.deployer.handle(_args(url, "a" * 64, path))
+    ok, res = h.deployer.handle(_args(url, "a" * 64, path, root=root))
     assert not ok and f"sha256 of the download is {sha}, the server announced {'a' * 64}" in \
         res["error"]
-    bad_pw = Harness(_cfg(tmp_path, models / "person.pt", url), password="wrong")
-    ok, res = bad_pw.deployer.handle(_args(url, sha, path))
+    ok, res = h.deployer.handle({**_args(url, sha, path, root=root), "token": "t" * 30})
     assert not ok and "HTTP 401" in res["error"]
-    ok, res = h.deployer.handle({"name": "v2", "sha256": sha, "url": "http://evil.example/x"})
+    ok, res = h.deployer.handle({**_args(url, sha, path, root=root),
+                                 "url": "http://evil.example/x"})
     assert not ok and "not under deploy.server_url" in res["error"]
     export = models / "old_ncnn_model"
     export.mkdir()
     on_export = Harness(_cfg(tmp_path, export, url))
-    ok, res = on_export.deployer.handle(_args(url, sha, path))
+    ok, res = on_export.deployer.handle(_args(url, sha, path, root=root))
     assert not ok and "is a ncnn export" in res["error"]
     none = Harness(_cfg(tmp_path, models / "person.pt", None))
-    ok, res = none.deployer.handle(_args(url, sha, path))
+    ok, res = none.deployer.handle(_args(url, sha, path, root=root))
     assert not ok and "deploy.server_url is not configured" in res["error"]
-    assert not h.deployer.handle({"name": "Bad Name", "sha256": sha, "url": url})[0]
-    assert not h.deployer.handle({"name": "v2", "sha256": "xyz", "url": url})[0]
+    good = _args(url, sha, path, root=root)
+    for bad in ({"name": "Bad Name"}, {"sha256": "xyz"}, {"size": 0}, {"size": "8"},
+                {"token": None}, {"token": "short"}, {"signature": {"format": "x"}}):
+        assert not h.deployer.handle({**good, **bad})[0], bad
     assert (models / "person.pt").resolve().name == "old.pt" and h.swaps == []
     assert not list(models.glob(".*part"))
-    assert len(seen) == 2  # the foreign URL, the export and bad args never got credentials
+    assert len(seen) == 2  # the foreign URL, the export and bad args never got the token
+
+
+def test_unsigned_or_wrongly_signed_models_never_load(tmp_path: Path, models: Path,
+                                                      server: tuple[str, Path, list[str]]
+                                                      ) -> None:
+    """A booby-trapped .pt the server sends unsigned, signed by another key, or with a
+    signature whose entry was changed (raised figures) is refused before loading: the loader
+    is never called, its marker never appears, the files are removed, the old model stays."""
+    url, root, _ = server
+    marker = tmp_path / "pwned"
+    trap = trapped_pt(tmp_path / "trap.pt", marker).read_bytes()
+    sha, path = _publish(root, trap)
+    h = Harness(_cfg(tmp_path, models / "person.pt", url))
+    loaded: list[str] = []
+    h.deployer._load = lambda p: loaded.append(p)  # type: ignore[assignment,method-assign]
+    ok, res = h.deployer.handle({**_args(url, sha, path, root=root), "signature": None})
+    assert not ok and "neither pinned" in res["error"] and "refused before loading" in \
+        res["error"]
+    other, _ = make_key(tmp_path / "other")
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root,
+                                      sig=_signed(root, sha, key=other)))
+    assert not ok and "not trusted here" in res["error"]
+    low = _signed(root, sha, entry={"eval": {"water-people-valid": {"recall": 0.3}}})
+    raised = {**low, "payload": low["payload"].replace('"recall": 0.3', '"recall": 0.9')}
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root, sig=raised))
+    assert not ok and "does not match its payload" in res["error"]
+    assert not loaded and not marker.exists() and h.swaps == []
+    assert sorted(p.name for p in models.iterdir()) == ["old.pt", "person.pt"]
+
+
+def test_download_bounded_by_the_announced_size_and_no_redirect(
+        tmp_path: Path, models: Path, server: tuple[str, Path, list[str]]) -> None:
+    """More bytes than announced, fewer, or a redirect: refused, nothing kept."""
+    url, root, seen = server
+    sha, path = _publish(root, b"MODEL v2 with some bytes")
+    h = Harness(_cfg(tmp_path, models / "person.pt", url))
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root, size=8))
+    assert not ok and "announced 8" in res["error"]
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root, size=4096))
+    assert not ok and "announced 4096" in res["error"]
+    redirect = _args(url, sha, path, root=root)
+    redirect["url"] = redirect["url"].replace(url, url + "/redirect")
+    ok, res = h.deployer.handle(redirect)
+    assert not ok and "redirect" in res["error"] and len(seen) == 3
+    assert sorted(p.name for p in models.iterdir()) == ["old.pt", "person.pt"]
+
+
+def test_plain_http_server_url_only_in_development() -> None:
+    """An http:// deploy.server_url is a config error unless allow_http says development."""
+    from edge.config import DeployConfig
+
+    with pytest.raises(ValueError, match="https"):
+        DeployConfig(server_url="http://pw.county")
+    assert DeployConfig(server_url="http://127.0.0.1:8000", allow_http=True).allow_http
+    assert DeployConfig(server_url="https://pw.county").server_url

@@ -10,9 +10,11 @@ import pytest
 import yaml
 
 from edge.cli import main
+from edge.config import ModelConfig
 from edge.manifest import ModelStoreError, load_manifest
 from edge.model import store as modelstore
 from edge.model.train import load_recipe
+from edge.trust import ModelTrustError, check_model
 from protocol.digest import sha256_file
 
 REPO = Path(__file__).resolve().parents[3]
@@ -87,9 +89,12 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     shutil.copyfile(model_path, models / "person-offline.pt")
     manifest = tmp_path / "manifest.yaml"
     shutil.copyfile(REPO / "models/manifest.yaml", manifest)
+    key = tmp_path / "county.key"  # the county's model key, made for this test
+    assert main(["model", "keygen", str(key)]) == 0
     assert main(["model", "--manifest", str(manifest), "--dir", str(models), "train",
                  "--data", str(data), "--base", "person-offline", "--epochs", "1",
-                 "--imgsz", "160", "--batch", "4", "--name", "tiny-ft"]) == 0
+                 "--imgsz", "160", "--batch", "4", "--name", "tiny-ft",
+                 "--sign-key", str(key)]) == 0
     man = load_manifest(manifest)
     entry = man.models["tiny-ft"]
     weights = models / "tiny-ft.pt"
@@ -100,6 +105,13 @@ def test_train_one_epoch_writes_manifest_entry(tmp_path: Path, assets: Path,
     assert entry.recipe["epochs"] == 1 and entry.recipe["imgsz"] == 160
     assert set(entry.labels["person"]) == {"Normal", "Fall"}
     assert modelstore.resolve("tiny-ft", models, man).path == weights
+    # signed on the workstation that trained it: a node trusting the key loads it, no other
+    pub = (tmp_path / "county.key.pub").read_text().split()[0]
+    verdict = check_model(weights, ModelConfig(path=str(weights), trusted_keys=[pub]))
+    assert verdict.how == "signed" and verdict.name == "tiny-ft"
+    assert verdict.entry is not None and verdict.entry["sha256"] == entry.sha256
+    with pytest.raises(ModelTrustError, match="not trusted here"):
+        check_model(weights, ModelConfig(path=str(weights)))
     assert "person-offline" in man.models  # the rest of the manifest is kept
     assert "# PondWatch model manifest" in manifest.read_text()
     assert main(["model", "--manifest", str(manifest), "--dir", str(models), "train",

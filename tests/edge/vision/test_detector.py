@@ -70,14 +70,21 @@ def test_label_map_naming_no_model_class_is_rejected(model_path: Path) -> None:
         load_detector(ModelConfig(path=str(model_path), labels={"person": ["person"]}))
 
 
-def test_missing_and_broken_model_files(tmp_path: Path) -> None:
-    """A missing file and a file that is no model both raise DetectorError."""
+def test_missing_untrusted_and_broken_model_files(tmp_path: Path) -> None:
+    """A missing file, a file neither pinned nor signed (refused before loading), and a
+    signed file that is no model all raise DetectorError."""
+    from tests.signed import make_key, sign
+
     with pytest.raises(DetectorError, match="not found"):
         load_detector(ModelConfig(path=str(tmp_path / "none.pt")))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a model")
-    with pytest.raises(DetectorError, match="cannot load"):
+    with pytest.raises(DetectorError, match="neither pinned .* nor signed"):
         load_detector(ModelConfig(path=str(bad)))
+    key, pub = make_key(tmp_path / "keys")
+    sign(bad, key, "bad")
+    with pytest.raises(DetectorError, match="cannot load"):
+        load_detector(ModelConfig(path=str(bad), trusted_keys=[pub]))
 
 
 def test_meaning_map_is_case_insensitive_first_wins() -> None:
@@ -95,6 +102,8 @@ def test_an_onnx_export_works_through_the_same_seam(model_path: Path, bus: np.nd
     pt = tmp_path / "person.pt"
     shutil.copy(model_path, pt)
     onnx = YOLO(str(pt)).export(format="onnx", imgsz=640, simplify=False, verbose=False)
+    from edge.trust import check_model, write_record
+    write_record(onnx, check_model(pt, ModelConfig(path=str(pt))))  # as `model export` does
     det = UltralyticsDetector(ModelConfig(path=str(onnx), imgsz=640,
                                           labels={"person": ["Normal", "Fall"]}))
     assert len(det.detect(bus)) >= 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +12,12 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from protocol import signing
 from protocol.payloads import Health, encode
 from server.access import auth
 from server.app import create_app
 from server.core.config import ConfigError, parse_config
 from server.core.db import Person
-from server.fleet.rollout import check_node_password
 from server.link.ingest import Inbound
 from tests.server.alerting.test_escalation import Harness, P
 from tests.server.conftest import PageReceiver
@@ -38,14 +37,23 @@ ADMIN = _basic("admin", "admin-pass-1")
 TECH = _basic("tech", "tech-pass-12")
 
 
+@pytest.fixture(scope="module")
+def county_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The county's model key, made for these tests."""
+    key = tmp_path_factory.mktemp("keys") / "county.key"
+    signing.generate(key)
+    return key
+
+
+def _pub(key: Path) -> str:
+    return signing.public_text(signing.load_private(key).public_key())
+
+
 @pytest.fixture
-def env(tmp_path: Path, receiver: PageReceiver) -> Any:
-    """Services with users, a Mosquitto password file for the nodes, and a client."""
-    passwd = tmp_path / "pondwatch.passwd"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwd), "heyuan-01", "node-pw-1"],
-                   check=True)
+def env(tmp_path: Path, receiver: PageReceiver, county_key: Path) -> Any:
+    """Services with users, the county's public model key, and a client."""
     h = Harness(tmp_path, receiver, models={
-        "dir": str(tmp_path / "models"), "node_password_file": str(passwd),
+        "dir": str(tmp_path / "models"), "trusted_keys": [_pub(county_key)],
         "pond_floors": {"beitang": {"water-people-valid": 0.8}}})
     with h.svc.sessions() as s, s.begin():
         auth.set_user(s, "admin", "admin-pass-1", "admin")
@@ -66,16 +74,34 @@ def _evals(water: float, land: float, sha: str = SHA, real_land: float = 0.75,
             "scenes-land": {"recall": land, "sha256": sha}}
 
 
-def _upload(client: TestClient, name: str, evals: dict[str, Any] | None,
-            data: bytes = WEIGHTS, headers: dict[str, str] = ADMIN) -> Any:
-    """POST a model with its manifest entry."""
+def _doc(name: str, evals: dict[str, Any] | None, data: bytes = WEIGHTS,
+         key: Path | None = None) -> signing.SignatureDoc:
+    """The signature of data and its entry (default key: the county's)."""
     entry = {"labels": {"person": ["Normal", "Fall"]}, "eval": evals,
              "sha256": hashlib.sha256(data).hexdigest()}
+    return signing.sign(signing.load_private(key or KEY[0]), name,
+                        hashlib.sha256(data).hexdigest(), len(data), entry)
+
+
+KEY: list[Path] = []  # the county key of the running test (set by the autouse fixture)
+
+
+@pytest.fixture(autouse=True)
+def _key(county_key: Path) -> Any:
+    KEY[:] = [county_key]
+    yield
+
+
+def _upload(client: TestClient, name: str, evals: dict[str, Any] | None,
+            data: bytes = WEIGHTS, headers: dict[str, str] = ADMIN,
+            doc: signing.SignatureDoc | None = None) -> Any:
+    """POST a model with its signature (by the county's key unless doc is given)."""
+    sig = doc or _doc(name, evals, data)
     return client.post("/api/models", headers=headers, files={"file": ("m.pt", data)},
-                       data={"name": name, "entry": json.dumps(entry)})
+                       data={"name": name, "signature": sig.model_dump_json()})
 
 
-def test_upload_admin_only_and_checked(env: Any) -> None:
+def test_upload_admin_only_and_checked(env: Any, tmp_path: Path) -> None:
     """Technicians cannot upload; a wrong digest, a duplicate name and bad JSON are refused."""
     _h, client = env
     assert _upload(client, "v1", _evals(0.6, 0.97), headers=TECH).status_code == 403
@@ -83,14 +109,63 @@ def test_upload_admin_only_and_checked(env: Any) -> None:
     r = _upload(client, "v1", _evals(0.6, 0.97))
     assert r.status_code == 201 and r.json()["sha256"] == SHA
     assert _upload(client, "v1", None, data=b"other").status_code == 409
-    assert "already stored" in _upload(client, "v1b", None).json()["detail"]
-    bad = client.post("/api/models", headers=ADMIN, files={"file": ("m.pt", b"x")},
-                      data={"name": "v2", "entry": json.dumps({"labels": {}, "sha256": "0" * 64})})
-    assert bad.status_code == 409 and "the form says " + "0" * 64 in bad.json()["detail"]
+    assert "already stored" in _upload(client, "v1b", None,
+                                       doc=_doc("v1b", None)).json()["detail"]
+    bad = _upload(client, "v2", None, data=b"x", doc=_doc("v2", None, b"y"))
+    assert bad.status_code == 409 and "the signature covers" in bad.json()["detail"]
     assert client.post("/api/models", headers=ADMIN, files={"file": ("m.pt", b"x")},
-                       data={"name": "v3", "entry": "{"}).status_code == 422
+                       data={"name": "v3", "signature": _doc("v3", None, b"x").model_dump_json(),
+                             "entry": "{"}).status_code == 422
     listed = client.get("/api/models", headers=TECH).json()
     assert [m["name"] for m in listed] == ["v1"]
+
+
+def test_upload_must_be_signed_by_the_county(env: Any, tmp_path: Path) -> None:
+    """Unsigned, signed by another key, signed for another name, or re-sent with raised
+    figures (the payload changed after signing, or an entry beside it that differs): 409, and
+    nothing is stored."""
+    _h, client = env
+    data = b"w" * 100
+    r = client.post("/api/models", headers=ADMIN, files={"file": ("m.pt", data)},
+                    data={"name": "v1", "entry": json.dumps({"labels": {}})})
+    assert r.status_code == 409 and "not signed" in r.json()["detail"]
+    other = tmp_path / "other.key"
+    signing.generate(other)
+    r = _upload(client, "v1", None, data=data, doc=_doc("v1", None, data, key=other))
+    assert r.status_code == 409 and "not trusted here" in r.json()["detail"]
+    r = _upload(client, "v1", None, data=data, doc=_doc("v9", None, data))
+    assert r.status_code == 409 and "for model 'v9'" in r.json()["detail"]
+    low = _doc("v1", _evals(0.30, 0.97, hashlib.sha256(data).hexdigest()), data)
+    raised = low.model_copy(update={"payload": low.payload.replace('"recall": 0.3,',
+                                                                   '"recall": 0.9,')})
+    assert raised.payload != low.payload
+    r = _upload(client, "v1", None, data=data, doc=raised)
+    assert r.status_code == 409 and "does not match its payload" in r.json()["detail"]
+    entry = json.loads(low.payload)["entry"]
+    entry["eval"]["water-people-valid"]["recall"] = 0.9
+    r = client.post("/api/models", headers=ADMIN, files={"file": ("m.pt", data)},
+                    data={"name": "v1", "signature": low.model_dump_json(),
+                          "entry": json.dumps(entry)})
+    assert r.status_code == 409 and "differs from the signed entry" in r.json()["detail"]
+    assert client.get("/api/models", headers=ADMIN).json() == []
+
+
+def test_gate_reads_only_signed_figures(env: Any) -> None:
+    """Figures changed in the database after a signed upload count for nothing: the gate
+    reads the signature's; a row without a signature is refused."""
+    h, client = env
+    low = hashlib.sha256(b"z" * 100).hexdigest()
+    assert _upload(client, "low", _evals(0.30, 0.97, low), data=b"z" * 100).status_code == 201
+    from server.core.db import ServerModel
+    with h.svc.sessions() as s, s.begin():
+        row = s.get(ServerModel, "low")
+        row.eval = _evals(0.99, 0.99, low)  # a compromised row
+    r = client.post("/api/models/low/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert r.status_code == 409 and "recall 0.300 < floor 0.500" in r.json()["detail"]
+    with h.svc.sessions() as s, s.begin():
+        s.get(ServerModel, "low").signature = None
+    r = client.post("/api/models/low/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert r.status_code == 409 and "not signed" in r.json()["detail"]
 
 
 def test_gate_names_set_and_figure(env: Any) -> None:
@@ -208,37 +283,48 @@ def test_fleet_flags_node_with_other_model(env: Any) -> None:
     assert rows["beitang-01"]["model_mismatch"] is None  # no heartbeat yet
 
 
-def test_node_download_needs_its_own_credentials(env: Any) -> None:
-    """Only a node with its broker password gets the model assigned to its own pond."""
-    _h, client = env
+def test_node_download_needs_its_single_use_token(env: Any) -> None:
+    """Only the token a model_update carried, once, for that file while it is assigned to the
+    node's pond, and before it expires; passwords are not accepted, guessing is throttled."""
+    from datetime import timedelta
+
+    from server.core.db import ModelDownloadToken
+    from server.fleet import rollout
+
+    h, client = env
     _upload(client, "v1", _evals(0.9, 0.97))
     url = f"/node-api/models/{SHA}"
-    assert client.get(url).status_code == 401
-    assert client.get(url, headers=_basic("heyuan-01", "wrong")).status_code == 401
-    assert client.get(url, headers=ADMIN).status_code == 401  # web users are not nodes
-    node = _basic("heyuan-01", "node-pw-1")
-    assert client.get(url, headers=node).status_code == 404  # not assigned yet
-    client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "xiatang"})
-    assert client.get(url, headers=node).status_code == 404  # assigned to another pond
+    assert client.get(url, headers=ADMIN).status_code == 401  # passwords are not tokens
     client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "heyuan-shantang"})
-    r = client.get(url, headers=node)
+    with h.svc.sessions() as s, s.begin():
+        model = s.get(rollout.ServerModel, "v1")
+        now = h.clock.now()
+        args = rollout.update_args(s, h.svc.cfg, model, "heyuan-01", now)
+        other = rollout.update_args(s, h.svc.cfg, model, "xiatang-01", now)
+        late = rollout.update_args(s, h.svc.cfg, model, "heyuan-01", now)
+        for row in s.query(ModelDownloadToken).all():
+            if row.token_sha256 == hashlib.sha256(late["token"].encode()).hexdigest():
+                row.expires_at = now - timedelta(seconds=1)
+    assert args["signature"]["key_id"] and args["size"] == len(WEIGHTS)
+    bearer = {"Authorization": f"Bearer {args['token']}"}
+    assert client.get(f"/node-api/models/{'0' * 64}", headers=bearer).status_code == 401
+    # a node of another pond holds a token for the file, but the file is not its pond's
+    assert client.get(url, headers={"Authorization": f"Bearer {other['token']}"}
+                      ).status_code == 401
+    assert client.get(url, headers={"Authorization": f"Bearer {late['token']}"}
+                      ).status_code == 401  # expired
+    r = client.get(url, headers=bearer)
     assert r.status_code == 200 and r.content == WEIGHTS
-    for _ in range(5):  # guessing a node's password is throttled like a web login
-        assert client.get(url, headers=_basic("heyuan-01", "guess")).status_code == 401
-    assert client.get(url, headers=node).status_code == 429
+    assert client.get(url, headers=bearer).status_code in (401, 429)  # single use
 
 
-def test_password_file_formats(tmp_path: Path) -> None:
-    """mosquitto_passwd's PBKDF2 hash and the older salted SHA-512 both verify."""
-    f = tmp_path / "pw"
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(f), "n1", "s3cret"], check=True)
-    salt = b"0123456789abcdef"
-    digest = hashlib.sha512(b"old-pw" + salt).digest()
-    with f.open("a") as fh:
-        fh.write(f"n2:$6${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}\n")
-    assert check_node_password(f, "n1", "s3cret") and not check_node_password(f, "n1", "x")
-    assert check_node_password(f, "n2", "old-pw") and not check_node_password(f, "n3", "old-pw")
-    assert not check_node_password(None, "n1", "s3cret")
+def test_guessing_tokens_is_throttled(env: Any) -> None:
+    """Wrong tokens are throttled like web logins."""
+    _h, client = env
+    url = f"/node-api/models/{SHA}"
+    codes = [client.get(url, headers={"Authorization": f"Bearer guess{i:020d}"}).status_code
+             for i in range(8)]
+    assert codes[0] == 401 and codes[-1] == 429
 
 
 def test_gate_config_needs_water_and_land() -> None:
@@ -261,13 +347,14 @@ def test_models_resent_to_nodes_that_missed_them(config: Any) -> None:
     from server.fleet import rollout as server_models
     from server.runner import Server
 
-    with Server(config) as srv:
+    models = config.models.model_copy(update={"trusted_keys": [_pub(KEY[0])]})
+    with Server(config.model_copy(update={"models": models})) as srv:
         svc = srv.services
         assert svc.ingest is not None and svc.ingest.connected.wait(10)
         now = svc.clock.now()
         with svc.sessions() as s, s.begin():
             server_models.store(s, svc.cfg, "v1", io.BytesIO(WEIGHTS),
-                                {"person": ["Normal"]}, _evals(0.9, 0.97), "admin", now)
+                                _doc("v1", _evals(0.9, 0.97)), "admin", now)
             s.flush()
             server_models.assign(s, svc.cfg.models, "v1", "heyuan-shantang", "admin", now)
         assert svc.resend_models() == 0  # the node has not said what it runs

@@ -344,7 +344,16 @@ def test_throttle_table_is_bounded_and_expires() -> None:
 
 # --- snapshots ------------------------------------------------------------------------------
 
-def test_snapshot_temp_files_are_deleted_after_sending(web: Web) -> None:
+@pytest.fixture
+def web_images(tmp_path: Path, receiver: PageReceiver) -> Iterator[Web]:
+    """A site whose json:// pages may carry the snapshot (paging.attach_images)."""
+    w = Web(tmp_path, receiver, paging={"attach_images": ["json"]})
+    yield w
+    w.close()
+
+
+def test_snapshot_temp_files_are_deleted_after_sending(web_images: Web) -> None:
+    web = web_images
     seen: list[tuple[Path, bool, bytes]] = []
     send = web.h.svc.pager.send
 

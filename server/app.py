@@ -24,7 +24,8 @@ from server.api import (
     report,
     rollout,
 )
-from server.api.deps import ApiUser, LoginRequired, PageUser, ServerParts
+from server.api.body_limit import BodyLimitMiddleware
+from server.api.deps import ApiUser, LoginRequired, PageUser, ServerParts, admin_credentials
 from server.api.security import SecurityMiddleware, warn_plain_http
 from server.core.clock import Clock
 from server.core.config import ServerConfig
@@ -55,6 +56,7 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="PondWatch", docs_url=None, redoc_url=None, openapi_url=None)
     parts: ServerParts = services  # mypy checks that Services gives routers what they use
     app.state.services = parts
+    app.add_middleware(BodyLimitMiddleware, may_upload=admin_credentials)
     app.add_middleware(SecurityMiddleware, public_url=services.cfg.http.public_url)
     warn_plain_http(services.cfg)
     app.state.live = live.Hub()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import secrets
@@ -22,6 +23,9 @@ from server.core.errors import ServerError
 log = logging.getLogger(__name__)
 _N, _R, _P = 2**14, 8, 1
 ROLES = ("admin", "constable", "area_officer", "duty_desk", "technician", "viewer")
+MIN_PASSWORD = 8
+MIN_ADMIN_PASSWORD = 12  # an admin can assign models to every node
+MAX_USERNAME = 64        # longer names are refused unhashed and never become throttle keys
 
 
 class UserError(ServerError, ValueError):
@@ -53,8 +57,12 @@ def set_user(session: Session, username: str, password: str, role: str = "admin"
     """Create or update a user and revoke the sessions of an updated one (caller commits)."""
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < 8:
-        raise UserError("password must have at least 8 characters")
+    least = MIN_ADMIN_PASSWORD if role == "admin" else MIN_PASSWORD
+    if len(password) < least:
+        raise UserError(f"password must have at least {least} characters"
+                        + (" for an admin" if role == "admin" else ""))
+    if not 0 < len(username) <= MAX_USERNAME:
+        raise UserError(f"user name must have 1 to {MAX_USERNAME} characters")
     if role != "admin" and not person_id:
         raise UserError(f"role {role} needs --person PERSON_ID (the registry person this "
                          "user is); only admin may have none")
@@ -124,14 +132,31 @@ class LoginThrottle:
             self._fails.pop(key, None)
         return recent
 
+    @staticmethod
+    def source(ip: str) -> str:
+        """The throttle's key for an address: an IPv4 address itself, an IPv6 address its /64
+        (one host usually holds a whole /64, so counting single addresses would let it
+        guess without end); anything else cut at 64 characters."""
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return ip[:64]
+        if isinstance(addr, ipaddress.IPv6Address):
+            if addr.ipv4_mapped is not None:
+                return str(addr.ipv4_mapped)
+            return str(ipaddress.IPv6Network((addr, 64), strict=False))
+        return str(addr)
+
     def blocked(self, username: str, ip: str, now: datetime) -> bool:
         """True while this name from this IP, or this IP as a whole, failed too often."""
+        ip, username = self.source(ip), username[:MAX_USERNAME]
         with self._lock:
             return (len(self._recent(("n", f"{ip}\n{username}"), now)) >= self.max
                     or len(self._recent(("ip", ip), now)) >= self.ip_max)
 
     def failed(self, username: str, ip: str, now: datetime) -> None:
         """Count one wrong password."""
+        ip, username = self.source(ip), username[:MAX_USERNAME]
         with self._lock:
             self._push(("n", f"{ip}\n{username}"), self.max, now)
             self._push(("ip", ip), self.ip_max, now)
@@ -153,19 +178,25 @@ class LoginThrottle:
 
     def refused(self, ip: str, now: datetime) -> None:
         """Count an attempt made while blocked against the address (not the name)."""
+        ip = self.source(ip)
         with self._lock:
             self._push(("ip", ip), self.ip_max, now)
             self._evict(now)
 
     def succeeded(self, username: str, ip: str) -> None:
         """Forget the failures of a name that just logged in from this IP."""
+        ip, username = self.source(ip), username[:MAX_USERNAME]
         with self._lock:
             self._fails.pop(("n", f"{ip}\n{username}"), None)
 
 
 def login(session: Session, throttle: LoginThrottle, username: str, password: str,
           now: datetime, ip: str = "unknown") -> User | None:
-    """authenticate() behind the throttle; None when wrong or throttled."""
+    """authenticate() behind the throttle; None when wrong or throttled. A name longer than
+    MAX_USERNAME is refused at once (counted against the address, never hashed)."""
+    if len(username) > MAX_USERNAME:
+        throttle.refused(ip, now)
+        return None
     if throttle.blocked(username, ip, now):
         throttle.refused(ip, now)
         log.warning("login for %r from %s refused: too many failures", username[:64], ip[:64])

@@ -16,6 +16,7 @@ from server.core.db import Alert, TimelineEntry
 log = logging.getLogger(__name__)
 _KEY = "pondwatch_live_alerts"
 MAX_SUBSCRIBERS = 500
+MAX_PER_OWNER = 4  # streams one user may hold open (a few tabs and a phone)
 QUEUE_SIZE = 100
 
 
@@ -30,9 +31,9 @@ class Change:
 class Subscription:
     """One SSE stream's queue; filled from any thread, read on the event loop."""
 
-    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop) -> None:
-        """Bound to the loop that reads it."""
-        self._hub, self._loop = hub, loop
+    def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop, owner: str = "") -> None:
+        """Bound to the loop that reads it; owner is the user holding it."""
+        self._hub, self._loop, self.owner = hub, loop, owner
         self.queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
 
@@ -80,11 +81,14 @@ class Hub:
         self._lock = threading.Lock()
         self.closed = False
 
-    def subscribe(self) -> Subscription | None:
-        """A new subscription on the running loop; None when full or closed."""
-        sub = Subscription(self, asyncio.get_running_loop())
+    def subscribe(self, owner: str = "") -> Subscription | None:
+        """A new subscription on the running loop; None when full, closed, or when owner
+        (a user name) already holds MAX_PER_OWNER streams."""
+        sub = Subscription(self, asyncio.get_running_loop(), owner)
         with self._lock:
             if self.closed or len(self._subs) >= MAX_SUBSCRIBERS:
+                return None
+            if owner and sum(s.owner == owner for s in self._subs) >= MAX_PER_OWNER:
                 return None
             self._subs.add(sub)
         return sub
@@ -109,6 +113,11 @@ class Hub:
             subs, self._subs = list(self._subs), set()
         for sub in subs:
             sub.push(None)
+
+    def holds(self, owner: str) -> int:
+        """How many streams owner holds."""
+        with self._lock:
+            return sum(s.owner == owner for s in self._subs)
 
     @property
     def subscribers(self) -> int:

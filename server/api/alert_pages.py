@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from server.access.scope import Scope, pond_filter
 from server.alerting import alerts
-from server.alerting.live import Hub
+from server.alerting.live import MAX_PER_OWNER, Hub, Subscription
 from server.alerting.wording import beijing_time
 from server.api import i18n
 from server.api.deps import (
@@ -125,11 +125,10 @@ def _read_scope(request: Request, svc: ServerParts) -> Scope:
         return current_scope(request, svc, s, optional_user(request, svc, s, None))
 
 
-async def _stream(hub: Hub, svc: ServerParts, scope: Scope,
+async def _stream(sub: Subscription | None, svc: ServerParts, scope: Scope,
                   request: Request) -> AsyncIterator[str]:
     """SSE frames for alerts in scope until the client leaves, its session ends or the server
     stops; the scope is read again at every keepalive (logout and registry edits apply)."""
-    sub = hub.subscribe()
     if sub is None:
         yield "retry: 5000\nevent: busy\ndata: {}\n\n"
         return
@@ -159,13 +158,17 @@ async def _stream(hub: Hub, svc: ServerParts, scope: Scope,
 
 
 @router.get("/live/alerts")
-def live_alerts(request: Request, svc: Svc) -> Response:
+async def live_alerts(request: Request, svc: Svc) -> Response:
     """Server-Sent Events: the id of every alert in scope that changes, as it commits.
 
-    The scope is read with a short session of its own: a stream holds no database connection."""
-    scope = _read_scope(request, svc)
+    The scope is read with a short session of its own: a stream holds no database connection.
+    A user holds at most live.MAX_PER_OWNER streams (429 beyond)."""
+    scope = await asyncio.to_thread(_read_scope, request, svc)
     hub: Hub = request.app.state.live
-    return StreamingResponse(_stream(hub, svc, scope, request), media_type="text/event-stream",
+    sub = hub.subscribe(scope.username)
+    if sub is None and not hub.closed and hub.holds(scope.username) >= MAX_PER_OWNER:
+        raise HTTPException(429, "实时连接过多，请关闭其他页面 (too many live streams)")
+    return StreamingResponse(_stream(sub, svc, scope, request), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

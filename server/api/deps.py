@@ -115,6 +115,21 @@ def _basic(request: Request, svc: ServerParts, s: Session) -> WebUser | None:
     return WebUser(user.username, user.role, user.person_id) if user else None
 
 
+def admin_credentials(request: Request) -> bool:
+    """Whether the request's session cookie or HTTP Basic credentials are an admin's (read
+    from headers only, before the body: the body limit asks this for the model upload)."""
+    svc: ServerParts = request.app.state.services
+    with svc.sessions() as s:
+        got = svc.web_sessions.read(s, request.cookies.get(auth.Sessions.COOKIE),
+                                    svc.clock.now())
+        if got is not None:
+            user = s.get(User, got.username)
+            return user is not None and user.role == "admin"
+        basic = _basic(request, svc, s)
+        s.commit()  # the login throttle's bookkeeping
+        return basic is not None and basic.role == "admin"
+
+
 def optional_user(request: Request, svc: Svc, s: Db,
                   posted_csrf: Annotated[str | None, Depends(security.posted_csrf)]
                   ) -> WebUser | None:

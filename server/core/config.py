@@ -302,6 +302,11 @@ class ServerConfig(StrictModel):
         value = os.environ.get("PONDWATCH_SECRET_KEY") or self.secret_key
         if not value and self.secret_key_file:
             try:
+                mode = self.secret_key_file.stat().st_mode
+                if mode & 0o077:
+                    raise ConfigError(f"secret_key_file: {self.secret_key_file} may be read by "
+                                      f"its group or others (mode {oct(mode & 0o777)}); chmod "
+                                      "600 it (it signs sessions and acknowledge links)")
                 value = self.secret_key_file.read_text(encoding="utf-8").strip()
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError(f"secret_key_file: cannot read: {exc}") from exc

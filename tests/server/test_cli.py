@@ -125,7 +125,10 @@ def test_bad_user_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                    f"database: sqlite:///{tmp_path / 'cli.db'}\n", encoding="utf-8")
     monkeypatch.setenv("PONDWATCH_PASSWORD", "short")
     assert main(["adduser", str(cfg), "admin"]) == 2
-    assert "at least 8 characters" in capsys.readouterr().err
+    assert "at least 12 characters for an admin" in capsys.readouterr().err
+    monkeypatch.setenv("PONDWATCH_PASSWORD", "eleven-char")  # enough for others, not an admin
+    assert main(["adduser", str(cfg), "admin"]) == 2
+    assert "at least 12 characters for an admin" in capsys.readouterr().err
     monkeypatch.setenv("PONDWATCH_PASSWORD", "long-enough-1")
     assert main(["adduser", str(cfg), "wang", "--role", "wizard"]) == 2
     assert "role must be one of" in capsys.readouterr().err

@@ -440,6 +440,7 @@ def test_weak_secret_key_file_is_refused_and_strong_keys_pass(tmp_path: Path,
     monkeypatch.delenv("PONDWATCH_SECRET_KEY", raising=False)
     f = tmp_path / "key"
     f.write_text("0000000000000000000000000000\n", encoding="utf-8")
+    f.chmod(0o600)
     with pytest.raises(ConfigError, match="secret_key: a short pattern repeated"):
         parse_config({"secret_key_file": str(f)})
     f.write_text(STRONG + "\n", encoding="utf-8")

@@ -26,13 +26,21 @@ from server.api import (
 )
 from server.api.body_limit import BodyLimitMiddleware
 from server.api.deps import ApiUser, LoginRequired, PageUser, ServerParts, admin_credentials
-from server.api.security import SecurityMiddleware, warn_plain_http
+from server.api.security import (
+    SecurityMiddleware,
+    content_security_policy,
+    tile_origins,
+    warn_plain_http,
+)
 from server.core.clock import Clock
 from server.core.config import ServerConfig
 from server.services import Services
 
 OPENAPI_URL = "/api/openapi.json"
 STATIC = Path(__file__).parent / "static"
+
+
+SWAGGER_CDN = "https://cdn.jsdelivr.net"  # where FastAPI's Swagger UI page loads itself from
 
 
 def _docs(app: FastAPI) -> None:
@@ -47,8 +55,12 @@ def _docs(app: FastAPI) -> None:
 
     @app.get("/api/docs", include_in_schema=False, response_class=HTMLResponse)
     def docs(_user: PageUser) -> HTMLResponse:
-        """Swagger UI over the schema."""
-        return get_swagger_ui_html(openapi_url=OPENAPI_URL, title="PondWatch API")
+        """Swagger UI over the schema (dev only: its own CSP lets its CDN script run)."""
+        page = get_swagger_ui_html(openapi_url=OPENAPI_URL, title="PondWatch API")
+        page.headers["content-security-policy"] = (
+            f"default-src 'self' {SWAGGER_CDN}; script-src 'self' 'unsafe-inline' {SWAGGER_CDN}; "
+            "img-src 'self' data: https://fastapi.tiangolo.com; frame-ancestors 'none'")
+        return page
 
 
 def create_app(services: Services) -> FastAPI:
@@ -57,7 +69,8 @@ def create_app(services: Services) -> FastAPI:
     parts: ServerParts = services  # mypy checks that Services gives routers what they use
     app.state.services = parts
     app.add_middleware(BodyLimitMiddleware, may_upload=admin_credentials)
-    app.add_middleware(SecurityMiddleware, public_url=services.cfg.http.public_url)
+    app.add_middleware(SecurityMiddleware, public_url=services.cfg.http.public_url,
+                       csp=content_security_policy(tile_origins(services.cfg.map_tile_url)))
     warn_plain_http(services.cfg)
     app.state.live = live.Hub()
     live.attach(services.sessions, app.state.live)

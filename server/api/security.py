@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,10 +23,26 @@ CSRF_HEADER = "x-csrf-token"
 LOGIN_NONCE_COOKIE = "pw_login_nonce"
 HEADERS = {
     "referrer-policy": "no-referrer",
-    "content-security-policy": "frame-ancestors 'none'; base-uri 'self'; object-src 'none'",
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
 }
+
+
+def content_security_policy(img_origins: Iterable[str] = ()) -> str:
+    """The CSP every response carries: only this site's own scripts, styles, images and
+    connections (no inline script or style, no eval), images also from img_origins (the map
+    tile server), forms posted only here, never framed."""
+    img = " ".join(["'self'", *img_origins])
+    return (f"default-src 'self'; img-src {img}; form-action 'self'; frame-ancestors 'none'; "
+            "base-uri 'self'; object-src 'none'")
+
+
+def tile_origins(tile_url: str | None) -> list[str]:
+    """The origin of an absolute map_tile_url (a relative one is this site's)."""
+    parts = urlsplit(tile_url or "")
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return [f"{parts.scheme}://{parts.netloc}"]
+    return []
 
 
 def cookies_secure(cfg: ServerConfig) -> bool:
@@ -78,10 +95,12 @@ class SecurityMiddleware:
     gateways) pass here; cookie-authenticated ones still need the CSRF token.
     """
 
-    def __init__(self, app: ASGIApp, public_url: str) -> None:
-        """Wrap app; public_url is the site's own origin."""
+    def __init__(self, app: ASGIApp, public_url: str, csp: str | None = None) -> None:
+        """Wrap app; public_url is the site's own origin; csp the Content-Security-Policy
+        (content_security_policy() when None)."""
         self.app = app
         self.public_origin = _origin(public_url)
+        self.headers = {**HEADERS, "content-security-policy": csp or content_security_policy()}
 
     def _same_site(self, headers: Headers) -> bool:
         """Whether the request's Origin/Referer names this site (or is absent)."""
@@ -104,7 +123,7 @@ class SecurityMiddleware:
             """Add the headers to the response start."""
             if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
-                for k, v in HEADERS.items():
+                for k, v in self.headers.items():
                     if k not in out:
                         out[k] = v
             await send(message)

@@ -5,6 +5,7 @@ secret key file nobody else may read."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from server.app import create_app
 from server.core.config import ConfigError, parse_config
 from tests.server.alerting.test_escalation import Harness
 from tests.server.conftest import PageReceiver
+from tests.support import ROOT
 
 NOW = datetime(2026, 7, 1, 8, 0, tzinfo=UTC)
 
@@ -119,3 +121,24 @@ def test_a_secret_key_file_others_may_read_is_refused(tmp_path: Path, monkeypatc
         parse_config({"secret_key_file": str(f)}).resolved_secret()
     f.chmod(0o600)
     assert parse_config({"secret_key_file": str(f)}).resolved_secret().startswith(b"Zq8")
+
+
+def test_csp_allows_only_the_sites_own_scripts_and_templates_have_no_inline_code(web) -> None:
+    _, c = web
+    for path in ("/login", "/a/not-a-token", "/static/live.js"):
+        csp = c.get(path).headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "unsafe-inline" not in csp, csp
+        assert "frame-ancestors 'none'" in csp and "form-action 'self'" in csp
+    for page in sorted((ROOT / "server" / "templates").glob("*.html")):
+        html = page.read_text(encoding="utf-8")
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), f"inline script: {page}"
+        assert not re.search(r"\son[a-z]+\s*=", html), f"inline event handler: {page}"
+        assert not re.search(r"<style|\sstyle\s*=|javascript:", html), f"inline style: {page}"
+
+
+def test_csp_admits_the_map_tile_server(tmp_path: Path, receiver: PageReceiver) -> None:
+    h = Harness(tmp_path, receiver, map_tile_url="https://tiles.county.example/{z}/{x}/{y}.png")
+    with TestClient(create_app(h.svc)) as c:
+        csp = c.get("/login").headers["content-security-policy"]
+    h.close()
+    assert "img-src 'self' https://tiles.county.example;" in csp

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from protocol import signing
@@ -222,6 +222,7 @@ def update_args(s: Session, cfg: ServerConfig, model: ServerModel, node_id: str,
     """The model_update command's arguments: what to fetch, a single-use download token for
     this node and file (valid as long as the command), and the signature the node checks."""
     base = cfg.http.public_url.rstrip("/")
+    s.execute(delete(ModelDownloadToken).where(ModelDownloadToken.expires_at < now))
     token = secrets.token_urlsafe(32)
     s.add(ModelDownloadToken(token_sha256=_hash(token), node_id=node_id,
                              model_sha256=model.sha256, used_at=None,

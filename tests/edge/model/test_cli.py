@@ -63,6 +63,38 @@ def test_list_and_verify(tmp_path: Path, model_path: Path,
     assert "MISMATCH" in out and OFFLINE_SHA in out
 
 
+def test_verify_and_export_only_trusted_models(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A model the manifest folder lists but PondWatch does not pin: verify says a node would
+    refuse it (exit 1) until it is signed by a key given with --trusted-key; export refuses it
+    before unpickling (the marker never appears)."""
+    from tests.signed import make_key, trapped_pt
+
+    d = tmp_path / "models"
+    d.mkdir()
+    marker = tmp_path / "pwned"
+    trap = trapped_pt(d / "mine.pt", marker)
+    data = yaml.safe_load((REPO / "models/manifest.yaml").read_text())
+    data["models"] = {"mine": {**data["models"]["person-offline"], "file": "mine.pt",
+                               "source": {"kind": "local"}, "eval": None,
+                               "sha256": sha256_file(trap)}}
+    data["default"] = "mine"
+    man = tmp_path / "manifest.yaml"
+    man.write_text(yaml.safe_dump(data))
+    base = _cli("--manifest", str(man), "--dir", str(d))
+    assert main([*base, "verify"]) == 1
+    assert "mine: NOT TRUSTED" in capsys.readouterr().out
+    assert main([*base, "export", "mine", "--format", "onnx", "--imgsz", "320"]) == 2
+    assert "refused before loading" in capsys.readouterr().err and not marker.exists()
+    key, pub = make_key(tmp_path / "keys")
+    assert main([*base, "sign", "mine", "--key", str(key)]) == 0
+    assert main([*base, "verify"]) == 1  # signed, but by a key nobody said to trust
+    assert "not trusted here" in capsys.readouterr().out
+    assert main([*base, "--trusted-key", pub, "verify"]) == 0
+    assert "mine: signed by key" in capsys.readouterr().out
+    assert not marker.exists()
+
+
 def test_verify_nothing_installed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """verify with no model installed is a failure, not a silent pass."""
     assert main(_cli("--dir", str(tmp_path), "verify")) == 1

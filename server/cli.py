@@ -72,6 +72,7 @@ def _dataset_export(args: argparse.Namespace) -> int:
     """`dataset export`: check the admin, export (0700 folders, 0600 files), then audit it;
     the exit code."""
     from server.access import auth
+    from server.core.db import AuditEntry
     from server.fleet.dataset import DatasetError, export
     from server.services import Services
 
@@ -93,6 +94,12 @@ def _dataset_export(args: argparse.Namespace) -> int:
                       file=sys.stderr)
                 return 2
             counts = export(s, since, Path(args.out), args.names.split(","), args.val_share)
+            s.add(AuditEntry(at=datetime.now(UTC), username=user.username,
+                             action="dataset_export",
+                             detail=f"{Path(args.out).resolve()}: {counts.real} real, "
+                             f"{counts.background} background, resolved since "
+                             f"{since.isoformat()}"[:2000]))
+            s.commit()
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -371,6 +371,18 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
+class AuditEntry(Base):
+    """Something done with data that may show minors, by whom and when: one row per dataset
+    export (kept; the export itself falls under snapshot_retention_days)."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    username: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL, sane durability, foreign keys, and deleted rows overwritten (secure_delete:
     snapshots may show minors) on every SQLite connection."""

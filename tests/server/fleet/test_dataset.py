@@ -106,3 +106,25 @@ def test_helpers() -> None:
         yolo_line([0.5, 0.5, 0.5, 0.9])
     assert split_of("abc", 0.2) == split_of("abc", 0.2)
     assert {split_of(f"e{i}", 0.5) for i in range(50)} == {"train", "val"}
+
+
+def test_every_export_is_audited(h: Harness, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import select
+
+    from server.access import auth
+    from server.cli import main
+    from server.core.db import AuditEntry
+
+    since = h.clock.now() - timedelta(minutes=1)
+    _resolve(h, _critical(h, "heyuan-shantang", "heyuan-01", [[0.1, 0.2, 0.3, 0.8]]), "real")
+    with h.svc.sessions() as s, s.begin():
+        auth.set_user(s, "root", "root-pass-1234", "admin")
+    monkeypatch.setenv("PONDWATCH_PASSWORD", "root-pass-1234")
+    out = tmp_path / "audited"
+    assert main(["dataset", "export", str(out), "--since", since.isoformat(),
+                 "--database", h.cfg.database, "--user", "root"]) == 0
+    with h.svc.sessions() as s:
+        [row] = s.scalars(select(AuditEntry)).all()
+    assert (row.username, row.action) == ("root", "dataset_export")
+    assert str(out.resolve()) in row.detail and "1 real" in row.detail

@@ -114,3 +114,27 @@ def test_keygen_never_overwrites_and_is_private(tmp_path: Path) -> None:
     assert (tmp_path / "county.key.pub").read_text().startswith(pub)
     with pytest.raises(signing.SignatureError, match="never overwritten"):
         signing.generate(key)
+
+
+def test_node_config_lists_keys_relative_to_itself(tmp_path: Path) -> None:
+    """model.trusted_keys paths are taken from the config's folder; a signed model loads
+    through the detector's check with them, and a bad key is named."""
+    import yaml
+
+    from edge.config import load_config
+
+    key, _ = make_key(tmp_path / "keys")
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    sign(model, key, "m")
+    cfg_file = tmp_path / "node.yaml"
+    cfg_file.write_text(yaml.safe_dump({
+        "node_id": "n-01", "pond_id": "p", "camera": {"source": "x.mp4"},
+        "model": {"path": "m.pt", "trusted_keys": ["keys/county.key.pub"]},
+        "zones": {"water": [[0, 0], [1, 0], [1, 1]]}}))
+    cfg = load_config(cfg_file)
+    assert cfg.model.trusted_keys == [str(tmp_path / "keys" / "county.key.pub")]
+    assert check_model(cfg.model.path, cfg.model).how == "signed"
+    bad = cfg.model.model_copy(update={"trusted_keys": ["ed25519:not-a-key"]})
+    with pytest.raises(ModelTrustError, match="model.trusted_keys: trusted key ed25519:"):
+        check_model(bad.path, bad)

@@ -183,22 +183,32 @@ def test_selftest_broken_by_switch_rolls_back(tmp_path: Path, models: Path,
 
 def test_plain_file_switch_and_load_failure(tmp_path: Path,
                                             server: tuple[str, Path, list[str]]) -> None:
-    """A plain model file is replaced in one rename (old kept as .previous); a file that does
-    not load is rolled back."""
+    """A plain model file is replaced in one rename (old kept as .previous) and so is its
+    signature (model.pt.sig, which the detector checks); a file that does not load is rolled
+    back with the old signature."""
+    from edge.trust import check_model
+
     url, root, _ = server
     d = tmp_path / "m"
     d.mkdir()
     (d / "model.pt").write_bytes(b"MODEL old")
+    old_sig = signing.sign(signing.load_private(COUNTY[0]), "old",
+                           hashlib.sha256(b"MODEL old").hexdigest(), 9, {"labels": {}})
+    signing.sig_path(d / "model.pt").write_text(old_sig.model_dump_json())
     h = Harness(_cfg(tmp_path, d / "model.pt", url))
     sha, path = _publish(root, b"not a model at all")
     ok, res = h.deployer.handle(_args(url, sha, path, "junk", root=root))
     assert not ok and "does not load" in res["error"] and "rolled back" in res["error"]
     assert (d / "model.pt").read_bytes() == b"MODEL old" and h.swaps == []
+    assert check_model(d / "model.pt", h.cfg.model).name == "old"
     sha, path = _publish(root, b"MODEL v2")
     ok, res = h.deployer.handle(_args(url, sha, path, root=root))
     assert ok, res
     assert (d / "model.pt").read_bytes() == b"MODEL v2"
     assert (d / "model.pt.previous").read_bytes() == b"MODEL old"
+    assert check_model(d / "model.pt", h.cfg.model).name == "v2"
+    assert sorted(p.name for p in d.iterdir()) == [
+        "model.pt", "model.pt.previous", "model.pt.previous.sig", "model.pt.sig"]
 
 
 def test_refusals_keep_the_old_model(tmp_path: Path, models: Path,

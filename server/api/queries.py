@@ -9,7 +9,15 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from server.access.scope import Scope, node_filter, pond_filter
-from server.alerting.wording import ITEM_ZH, KIND_ZH, STATE_ZH, alert_what, beijing_time, map_link
+from server.alerting.wording import (
+    ITEM_ZH,
+    KIND_ZH,
+    STATE_ZH,
+    alert_what,
+    beijing_time,
+    headline,
+    map_link,
+)
 from server.core.db import (
     Alert,
     EquipmentState,
@@ -40,6 +48,10 @@ def alert_dict(alert: Alert, pond: Pond | None) -> dict[str, Any]:
         "has_snapshot": alert.snapshot_event_id is not None,
         "map_url": map_link(pond.lat, pond.lon, pond.name) if pond else None,
         "opened_local": beijing_time(alert.opened_at),
+        # the page's first words: who and where (儿童已落水), and what the camera saw
+        "headline": headline(alert) if alert.urgent else alert_what(alert),
+        "child": alert.child, "people_seen": alert.people_seen,
+        "upgraded_from": alert.upgraded_from, "upgraded_at": iso(alert.upgraded_at),
     }
 
 

@@ -208,3 +208,27 @@ def test_incident_window_is_configured(tmp_path: Path, receiver: PageReceiver) -
             assert [a.event_count for a in s.scalars(select(Alert).order_by(Alert.id))] == [2, 1]
     finally:
         h.close()
+
+
+def test_link_page_and_api_lead_with_the_same_words(h: Harness) -> None:
+    """The page the link opens says 儿童已落水 too; the JSON API carries the headline, who and
+    how many people."""
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+    h.event("child_near_water", boxes=BOXES)
+    h.tick()
+    h.event("person_in_water", child=True)
+    h.tick()
+    token = re.search(r"/a/(\S+)", h.receiver.pages[-1]["message"]).group(1)
+    with TestClient(create_app(h.svc)) as c:
+        page = c.get(f"/a/{token}").text
+    assert "<h1>禾源山塘：儿童已落水</h1>" in page
+    from server.api.queries import alert_dict
+    with h.svc.sessions() as s:
+        a = s.scalars(select(Alert)).one()
+        d = alert_dict(a, None)
+    assert (d["headline"], d["child"], d["people_seen"], d["upgraded_from"]) == (
+        "儿童已落水", True, 2, "child_near_water")

@@ -38,7 +38,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   esac
   "$py" -m pip install -q "${torch_pins[@]}" 2>&1 | grep -v "is ignored" || true
   "$py" -m pip install -q -e ".[edge,server,test,bench]" 2>&1 | grep -v "is ignored" || true
-  "$py" -c "import torch, torchvision, ultralytics, cv2, paho.mqtt, fastapi, apprise" \
+  "$py" -c "import torch, torchvision, ultralytics, cv2, paho.mqtt, fastapi, apprise, cryptography" \
     || { echo "setup: Python packages failed to install" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi

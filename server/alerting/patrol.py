@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 Reach = Callable[[list[str], str, str], list[tuple[str, bool]]]
 REASON_ZH = {"planned": "计划停机", "lost": "失联", "missed_heartbeats": "心跳中断"}
 CHECK_EVERY_S = 30.0
+RETRY_FAILED_S = 900.0  # a list nobody could be reached with is tried again this often
 
 
 def _hm(t: datetime | None) -> str:
@@ -169,8 +170,12 @@ class Patrol:
         today = now.astimezone(BEIJING).date()
         with self.sessions() as s:
             people = [(p.id, role) for p, role in self.recipients(s, now)]
-            done = {(r.day, r.person_id) for r in s.scalars(select(PatrolRun).where(
-                PatrolRun.day >= (today - timedelta(days=self.cfg.lookback_days)).isoformat()))}
+            runs = s.scalars(select(PatrolRun).where(
+                PatrolRun.day >= (today - timedelta(days=self.cfg.lookback_days)).isoformat()))
+            done = {(r.day, r.person_id) for r in runs}
+            again = {r.person_id for r in s.scalars(select(PatrolRun).where(
+                PatrolRun.day == today.isoformat(), PatrolRun.status == "failed",
+                PatrolRun.sent_at <= now - timedelta(seconds=RETRY_FAILED_S)))}
         for back in range(self.cfg.lookback_days, 0, -1):  # days the server was not running
             day = today - timedelta(days=back)
             for pid, _ in people:
@@ -181,6 +186,9 @@ class Patrol:
         late = now > self.due_at(today) + timedelta(minutes=self.cfg.late_by_min)
         sent = 0
         for pid, role in people:
+            if pid in again and not late and self._reclaim(today, pid):
+                sent += self._send(today, pid, role, now)
+                continue
             if (today.isoformat(), pid) in done:
                 continue
             if late:
@@ -199,6 +207,15 @@ class Patrol:
         except IntegrityError:
             return False
         return True
+
+    def _reclaim(self, day: date, person_id: str) -> bool:
+        """Take a failed list back for another try (a conditional update: once)."""
+        with self.sessions() as s, s.begin():
+            res = s.execute(update(PatrolRun).where(
+                PatrolRun.day == day.isoformat(), PatrolRun.person_id == person_id,
+                PatrolRun.status == "failed").values(status="sending")
+                .execution_options(synchronize_session=False))
+        return getattr(res, "rowcount", 0) == 1
 
     def _claim(self, day: date, person_id: str) -> bool:
         """Take the list of day for person (the unique row is the claim)."""
@@ -220,8 +237,9 @@ class Patrol:
                                                     PatrolRun.person_id == person_id)).one()
             run.status, run.channel, run.sent_at = ("sent" if ok else "failed"), channel, \
                 self.clock.now()
+            tries = int(run.detail.split("次")[0]) if run.detail[:1].isdigit() else 0
             run.detail = "" if ok else ("没有通知方式" if not urls else
-                                        f"{len(results)}次尝试均失败")
+                                        f"{tries + len(results)}次尝试均失败")
         if not ok:
             log.warning("patrol list for %s on %s not delivered", person_id, day)
         return int(ok)

@@ -154,3 +154,29 @@ def test_patrol_config_is_checked() -> None:
     from server.core.config import ConfigError, parse_config
     with pytest.raises(ConfigError, match="patrol.at"):
         parse_config({"environment": "dev", "patrol": {"at": "7:30"}})
+
+
+def test_failed_list_is_tried_again_every_15_minutes(h: Harness, receiver: PageReceiver) -> None:
+    """A list that reached nobody is tried again after 15 min (within the day's window) and
+    recorded sent once a channel works; the tries add up in the detail."""
+    with h.svc.sessions() as s, s.begin():
+        s.get(Person, "guo-yong").notify = ["json://127.0.0.1:9/dead"]
+    h.clock.advance(30 * 60)
+    assert h.svc.patrol.check() == 2
+    h.clock.advance(14 * 60)
+    assert h.svc.patrol.check() == 0
+    h.clock.advance(60)
+    assert h.svc.patrol.check() == 0  # still dead: failed again
+    with h.svc.sessions() as s:
+        run = s.scalars(select(PatrolRun).where(PatrolRun.person_id == "guo-yong",
+                                                PatrolRun.day == "2026-07-02")).one()
+        assert (run.status, run.detail) == ("failed", "2次尝试均失败")
+    with h.svc.sessions() as s, s.begin():
+        s.get(Person, "guo-yong").notify = [receiver.url("guo-yong")]
+    h.clock.advance(15 * 60)
+    assert h.svc.patrol.check() == 1
+    assert len(receiver.for_path("guo-yong")) == 1
+    with h.svc.sessions() as s:
+        run = s.scalars(select(PatrolRun).where(PatrolRun.person_id == "guo-yong",
+                                                PatrolRun.day == "2026-07-02")).one()
+        assert (run.status, run.channel) == ("sent", "json")

@@ -122,7 +122,8 @@ def requested_snapshot(node_id: str, snapshot_id: str, scope: CurrentScope, s: D
 @router.post("/fleet/{node_id}/commands")
 def node_command(node_id: str, scope: CurrentScope, svc: Svc, s: Db,
                  cmd: Annotated[str, Form()]) -> Response:
-    """A button: snapshot, self-test, horn test, re-enrol or restart (technicians, admins)."""
+    """A button: snapshot, self-test, horn test, re-enrol, restart or the node's last log
+    lines (technicians, admins)."""
     node = node_in_scope(s, scope, node_id)
     require(scope.may_command_nodes)
     row = send_command(svc, s, node.id, cmd, scope)

@@ -153,6 +153,9 @@ def test_fleet_for_technicians_and_their_buttons(site) -> None:
     assert r.status_code == 422 and "format_disk" in r.text
     r = c.post("/fleet/heyuan-01/commands", data={"cmd": "selftest", "csrf_token": token})
     assert r.status_code == 503 and "broker" in r.text  # no broker in this harness
+    assert 'value="logs"' in c.get("/fleet/heyuan-01").text  # the server's own path for logs
+    r = c.post("/fleet/heyuan-01/commands", data={"cmd": "logs", "csrf_token": token})
+    assert r.status_code == 503, "the button sends it (the JSON API may not)"
 
 
 def test_health_history_is_bounded_and_charted(site) -> None:

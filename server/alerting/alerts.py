@@ -27,6 +27,7 @@ STATES = ("open", "notified", "acknowledged", "on_scene", "resolved")
 OUTCOMES = ("real", "false_alarm", "test")
 ACTIVE = ("open", "notified")  # escalation still running
 NODE_OFFLINE = "node_offline"
+FALSE_ALARMS = "false_alarms"  # a node over its false-alarm budget: a technician checks it
 ON_SCENE_TIMEOUT_S = 300.0
 # An unresolved incident takes in a pond's critical events until nothing was heard of it for
 # this long (escalation.incident_clear_s; a node re-announces a child who stays every 120 s
@@ -44,6 +45,7 @@ TASK_TARGETS = {
     EventType.EQUIPMENT_MISSING.value: "constable",
     EventType.CAMERA_FAULT.value: "technicians",
     NODE_OFFLINE: "technicians",
+    FALSE_ALARMS: "technicians",
 }
 class AlertError(ServerError, ValueError):
     """An action that does not fit the alert's state."""
@@ -258,11 +260,13 @@ def node_status(session: Session, node: Node, state: str, policy: str,
 
 
 def act(session: Session, alert: Alert, action: str, by: str, now: datetime,
-        outcome: str | None = None, on_scene_timeout_s: float = ON_SCENE_TIMEOUT_S) -> bool:
+        outcome: str | None = None, on_scene_timeout_s: float = ON_SCENE_TIMEOUT_S,
+        false_alarm_budget: float | None = None) -> bool:
     """Apply ack / on_scene / resolve; False when it changes nothing; AlertError if invalid.
 
     An urgent alert acknowledged is checked again after on_scene_timeout_s: nobody on scene
-    by then re-pages the constable and the next step (the escalator does it)."""
+    by then re-pages the constable and the next step (the escalator does it). Resolved as a
+    false alarm, its node is checked against false_alarm_budget (per 7 days) when given."""
     order = STATES.index(alert.state)
     if action == "ack":
         target = "acknowledged"
@@ -290,7 +294,27 @@ def act(session: Session, alert: Alert, action: str, by: str, now: datetime,
     timeline(session, alert, now, "state", f"by {by}" + (f", {outcome}" if outcome else ""),
              state=target, person_id=by)
     log.info("alert %s -> %s by %s", alert.id, target, by)
+    if outcome == "false_alarm" and false_alarm_budget is not None and alert.node_id:
+        over_false_budget(session, alert.node_id, alert.pond_id, false_alarm_budget, now)
     return True
+
+
+def over_false_budget(session: Session, node_id: str, pond_id: str, budget: float,
+                      now: datetime) -> Alert | None:
+    """More false alarms from this node in the last 7 days than the weekly budget: open (once,
+    while unresolved) a task for the technicians to check zones, model and camera."""
+    week = now - timedelta(days=7)
+    falses = session.scalars(select(Alert.id).where(
+        Alert.node_id == node_id, Alert.outcome == "false_alarm", Alert.urgent,
+        Alert.resolved_at >= week)).all()
+    if len(falses) <= budget:
+        return None
+    task = raise_alert(session, pond_id=pond_id, node_id=node_id, kind=FALSE_ALARMS,
+                       subject=node_id, severity="warning", policy=policy_of(session, pond_id),
+                       now=now, event=None)
+    timeline(session, task, now, "note",
+             f"{len(falses)} false alarms in 7 days (budget {budget:g})")
+    return task
 
 
 def page_outdated(alert: Alert, created_at: datetime) -> str | None:

@@ -13,7 +13,7 @@ KIND_ZH = {
     "person_submerged": "有人没入水中", "child_near_water": "儿童靠近水边",
     "person_in_water": "有人在水中", "sos": "求救按钮被按下",
     "equipment_missing": "救援器材缺失", "camera_fault": "摄像头故障",
-    alerts.NODE_OFFLINE: "设备离线",
+    alerts.NODE_OFFLINE: "设备离线", alerts.FALSE_ALARMS: "误报过多，请检查设备",
 }
 STATE_ZH = {"open": "新告警", "notified": "已通知", "acknowledged": "已收到",
             "on_scene": "已到场", "resolved": "已处理"}

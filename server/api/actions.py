@@ -51,7 +51,8 @@ def apply_action(svc: ServerParts, s: Session, alert: Alert, body: AckAction, by
     """Apply an action and commit; 422 when it does not fit."""
     try:
         changed = alerts.act(s, alert, body.action, by, svc.clock.now(), body.outcome,
-                             svc.cfg.escalation.policy(alert.policy).on_scene_timeout_s)
+                             svc.cfg.escalation.policy(alert.policy).on_scene_timeout_s,
+                             svc.cfg.false_alarm_budget)
     except alerts.AlertError as exc:
         raise HTTPException(422, str(exc)) from exc
     s.commit()

@@ -112,7 +112,8 @@ def alert_action(request: Request, alert_id: int, scope: CurrentScope, svc: Svc,
     require(scope.may_act_on_alerts)
     try:
         alerts.act(s, alert, action, scope.username, svc.clock.now(), outcome or None,
-                   svc.cfg.escalation.policy(alert.policy).on_scene_timeout_s)
+                   svc.cfg.escalation.policy(alert.policy).on_scene_timeout_s,
+                   svc.cfg.false_alarm_budget)
     except alerts.AlertError as exc:
         raise HTTPException(422, str(exc)) from exc
     s.commit()

@@ -18,7 +18,8 @@ COOKIE = "pw_lang"
 _EN_KIND = {"person_submerged": "Person under water", "child_near_water": "Child near water",
             "person_in_water": "Person in water", "sos": "SOS button pressed",
             "equipment_missing": "Rescue kit missing", "camera_fault": "Camera fault",
-            "node_offline": "Node offline"}
+            "node_offline": "Node offline",
+            "false_alarms": "Too many false alarms: check the node"}
 _EN_STATE = {"open": "New", "notified": "Notified", "acknowledged": "Received",
              "on_scene": "On scene", "resolved": "Resolved"}
 _EN_OUTCOME = {"real": "Real", "false_alarm": "False alarm", "test": "Test"}
@@ -259,6 +260,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"^step (?P<n>\d+) \(on_scene_overdue\): (?P<t>[\w,]+) -> (?P<p>.*)$"),
      "已收到但无人到场，第 {n} 级：通知{t}：{p}",
      "Acknowledged, nobody on scene: step {n}, paging {t}: {p}"),
+    (re.compile(r"^(?P<c>\d+) false alarms in 7 days \(budget (?P<b>[\d.]+)\)$"),
+     "7 天内误报 {c} 次（预算 {b} 次/周）", "{c} false alarms in 7 days (budget {b} a week)"),
     (re.compile(r"^unreachable: next step now$"), "无人可通知，立即升级",
      "Nobody reachable: next step now"),
     (re.compile(r"^no heartbeat for (?P<s>\d+) s \((?P<m>\d+) missed\)"

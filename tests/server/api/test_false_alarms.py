@@ -112,3 +112,37 @@ def test_week_split_counts_node_days_inside_the_period(site) -> None:
     page = c.get("/report?start=2026-07-01&end=2026-07-02").text
     row = page.split('data-node="heyuan-01"')[1].split("</tr>")[0]
     assert ">1.00</td>" in row and 'data-over="true"' in row
+
+
+def test_node_over_budget_pages_the_technicians_once(tmp_path: Path,
+                                                      receiver: PageReceiver) -> None:
+    """The second 误报 within 7 days from heyuan-01 (budget 1 a week), marked on the alert
+    page, opens one task for the technicians, paged as 【运维】; a third adds nothing new."""
+    h, c = make_site(tmp_path, receiver)
+    try:
+        csrf = as_user(c, "guo")
+        for n in range(3):
+            h.event("person_in_water")
+            h.tick()
+            aid = h.alert().id
+            r = c.post(f"/alerts/{aid}", data={"action": "resolve", "outcome": "false_alarm",
+                                               "csrf_token": csrf})
+            assert r.status_code == 303, r.text
+            h.clock.advance(3600)
+            tasks = [a for a in _alerts(h) if a.kind == "false_alarms"]
+            assert len(tasks) == (0 if n == 0 else 1)
+        h.tick()
+        page = receiver.for_path("tech-wang")
+        assert [p["title"] for p in page] == ["【运维】禾源山塘：误报过多，请检查设备"]
+        task = next(a for a in _alerts(h) if a.kind == "false_alarms")
+        assert (task.subject, task.node_id, task.urgent) == ("heyuan-01", "heyuan-01", False)
+        as_user(c, "admin")
+        assert "7 天内误报 2 次（预算 1 次/周）" in c.get(f"/alerts/{task.id}").text
+    finally:
+        c.close()
+        h.close()
+
+
+def _alerts(h: Harness) -> list[Alert]:
+    with h.svc.sessions() as s:
+        return list(s.scalars(select(Alert).order_by(Alert.id)))

@@ -1,4 +1,12 @@
-"""Camera health: no frames, frozen, covered, too dark or moved view → camera_fault / camera_ok."""
+"""Camera health: no frames, frozen, covered, too dark or moved view → camera_fault / camera_ok.
+
+Covered (or smeared) and moved are judged against the scene's own baseline, learned in the
+first seconds and kept current while the view is healthy, one per light profile (day, night:
+by the scene's light, switched only after it has held for a minute with no fault open, so a
+cover never becomes the night's baseline and dusk never looks like a cover); the enrolled view,
+where there is one, is a second reference for moved. Absolute floors stay for what no baseline
+can excuse: a frame too dark to see (DARK_LUMA) or with no detail at all (LOW_DETAIL).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +33,36 @@ FROZEN_DIFF = 0.15           # mean |difference| below this between frames: iden
 MOVE_FRAC = 0.02             # view shifted by more than this share of the frame width
 MOVE_DEG = 1.5               # or rotated by more than this many degrees
 REASONS = ("no_frames", "frozen", "too_dark", "covered", "view_moved")
+COVER_RATIO = 0.65           # detail below this share of the profile's baseline: covered/smeared
+NIGHT_LUMA = 45.0            # scene light below this is the night profile ...
+PROFILE_S = 60.0             # ... once it has held this long with no fault open
+BASE_S = 5.0                 # a baseline is learned over this many seconds of healthy frames
+BASE_TAU_S = 1800.0          # then follows the healthy view with this time constant
+VIEW_REFRESH_S = 600.0       # the baseline view is renewed this often while unmoved
+
+
+@dataclass
+class Baseline:
+    """One light profile's healthy view: mean luma, detail and the picture (WORK_W wide)."""
+
+    luma: float
+    detail: float
+    view: np.ndarray
+    since: float
+    last: float
+    view_t: float
+
+    def ready(self, t: float) -> bool:
+        """True once learned over BASE_S seconds."""
+        return t - self.since >= BASE_S
+
+    def follow(self, stats: FrameStats, t: float) -> None:
+        """Fold in a healthy frame: a running mean while learning, then a slow average."""
+        dt = max(0.0, t - self.last)
+        a = dt / max(t - self.since, dt, 1e-6) if not self.ready(t) else min(1.0, dt / BASE_TAU_S)
+        self.luma += a * (stats.luma - self.luma)
+        self.detail += a * (stats.detail - self.detail)
+        self.last = t
 
 
 @dataclass(frozen=True)
@@ -114,6 +152,9 @@ class CameraHealth:
         self._next_view_t = 0.0
         self._moved = False
         self.last_shift: tuple[float, float] | None = None
+        self.baselines: dict[str, Baseline] = {}
+        self.profile: str | None = None
+        self._profile_next: tuple[str, float] | None = None
 
     @property
     def vouching(self) -> bool:
@@ -152,15 +193,59 @@ class CameraHealth:
         self._prev = stats.small
         if self._same_since is not None and t - self._same_since >= self.frozen_s:
             return "frozen"
+        profile = self._profile_of(stats.luma, t)
+        base = self.baselines.get(profile)
+        ready = base is not None and base.ready(t)
         blind = blindness(stats)
         if blind:
             return blind
-        if self.reference is not None and t >= self._next_view_t:
+        if base is not None and ready and stats.detail < COVER_RATIO * base.detail:
+            return "covered"
+        if t >= self._next_view_t:
             self._next_view_t = t + self.view_every_s
-            shift = view_shift(self.reference, stats.small)
+            self._moved = self._view_moved(stats.small, base if ready else None, t)
+        if self._moved:
+            return "view_moved"
+        if base is None:
+            self.baselines[profile] = Baseline(stats.luma, stats.detail, stats.small, t, t, t)
+        else:
+            base.follow(stats, t)
+        return None
+
+    def _profile_of(self, luma: float, t: float) -> str:
+        """day or night by the scene's light; a change holds PROFILE_S with no fault first."""
+        want = "night" if luma < NIGHT_LUMA else "day"
+        if self.profile is None:
+            self.profile = want
+        if want == self.profile:
+            self._profile_next = None
+        elif self._profile_next is None or self._profile_next[0] != want:
+            self._profile_next = (want, t)
+        elif t - self._profile_next[1] >= PROFILE_S and self.fault is None \
+                and self.condition is None:
+            log.info("camera light profile %s → %s at %.0f s", self.profile, want, t)
+            self.profile, self._profile_next = want, None
+        return self.profile
+
+    def _view_moved(self, small: np.ndarray, base: Baseline | None, t: float) -> bool:
+        """Moved against the enrolled view (unsure counts as moved: the view is sharp but
+        does not match) or, measured, against the profile's baseline view."""
+        if self.reference is not None:
+            shift = view_shift(self.reference, small)
             self.last_shift = shift
-            self._moved = shift is None or shift[0] > MOVE_FRAC or abs(shift[1]) > MOVE_DEG
-        return "view_moved" if self.reference is not None and self._moved else None
+            if shift is None or shift[0] > MOVE_FRAC or abs(shift[1]) > MOVE_DEG:
+                return True
+        if base is None:
+            return False
+        own = view_shift(base.view, small)
+        if self.reference is None:
+            self.last_shift = own
+        if own is not None and (own[0] > MOVE_FRAC or abs(own[1]) > MOVE_DEG):
+            return True
+        if own is not None and own[0] < MOVE_FRAC / 4 and t - base.view_t >= VIEW_REFRESH_S \
+                and self.fault is None:
+            base.view, base.view_t = small, t     # kept current while it has not moved
+        return False
 
     def _debounce(self, t: float, wall: datetime) -> list[Event]:
         """Open a fault after fault_after_s of one condition; close it after ok_after_s of none."""

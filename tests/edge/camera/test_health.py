@@ -157,3 +157,84 @@ def test_clock_used_when_no_time(cfg: NodeConfig, clip: list[np.ndarray]) -> Non
     ch.check(clip[0])
     now[0] = 10.0
     assert [e.reason for e in ch.check(None)] == ["no_frames"]
+
+
+# ---------------------------------------------------------------- judged by the scene's baseline
+def clear_view(frame: np.ndarray) -> np.ndarray:
+    """A softer camera than the generated clip's: detail ~6.0 (the issue's clear view)."""
+    return cv2.GaussianBlur(frame, (0, 0), 2.1)
+
+
+def dim_smear(frame: np.ndarray) -> np.ndarray:
+    """The issue's dim, smeared cover: mean luma ~25.6, detail ~3.1."""
+    return np.clip(cv2.GaussianBlur(frame, (0, 0), 7.3) * 0.295, 0, 255).astype(np.uint8)
+
+
+def play(ch: CameraHealth, frames: list[np.ndarray], t0: float, fps: float = 5.0
+         ) -> list[tuple[float, str | None]]:
+    """(t, reason) of the events of frames played from t0."""
+    out = []
+    for k, f in enumerate(frames):
+        t = t0 + k / fps
+        out += [(t, e.reason) for e in ch.check(f, t)]
+    return out
+
+
+def test_the_dim_smeared_cover_is_what_the_issue_measured(clip: list[np.ndarray]) -> None:
+    """The frames below are the issue's case, and absolute thresholds miss it."""
+    clear, cover = frame_stats(clear_view(clip[0])), frame_stats(dim_smear(clip[0]))
+    assert clear.detail == pytest.approx(6.0, abs=0.3)
+    assert cover.luma == pytest.approx(25.6, abs=0.6)
+    assert cover.detail == pytest.approx(3.1, abs=0.3)
+    assert blindness(cover) is None
+
+
+def test_dim_smeared_cover_is_covered_within_10_s_without_enrolment(
+        cfg: NodeConfig, clip: list[np.ndarray]) -> None:
+    """Against the view learned at start-up: camera_fault(covered) within 10 s, then ok."""
+    ch = CameraHealth(cfg)
+    clear = [clear_view(f) for f in clip]
+    events = play(ch, clear * 2, 0.0)
+    events += play(ch, [dim_smear(f) for f in clip], 12.0)
+    events += play(ch, clear, 18.0)
+    assert [r for _, r in events][:1] == ["covered"] and events[0][0] - 12.0 <= 10.0
+    assert len(events) == 2 and events[1][1] == "recovered from covered"
+
+
+def test_with_an_enrolled_view_the_cover_is_covered_not_moved(
+        cfg: NodeConfig, clip: list[np.ndarray]) -> None:
+    """The enrolled view does not turn a cover into view_moved (the wrong reason)."""
+    ch = CameraHealth(cfg, reference=clear_view(clip[0]), view_every_s=1.0)
+    events = play(ch, [clear_view(f) for f in clip] * 2, 0.0)
+    events += play(ch, [dim_smear(f) for f in clip], 12.0)
+    assert [r for _, r in events] == ["covered"]
+
+
+def test_moved_view_without_enrolment(cfg: NodeConfig, clip: list[np.ndarray]) -> None:
+    """Knocked 5 % and 3° after start-up: view_moved against the start-up view."""
+    m = cv2.getRotationMatrix2D((480, 270), 3.0, 1.0)
+    m[:, 2] += (48, 20)
+    knocked = [cv2.warpAffine(f, m, (960, 540), borderMode=cv2.BORDER_REFLECT) for f in clip]
+    ch = CameraHealth(cfg, view_every_s=1.0)
+    events = play(ch, clip * 2, 0.0) + play(ch, knocked, 12.0)
+    assert [r for _, r in events] == ["view_moved"]
+
+
+def test_dusk_is_no_fault_and_night_keeps_its_own_baseline(
+        cfg: NodeConfig, clip: list[np.ndarray]) -> None:
+    """Light falling to 35 % over 15 min (one frame a second): no fault; the night profile
+    learns its own baseline (the day's is kept), and a cover at night is still covered."""
+    ch = CameraHealth(cfg)
+    events = []
+    n = 20 * 60
+    for k in range(n):
+        gain = 1.0 - 0.65 * min(1.0, k / (15 * 60))
+        f = np.clip(clear_view(clip[k % len(clip)]) * gain, 0, 255).astype(np.uint8)
+        events += [(k, e.reason) for e in ch.check(f, float(k))]
+    assert events == [] and ch.profile == "night"
+    day, night = ch.baselines["day"], ch.baselines["night"]
+    assert day.luma > 60 and night.luma < 40
+    dusk_cover = [np.clip(cv2.GaussianBlur(f, (0, 0), 8) * 0.35, 0, 255).astype(np.uint8)
+                  for f in clip]
+    events = play(ch, dusk_cover, float(n))
+    assert [r for _, r in events] == ["covered"] and events[0][0] - n <= 10.0

@@ -199,3 +199,35 @@ def test_email_through_a_real_smtp_server(tmp_path: Path, receiver: PageReceiver
         assert text.splitlines()[0] == "成人没入水中｜禾源山塘（禾源村）"
     finally:
         h.close()
+
+
+def test_email_refused_by_the_smtp_server_falls_through(tmp_path: Path,
+                                                        receiver: PageReceiver) -> None:
+    """An SMTP server that refuses the message (550): tried again, then the next channel."""
+    from aiosmtpd.controller import Controller
+
+    from server.link.broker import free_port
+
+    class Refusing:
+        def __init__(self) -> None:
+            self.tries = 0
+
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+            self.tries += 1
+            return "550 mailbox unavailable"
+
+    handler = Refusing()
+    ctl = Controller(handler, hostname="127.0.0.1", port=free_port())
+    ctl.start()
+    h = Harness(tmp_path, receiver, paging={"retries": 1, "retry_wait_s": 0})
+    try:
+        set_channels(h, "guo-yong", [f"mailto://127.0.0.1:{ctl.port}?to=guo@example.com"
+                                     f"&from=pw@example.com&mode=insecure",
+                                     receiver.url("guo-yong")])
+        h.event("sos")
+        h.tick()
+        assert handler.tries == 2
+        assert tries(h) == [("mailto", "failed"), ("mailto", "failed"), ("json", "ok")]
+    finally:
+        h.close()
+        ctl.stop()

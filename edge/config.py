@@ -164,6 +164,10 @@ class Rules(StrictModel):
     submerged_s: float = Field(4.0, ge=1, le=60,
                                description="Vanished inside the water this long: submerged.")
     idle_fps: float = Field(1.0, gt=0, le=30, description="Detection rate while nothing moves.")
+    still_learn_s: float = Field(
+        180.0, ge=0, le=86400, description="A person-like box in a zone that neither moves nor "
+        "changes for this long is learned as background (a post, a scarecrow, a net) until it "
+        "changes; 0: never learn.")
 
 
 class Equipment(StrictModel):

@@ -15,6 +15,7 @@ from edge.vision.background import Background
 from edge.vision.geometry import foot_point, stature_model, zone_of
 from edge.vision.motion import MotionGate
 from edge.vision.snapshot import Mark, encode_jpeg, snapshot
+from edge.vision.still import StillThings
 from edge.vision.types import Detection, Detector
 from edge.vision.windows import detect_people
 from protocol.payloads import Event, EventType, Severity
@@ -75,6 +76,7 @@ class Pipeline:
         self.last_detections: list[Detection] = []
         self.someone_in_zone = False
         self.background = Background(empty_view)
+        self.still = StillThings(cfg.rules.still_learn_s)
         self._kit_born: dict[int, str] = {}
         self._left_kit: set[int] = set()
 
@@ -93,7 +95,7 @@ class Pipeline:
             events = self.rules.tick(t, wall)
         else:
             start = time.perf_counter()
-            found = detect_people(self.cfg, self.detector, frame)
+            found = self.unlearned(detect_people(self.cfg, self.detector, frame), frame, t)
             self.someone_in_zone = self.anyone_in_zone(found, frame)
             dets = [self.kit_lookalike(d) for d in self.detector.track(frame, found)
                     if not self.background.is_background(frame, d)]
@@ -103,12 +105,23 @@ class Pipeline:
             events = self.rules.update(t, wall, dets)
         return [self._emit(ev, frame) for ev in events]
 
+    def unlearned(self, found: list[Detection], frame: np.ndarray, t: float
+                  ) -> list[Detection]:
+        """The detections less those learned as still things (edge.vision.still), after
+        showing it this frame's person detections in a zone."""
+        self.still.observe(frame, [d.box for d in found if self._present(d)], t)
+        return [d for d in found if not self.still.learned(frame, d.box, t)]
+
+    def _present(self, d: Detection) -> bool:
+        """A person detection sure enough, with its foot in a zone."""
+        return (d.meaning in PERSON_MEANINGS and d.conf >= PRESENCE_CONF
+                and zone_of(foot_point(d.box), self.cfg) is not None)
+
     def anyone_in_zone(self, found: list[Detection], frame: np.ndarray) -> bool:
         """True when any person detection (confirmed or not, tracked or not) is in a zone,
         other than one showing the enrolled empty view (a parked car, a post)."""
-        return any(d.meaning in PERSON_MEANINGS and d.conf >= PRESENCE_CONF
-                   and zone_of(foot_point(d.box), self.cfg) is not None
-                   and not self.background.matches_view(frame, d.box) for d in found)
+        return any(self._present(d) and not self.background.matches_view(frame, d.box)
+                   for d in found)
 
     def _kit_area(self, box: tuple[float, float, float, float]) -> str | None:
         """The kit item whose area (grown by a quarter each side) holds the whole box."""
@@ -190,5 +203,6 @@ class Pipeline:
         self.rules.reset()
         self.someone_in_zone = False
         self.background.reset()
+        self.still.reset()
         self._kit_born.clear()
         self._left_kit.clear()

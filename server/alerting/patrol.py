@@ -146,6 +146,7 @@ class Patrol:
         self.cfg, self.sessions, self.clock, self.reach = cfg, sessions, clock, reach
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watching: date | None = None
 
     def due_at(self, day: date) -> datetime:
         """When the list of day goes out."""
@@ -163,12 +164,20 @@ class Patrol:
         return out
 
     def check(self) -> int:
-        """Record missed days, send today's lists when due; returns lists sent."""
+        """Record missed days, send today's lists when due; returns lists sent.
+
+        A fresh installation (no list recorded before today) starts its record on its first
+        morning: days before it are not 'skipped', and a first start after today's `at`
+        records today as skipped instead of sending a list nobody expected at that hour."""
         if not self.cfg.enabled:
             return 0
         now = self.clock.now()
         today = now.astimezone(BEIJING).date()
+        if now < self.due_at(today):
+            self._watching = today  # this process saw today's morning coming
         with self.sessions() as s:
+            established = s.scalar(select(PatrolRun.id).where(
+                PatrolRun.day < today.isoformat()).limit(1)) is not None
             people = [(p.id, role) for p, role in self.recipients(s, now)]
             runs = s.scalars(select(PatrolRun).where(
                 PatrolRun.day >= (today - timedelta(days=self.cfg.lookback_days)).isoformat()))
@@ -176,14 +185,15 @@ class Patrol:
             again = {r.person_id for r in s.scalars(select(PatrolRun).where(
                 PatrolRun.day == today.isoformat(), PatrolRun.status == "failed",
                 PatrolRun.sent_at <= now - timedelta(seconds=RETRY_FAILED_S)))}
-        for back in range(self.cfg.lookback_days, 0, -1):  # days the server was not running
-            day = today - timedelta(days=back)
+        for back in range(self.cfg.lookback_days if established else 0, 0, -1):
+            day = today - timedelta(days=back)  # days the server was not running
             for pid, _ in people:
                 if (day.isoformat(), pid) not in done:
                     self._record(day, pid, "skipped", "服务器未在发送时间运行")
         if now < self.due_at(today):
             return 0
         late = now > self.due_at(today) + timedelta(minutes=self.cfg.late_by_min)
+        first_start = not established and self._watching != today
         sent = 0
         for pid, role in people:
             if pid in again and not late and self._reclaim(today, pid):
@@ -191,7 +201,9 @@ class Patrol:
                 continue
             if (today.isoformat(), pid) in done:
                 continue
-            if late:
+            if first_start:
+                self._record(today, pid, "skipped", "首次启动晚于发送时间，从明天开始发送")
+            elif late:
                 self._record(today, pid, "skipped",
                              f"晚于发送时间 {self.cfg.late_by_min} 分钟以上，不再补发")
             elif self._claim(today, pid):

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from server.alerting import alerts
+from server.alerting.patrol import Patrol
 from server.core.db import Alert, EquipmentState, Node, PatrolRun, Person
 from tests.server.alerting.test_escalation import Harness, smtp  # noqa: F401 (fixture)
 from tests.server.api.test_pages import as_user, make_site
@@ -47,6 +48,7 @@ def seed(h: Harness) -> None:
 def h(tmp_path: Path, receiver: PageReceiver) -> Iterator[Harness]:
     harness = Harness(tmp_path, receiver, paging={"retries": 0, "retry_wait_s": 0})
     seed(harness)
+    assert harness.svc.patrol.check() == 0  # running at 07:00, before the list is due
     receiver.pages.clear()
     receiver.paths.clear()
     yield harness
@@ -112,6 +114,8 @@ def test_failed_and_skipped_days_show_on_the_admin_page(tmp_path: Path,
     try:
         with h.svc.sessions() as s, s.begin():
             s.get(Person, "kang-donghai").notify = ["json://127.0.0.1:9/dead"]
+        h.clock.set(MORNING)
+        assert h.svc.patrol.check() == 0
         h.clock.set(MORNING + timedelta(minutes=30))
         assert h.svc.patrol.check() == 2
         h.clock.set(MORNING + timedelta(days=3, hours=5))  # 07-05 12:00: too late for today
@@ -180,3 +184,25 @@ def test_failed_list_is_tried_again_every_15_minutes(h: Harness, receiver: PageR
         run = s.scalars(select(PatrolRun).where(PatrolRun.person_id == "guo-yong",
                                                 PatrolRun.day == "2026-07-02")).one()
         assert (run.status, run.channel) == ("sent", "json")
+
+
+def test_fresh_installation_started_late_sends_nothing_today(tmp_path: Path,
+                                                             receiver: PageReceiver) -> None:
+    """First start at 09:00 on a new database: no list today (recorded as skipped, so the admin
+    page says why), no skipped days before the installation; the next morning it goes out."""
+    h = Harness(tmp_path, receiver, paging={"retries": 0, "retry_wait_s": 0})
+    try:
+        h.clock.set(MORNING + timedelta(hours=2))
+        assert h.svc.patrol.check() == 0
+        with h.svc.sessions() as s:
+            runs = s.scalars(select(PatrolRun)).all()
+        assert {r.day for r in runs} == {"2026-07-02"}
+        assert {r.status for r in runs} == {"skipped"}
+        assert "首次启动晚于发送时间" in runs[0].detail
+        h.clock.set(MORNING + timedelta(days=1, minutes=30))  # a restart at 07:30 next day
+        restarted = Patrol(h.cfg.patrol, h.svc.sessions, h.clock,
+                           lambda urls, title, body: h.svc.pager.reach(urls, title, body, None))
+        assert restarted.check() == 3
+        assert receiver.pages
+    finally:
+        h.close()

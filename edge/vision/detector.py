@@ -1,4 +1,5 @@
-"""The Ultralytics detector backend behind the Detector seam of edge.vision.types."""
+"""The Ultralytics detector backend behind the Detector seam, and load_detector choosing the
+run time (edge.vision.exported runs ONNX and NCNN exports without torch)."""
 
 from __future__ import annotations
 
@@ -9,27 +10,23 @@ from typing import Any
 
 import numpy as np
 
-from edge.config import ModelConfig
-from edge.errors import EdgeError
+from edge.config import ModelConfig, runtime_for
 from edge.trust import ModelTrustError, check_model
 from edge.vision.offline import ultralytics_offline
 from edge.vision.tracking import new_tracker, track_update
-from edge.vision.types import TRACK_FLOOR, Candidate, Detection, Detector
+from edge.vision.types import (
+    TRACK_FLOOR,
+    Candidate,
+    Detection,
+    Detector,
+    DetectorError,
+    labelled,
+    meaning_map,
+)
 
 log = logging.getLogger(__name__)
 
-
-class DetectorError(EdgeError, RuntimeError):
-    """A model that cannot be loaded or run."""
-
-
-def meaning_map(labels: dict[str, list[str]]) -> dict[str, str]:
-    """Lower-cased model class name → meaning; the first meaning listing a name wins."""
-    out: dict[str, str] = {}
-    for meaning, names in labels.items():
-        for name in names:
-            out.setdefault(name.lower(), meaning)
-    return out
+__all__ = ["DetectorError", "UltralyticsDetector", "load_detector", "meaning_map"]
 
 
 class UltralyticsDetector:
@@ -104,10 +101,7 @@ class UltralyticsDetector:
 
     def label(self, c: Candidate, w: int, h: int) -> Detection:
         """A frame-pixel candidate as a Detection with its meaning, normalised to 0..1."""
-        x1, y1, x2, y2 = (float(v) for v in np.clip(
-            np.array(c.box) / np.array([w, h, w, h]), 0.0, 1.0))
-        return Detection(track_id=None, meaning=self._meaning[c.cls],
-                         cls_name=self._names[c.cls], conf=c.conf, box=(x1, y1, x2, y2))
+        return labelled(c, w, h, self._meaning[c.cls], self._names[c.cls])
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """Whole-frame detections at or above cfg.conf, without track ids."""
@@ -132,5 +126,10 @@ class UltralyticsDetector:
 
 
 def load_detector(model_cfg: ModelConfig) -> Detector:
-    """The detector for a node's model config."""
-    return UltralyticsDetector(model_cfg)
+    """The detector for a node's model config, on its run time (model.runtime, else the one
+    its file needs): onnxruntime and ncnn never import torch or Ultralytics."""
+    runtime = model_cfg.runtime or runtime_for(model_cfg.path)
+    if runtime == "ultralytics":
+        return UltralyticsDetector(model_cfg)
+    from edge.vision.exported import ExportedDetector
+    return ExportedDetector(model_cfg, runtime)

@@ -23,13 +23,17 @@ class TrackerError(EdgeError, ValueError):
     """A tracker configuration that cannot be found or used."""
 
 
-def tracker_path(name: str) -> Path:
-    """The tracker YAML: a path, one of edge/vision/trackers/, or one Ultralytics ships."""
+def tracker_path(name: str, ultralytics: bool = True) -> Path:
+    """The tracker YAML: a path, one of edge/vision/trackers/, or (ultralytics) one Ultralytics
+    ships."""
     p = Path(name)
     if p.is_file():
         return p
     if (TRACKERS_DIR / name).is_file():
         return TRACKERS_DIR / name
+    if not ultralytics:
+        raise TrackerError(f"tracker config not found: {name} (looked in {TRACKERS_DIR}; the "
+                           "onnxruntime and ncnn run times do not read Ultralytics' own)")
     from ultralytics.utils import ROOT as U_ROOT
     if (U_ROOT / "cfg" / "trackers" / name).is_file():
         return U_ROOT / "cfg" / "trackers" / name

@@ -1,4 +1,4 @@
-"""The vision seam: Detection, Candidate, the Detector protocol and the tracker's floor."""
+"""The vision seam: Detection, Candidate, the Detector protocol, its error and the label map."""
 
 from __future__ import annotations
 
@@ -8,7 +8,22 @@ from typing import Protocol
 
 import numpy as np
 
+from edge.errors import EdgeError
+
 TRACK_FLOOR = 0.1  # detections down to this confidence feed the tracker's second stage
+
+
+class DetectorError(EdgeError, RuntimeError):
+    """A model that cannot be loaded or run."""
+
+
+def meaning_map(labels: dict[str, list[str]]) -> dict[str, str]:
+    """Lower-cased model class name → meaning; the first meaning listing a name wins."""
+    out: dict[str, str] = {}
+    for meaning, names in labels.items():
+        for name in names:
+            out.setdefault(name.lower(), meaning)
+    return out
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,14 @@ class Detection:
     cls_name: str
     conf: float
     box: tuple[float, float, float, float]
+
+
+def labelled(c: Candidate, w: int, h: int, meaning: str, cls_name: str) -> Detection:
+    """A frame-pixel candidate as a Detection normalised to 0..1, without a track id."""
+    x1, y1, x2, y2 = (float(v) for v in np.clip(
+        np.array(c.box) / np.array([w, h, w, h]), 0.0, 1.0))
+    return Detection(track_id=None, meaning=meaning, cls_name=cls_name, conf=c.conf,
+                     box=(x1, y1, x2, y2))
 
 
 class Detector(Protocol):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs a PondWatch pond node on Raspberry Pi OS (Bookworm, 64-bit) from this source tree.
 #   sudo bash systemd/install-node.sh --config node.yaml [--password-file FILE] [--no-start]
+#        [--runtime ncnn|onnxruntime|ultralytics]   # default ncnn: no torch at run time
 #   sudo bash systemd/install-node.sh --dry-run --config node.yaml   # print the steps only
 # Idempotent: run it again to upgrade the code or replace the config; state in
 # /var/lib/pondwatch (outbox, references, seen commands) is kept.
@@ -11,14 +12,15 @@ prefix=/opt/pondwatch
 etc=/etc/pondwatch
 state=/var/lib/pondwatch
 credstore=/etc/credstore
-config="" password_file="" start=1 dry=0
+config="" password_file="" start=1 dry=0 runtime=ncnn
 
-usage() { sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 while (($#)); do
   case "$1" in
     --config) config="${2:?--config needs a file}"; shift 2 ;;
     --password-file) password_file="${2:?--password-file needs a file}"; shift 2 ;;
     --no-start) start=0; shift ;;
+    --runtime) runtime="${2:?--runtime needs ncnn, onnxruntime or ultralytics}"; shift 2 ;;
     --dry-run) dry=1; shift ;;
     -h|--help) usage 0 ;;
     *) echo "unknown option: $1" >&2; usage ;;
@@ -26,6 +28,10 @@ while (($#)); do
 done
 [ -n "$config" ] || { echo "--config node.yaml is required" >&2; usage; }
 [ -f "$config" ] || { echo "config $config not found" >&2; exit 2; }
+case "$runtime" in
+  ncnn|onnxruntime|ultralytics) ;;
+  *) echo "--runtime must be ncnn, onnxruntime or ultralytics, not $runtime" >&2; exit 2 ;;
+esac
 [ -z "$password_file" ] || [ -f "$password_file" ] || {
   echo "password file $password_file not found" >&2; exit 2; }
 
@@ -68,6 +74,30 @@ step "config in $etc, state in $state"
 run install -d -m 0750 -o root -g pondwatch "$etc"
 run install -m 0640 -o root -g pondwatch "$config" "$etc/node.yaml"
 run install -d -m 0750 -o pondwatch -g pondwatch "$state" "$state/refs" "$state/ultralytics"
+
+# The node runs an export on onnxruntime or ncnn, which never load torch (about 400 MB instead
+# of 1.2 GB, docs/benchmarks.md); torch stays installed for exporting and training. The export
+# is made here from the trusted .pt, with its trust record (edge/trust.py), and the installed
+# config points at it.
+step "model run time: $runtime"
+if [ "$runtime" != ultralytics ]; then
+  fmt=ncnn; needs="pnnx==20260526"
+  [ "$runtime" = ncnn ] || { fmt=onnx; needs="onnx onnxslim"; }
+  # shellcheck disable=SC2086  # $needs is a list of requirements
+  run "$prefix/.venv/bin/pip" install -q $needs
+  pick='import sys; from edge.config import load_config; from edge.model.store import describe
+m = load_config(sys.argv[1]).model
+print(describe(m.path).name or sys.exit(f"{m.path} is not a model of the manifest"))'
+  if ((dry)); then name="NAME"; echo "+ (the manifest name of the config's model.path)"
+  else name="$("$prefix/.venv/bin/python" -c "$pick" "$etc/node.yaml")"; fi
+  run env YOLO_OFFLINE=1 YOLO_CONFIG_DIR="$state/ultralytics" "$prefix/.venv/bin/pondwatch-edge" \
+    model --dir "$prefix/models" export "$name" --format "$fmt"
+  out="$prefix/models/$name.onnx"; [ "$fmt" = onnx ] || out="$prefix/models/${name}_ncnn_model"
+  set_model='import sys, yaml; p = sys.argv[1]; raw = yaml.safe_load(open(p))
+raw.setdefault("model", {}).update(path=sys.argv[2], runtime=sys.argv[3])
+open(p, "w").write(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))'
+  run "$prefix/.venv/bin/python" -c "$set_model" "$etc/node.yaml" "$out" "$runtime"
+fi
 run env YOLO_OFFLINE=1 "$prefix/.venv/bin/pondwatch-edge" run "$etc/node.yaml" --check-config
 
 step "broker password as a systemd credential"

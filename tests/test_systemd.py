@@ -137,7 +137,28 @@ def test_install_script_syntax_and_dry_run(tmp_path: Path) -> None:
         assert needle in out.stdout, needle
 
 
+def test_install_script_sets_the_node_up_on_ncnn_by_default(tmp_path: Path) -> None:
+    """The default run time is NCNN: the config's model is exported on the node (with its
+    trust record) and the installed config points at the export, before --check-config;
+    --runtime ultralytics keeps the .pt."""
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text("node_id: heyuan-01\n")
+
+    def steps(*extra: str) -> str:
+        out = subprocess.run(["bash", str(UNITS / "install-node.sh"), "--dry-run", "--config",
+                              str(cfg), *extra], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+    ncnn = steps()
+    export = ncnn.index("export NAME --format ncnn")
+    assert ncnn.index("pnnx==") < export < ncnn.index("NAME_ncnn_model ncnn") < ncnn.index(
+        "--check-config")
+    assert "--format onnx" in steps("--runtime", "onnxruntime")
+    assert "export NAME" not in steps("--runtime", "ultralytics")
+
+
 @pytest.mark.parametrize("args", [[], ["--config", "/nonexistent.yaml"], ["--bogus"],
+                                  ["--config", "{cfg}", "--runtime", "tensorrt"],
                                   ["--config", "{cfg}", "--password-file", "/nonexistent"]])
 def test_install_script_refuses_bad_arguments(tmp_path: Path, args: list[str]) -> None:
     cfg = tmp_path / "node.yaml"

@@ -252,7 +252,7 @@ def test_cli_adduser(tmp_path: Path, monkeypatch, capsys) -> None:
     cfg = tmp_path / "server.yaml"
     cfg.write_text(f"environment: dev\nsecret_key: test-secret-key-0123456789\n"
                    f"database: sqlite:///{tmp_path / 'u.db'}\n", encoding="utf-8")
-    monkeypatch.setenv("PONDWATCH_PASSWORD", "s3cret-pass")
+    monkeypatch.setenv("PONDWATCH_PASSWORD", "s3cret-pass-12")
     assert main(["adduser", str(cfg), "wang", "--role", "technician"]) == 2
     assert "needs --person" in capsys.readouterr().err
     assert main(["adduser", str(cfg), "root"]) == 0

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.errors import EdgeError
 from edge.manifest import operating_conf
 from protocol.digest import sha256_file
 from protocol.signing import KEY_PREFIX, MAX_TRUSTED_KEYS
-from protocol.topics import DEFAULT_PREFIX, NODE_ID_PATTERN
+from protocol.topics import DEFAULT_PREFIX, NODE_ID_PATTERN, check_node_id
 from protocol.validation import StrictModel, field_errors, read_yaml
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -306,7 +306,10 @@ class DeployConfig(StrictModel):
 class NodeConfig(StrictModel):
     """Everything one pond node needs."""
 
-    node_id: str = Field(pattern=f"^{NODE_ID_PATTERN}$", description="Unique node id.")
+    node_id: str = Field(pattern=f"^{NODE_ID_PATTERN}$",
+                         description="Unique node id (not `pondwatch` or `pondwatch-*`: the "
+                         "server's broker accounts).")
+    _not_reserved = field_validator("node_id")(check_node_id)
     pond_id: str = Field(min_length=1, max_length=64, description="The pond it watches.")
     camera: CameraConfig = Field(default_factory=CameraConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)

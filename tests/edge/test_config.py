@@ -69,6 +69,8 @@ def test_design_example_loads_and_resolves_paths(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("path", "value", "field", "words"), [
     ("node_id", "Heyuan 01", "node_id", "pattern"),
+    ("node_id", "pondwatch-server", "node_id", "reserved"),  # the server's broker account
+    ("snapshot_retention_days", 0, "snapshot_retention_days", "greater than 0"),
     ("pond_id", None, "pond_id", "Field required"),
     ("zones", None, "zones", "Field required"),
     ("model.conf", 1.5, "model.conf", "less than 1"),

@@ -45,8 +45,9 @@ class MqttSettings(StrictModel):
                                   "(a replica in a shared_group defaults to 0).")
     receive_maximum: int = Field(100, ge=1, le=65535,
                                  description="Unacknowledged QoS 1 messages in flight to us.")
-    username: str | None = Field(None, description="Broker account; password from "
-                                 "env PONDWATCH_MQTT_PASSWORD.")
+    username: str | None = Field(None, description="Broker account (env "
+                                 "PONDWATCH_MQTT_USERNAME overrides it: one per replica); "
+                                 "password from env PONDWATCH_MQTT_PASSWORD.")
     ca_file: Path | None = Field(None, description="CA bundle for mqtts://.")
     shared_group: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]+$",

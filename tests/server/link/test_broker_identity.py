@@ -17,7 +17,7 @@ from paho.mqtt.properties import Properties
 from protocol import Event, Topics, encode
 from server.core.metrics import Metrics
 from server.link.supervisor import BrokerSupervisor
-from tests.support import shipped_secure_broker, wait_for
+from tests.support import SHIPPED_MOSQUITTO, shipped_secure_broker, wait_for
 
 T = Topics()
 
@@ -137,3 +137,35 @@ def test_shipped_broker_binds_client_ids_to_users(tmp_path: Path) -> None:
         _stolen_password_cannot_displace_others(
             broker.port, ("pondwatch-server", "pondwatch-server", "pw-server"), passwords,
             broker.data_dir / "ca.crt")
+
+
+def test_each_replica_has_its_own_account_on_the_shipped_broker(tmp_path: Path) -> None:
+    """Two replicas, each with its own user (as `add-node.sh --server a|b` makes them), share
+    the subscription and never displace each other, even with the same configured id."""
+    passwords = {"heyuan-01": "pw-heyuan", "pondwatch-server-a": "pw-a",
+                 "pondwatch-server-b": "pw-b"}
+    broker = shipped_secure_broker(tmp_path / "secure", passwords)
+    acl = tmp_path / "pondwatch.acl"
+    acl.write_text((SHIPPED_MOSQUITTO / "pondwatch.acl").read_text() + "".join(
+        f"\nuser pondwatch-server-{r}\ntopic readwrite pondwatch/v1/#\n" for r in "ab"))
+    assert broker.full_conf is not None
+    broker.full_conf = broker.full_conf.replace(str(SHIPPED_MOSQUITTO / "pondwatch.acl"),
+                                                str(acl))
+    ca = broker.data_dir / "ca.crt"
+    with broker:
+        replicas = [Client(broker.port, f"pondwatch-server-{r}", passwords[f"pondwatch-server-{r}"],
+                           "pondwatch-server", ca, clean=False) for r in "ab"]
+        node = Client(broker.port, "heyuan-01", passwords["heyuan-01"], "heyuan-01", ca)
+        try:
+            for r in replicas:
+                assert r.accepted
+                r.c.subscribe(f"$share/pondwatch/{T.all_nodes('event')}", qos=1)
+                assert r.suback.wait(5)
+            sent = [node.publish_event("heyuan-01", "heyuan-shantang") for _ in range(20)]
+            wait_for(lambda: sum(len(r.events) for r in replicas) == 20, 10, "all events")
+            assert all(r.events for r in replicas), "both replicas take a share"
+            assert {i for r in replicas for e in r.events for i in sent if i in e} == set(sent)
+            assert not any(r.disconnected.is_set() for r in replicas)
+        finally:
+            for c in (node, *replicas):
+                c.close()

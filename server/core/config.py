@@ -253,8 +253,8 @@ class ServerConfig(StrictModel):
                             description="How long an acknowledge link stays valid.")
     session_ttl_s: int = Field(12 * 3600, ge=60, le=30 * 86400, description="Login lifetime.")
     link_snapshot_grace_s: int = Field(
-        900, ge=0, le=7 * 86400, description="How long an acknowledge link still shows the "
-        "snapshot after its alert was resolved (images of minors).")
+        900, ge=0, le=7 * 86400, description="Ignored: an acknowledge link stops, snapshot "
+        "included, when its alert is resolved (kept so configs that set it still load).")
     snapshot_roles: list[str] = Field(
         default_factory=lambda: ["admin", "constable", "area_officer", "duty_desk"],
         description="Logged-in roles allowed to see snapshots (they may show minors).")

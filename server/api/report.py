@@ -65,7 +65,7 @@ def report_page(request: Request, user: PageUser, scope: PageScope, svc: Svc, s:
         "missing": weekly.missing_kit(s, scope=scope)})
 
 
-@router.get("/report/false-alarms", response_class=HTMLResponse)
+@router.get("/report/false-alarms/{node}", response_class=HTMLResponse)
 def false_alarm_page(request: Request, user: PageUser, scope: PageScope, svc: Svc, s: Db,
                      node: str, start: str | None = None, end: str | None = None) -> Response:
     """One node's alerts marked 误报 with their snapshots (scope, roles and retention as on the

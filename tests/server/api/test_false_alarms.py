@@ -58,7 +58,7 @@ def test_report_shows_rate_per_node_day_and_flags_over_budget(site) -> None:
     assert rows[0].startswith('data-node="heyuan-01" data-week="2026-06-29" data-over="true"')
     assert ">3</td>" in rows[0] and ">2</td>" in rows[0] and ">0.29</td>" in rows[0]
     assert "超出预算" in rows[0]
-    assert ('href="/report/false-alarms?node=heyuan-01&amp;start=2026-06-29&amp;end=2026-07-05"'
+    assert ('href="/report/false-alarms/heyuan-01?start=2026-06-29&amp;end=2026-07-05"'
             in rows[0])
     beitang = next(r for r in rows if 'data-node="beitang-01"' in r)
     assert 'data-over="false"' in beitang and ">0.14</td>" in beitang
@@ -87,21 +87,21 @@ def test_snapshots_one_click_away_within_scope_roles_and_retention(site) -> None
     h, c = site
     first, second = h.ids
     as_user(c, "guo")
-    page = c.get("/report/false-alarms?node=heyuan-01&start=2026-06-29&end=2026-07-05").text
+    page = c.get("/report/false-alarms/heyuan-01?start=2026-06-29&end=2026-07-05").text
     assert f'data-alert-id="{first}"' in page and f'data-alert-id="{second}"' in page
     assert f'src="/alerts/{first}/snapshot.jpg"' in page
     assert f'src="/alerts/{second}/snapshot.jpg"' not in page  # it never had one
     r = c.get(f"/alerts/{first}/snapshot.jpg")
     assert r.status_code == 200 and r.content == JPEG
-    assert c.get("/report/false-alarms?node=nowhere-01").status_code == 404
+    assert c.get("/report/false-alarms/nowhere-01").status_code == 404
     assert "超出预算" in c.get("/report?start=2026-06-29&end=2026-07-05").text
     as_user(c, "viewer")
-    page = c.get("/report/false-alarms?node=heyuan-01&start=2026-06-29&end=2026-07-05").text
+    page = c.get("/report/false-alarms/heyuan-01?start=2026-06-29&end=2026-07-05").text
     assert "snapshot.jpg" not in page and "你的角色不能查看现场照片" in page
     h.clock.advance(31 * 86400)
     assert h.svc.purge_snapshots() >= 1
     as_user(c, "guo")
-    page = c.get("/report/false-alarms?node=heyuan-01&start=2026-06-29&end=2026-07-05").text
+    page = c.get("/report/false-alarms/heyuan-01?start=2026-06-29&end=2026-07-05").text
     assert "snapshot.jpg" not in page and "照片已按保留期限删除" in page
 
 

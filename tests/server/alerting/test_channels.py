@@ -231,3 +231,16 @@ def test_email_refused_by_the_smtp_server_falls_through(tmp_path: Path,
     finally:
         h.close()
         ctl.stop()
+
+
+@pytest.mark.parametrize(("section", "value", "field"), [
+    ("paging", {"attach_images": ["mail to"]}, "paging.attach_images"),
+    ("paging", {"retries": 9}, "paging.retries"),
+    ("escalation", {"incident_clear_s": 1}, "escalation.incident_clear_s"),
+    ("false_alarm_budget", -1, "false_alarm_budget"),
+])
+def test_bad_paging_config_names_the_field(section: str, value: object, field: str) -> None:
+    """Each new setting is bounded; the error names it."""
+    from server.core.config import ConfigError, parse_config
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        parse_config({"environment": "dev", section: value})

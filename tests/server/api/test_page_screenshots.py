@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from server.link.broker import free_port
 from tests.server.alerting.test_escalation import Harness
 from tests.server.conftest import PageReceiver
 
@@ -40,7 +41,9 @@ a{{color:#1565c0}}</style></head><body><div class="bubble" id="msg">
 
 @pytest.fixture
 def h(tmp_path: Path, receiver: PageReceiver) -> Iterator[Harness]:
-    harness = Harness(tmp_path, receiver)
+    port = free_port()  # a fixed public URL: the same page text, the same PNG, every run
+    harness = Harness(tmp_path, receiver, http={"bind": f"127.0.0.1:{port}",
+                                                "public_url": "https://pondwatch.example.cn"})
     yield harness
     harness.close()
 

@@ -21,7 +21,7 @@ from edge.config import NodeConfig
 from edge.manifest import ModelStoreError, model_format
 from edge.model import store as modelstore
 from edge.model.store import ModelIdentity
-from edge.trust import ModelTrustError, check_model
+from edge.trust import ModelTrustError, check_model, keys_of
 from edge.vision.types import Detector
 from protocol import signing
 from protocol.digest import sha256_file
@@ -90,7 +90,8 @@ class ModelDeployer:
                            "node after the switch)"}
         old = modelstore.describe(active)
         if old.sha256 == sha:
-            return True, {"model": name, "sha256": sha, "unchanged": True}
+            return True, {"model": name, "sha256": sha, "unchanged": True,
+                          **self._renew(active, sha, doc)}
         folder = active.parent
         part = folder / f".{name}-{sha[:12]}.part"
         fresh = folder / f"{name}-{sha[:12]}.pt"
@@ -138,6 +139,25 @@ class ModelDeployer:
         self._on_switched(now)
         log.info("model switched to %s (%s), was %s", name, sha[:12], old.sha256[:12])
         return True, {"model": name, "sha256": now.sha256, "previous": _ident(old)}
+
+    def _renew(self, active: Path, sha: str, doc: signing.SignatureDoc | None
+               ) -> dict[str, str]:
+        """A new signature for the model already running (the county's key rotated): put
+        beside it when a trusted key signed this very file; nothing is downloaded."""
+        if doc is None:
+            return {}
+        try:
+            vouched = signing.verify(doc, keys_of(self.cfg.model))
+        except (signing.SignatureError, ModelTrustError) as exc:
+            return {"signature": f"kept the old one: {exc}"}
+        if vouched.sha256 != sha:
+            return {"signature": "kept the old one: it signs another file"}
+        out = signing.sig_path(active.resolve())
+        tmp = out.with_name(out.name + ".new")
+        tmp.write_text(doc.model_dump_json())
+        os.replace(tmp, out)
+        log.info("signature of %s renewed (key %s)", active, vouched.key_id)
+        return {"signature": f"renewed (key {vouched.key_id})"}
 
     def _download(self, url: str, out: Path, size: int, token: str) -> None:
         """GET url with the command's single-use download token (a bearer token), at most

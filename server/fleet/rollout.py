@@ -81,11 +81,15 @@ def store(s: Session, cfg: ServerConfig, name: str, src: IO[bytes],
           ) -> ServerModel:
     """Write an uploaded model file (atomically) and record it with its signature; refuse an
     unsigned or wrongly signed file, a name or digest in use. Labels and figures are the
-    signed entry's, never the uploader's."""
+    signed entry's, never the uploader's. The same file under its own name again, with a
+    valid signature, replaces the stored signature (a new county key, a re-signed entry)."""
     vouched = signed(cfg.models, signature)
     if vouched.name != name:
         raise ModelError(f"the signature is for model {vouched.name!r}, not {name!r}")
-    if s.get(ServerModel, name) is not None:
+    doc = signing.parse_doc(signature) if isinstance(signature, str) else signature
+    assert doc is not None  # signed() refused None
+    known = s.get(ServerModel, name)
+    if known is not None and (known.sha256, known.size) != (vouched.sha256, vouched.size):
         raise ModelError(f"model {name!r} already exists")
     folder = models_dir(cfg)
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,14 +102,17 @@ def store(s: Session, cfg: ServerConfig, name: str, src: IO[bytes],
         if sha != vouched.sha256 or size != vouched.size:
             raise ModelError(f"sha256 of the upload is {sha} ({size} bytes), the signature "
                              f"covers {vouched.sha256} ({vouched.size} bytes)")
-        if s.scalar(select(ServerModel).where(ServerModel.sha256 == sha)) is not None:
+        if known is None and s.scalar(select(ServerModel).where(ServerModel.sha256 == sha)):
             raise ModelError(f"a model with sha256 {sha} is already stored")
         os.replace(tmp, file_path(cfg, sha))
     finally:
         Path(tmp).unlink(missing_ok=True)
     entry = vouched.entry
-    doc = signing.parse_doc(signature) if isinstance(signature, str) else signature
-    assert doc is not None  # signed() refused None
+    if known is not None:  # the same file re-signed
+        known.labels, known.eval = entry.get("labels") or {}, entry.get("eval")
+        known.signature, known.uploaded_by, known.uploaded_at = doc.model_dump_json(), by, now
+        log.info("model %s re-signed with key %s by %s", name, vouched.key_id, by)
+        return known
     row = ServerModel(name=name, sha256=sha, size=size, labels=entry.get("labels") or {},
                       eval=entry.get("eval"), uploaded_by=by, uploaded_at=now,
                       signature=doc.model_dump_json())

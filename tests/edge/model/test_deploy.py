@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,6 +166,18 @@ def test_good_model_switches_the_symlink(tmp_path: Path, models: Path,
     assert h.switched and h.switched[0].sha256 == sha
     ok, res = h.deployer.handle(_args(url, sha, path, root=root))
     assert ok and res["unchanged"] and len(seen) == 1
+    # the same model with a new signature (a rotated county key): renewed, nothing downloaded
+    sig = signing.sig_path(models / f"v2-{sha[:12]}.pt")
+    before = sig.read_text()
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root,
+                                      sig=_signed(root, sha, entry={"operating_conf": 0.2})))
+    assert ok and res["signature"].startswith("renewed") and sig.read_text() != before
+    before = sig.read_text()
+    other, _ = make_key(tmp_path / "other")
+    ok, res = h.deployer.handle(_args(url, sha, path, root=root,
+                                      sig=_signed(root, sha, key=other)))
+    assert ok and "kept the old one" in res["signature"] and len(seen) == 1
+    assert json.loads(sig.read_text())["key_id"] == json.loads(before)["key_id"]
 
 
 def test_selftest_broken_by_switch_rolls_back(tmp_path: Path, models: Path,

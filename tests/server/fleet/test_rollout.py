@@ -150,6 +150,23 @@ def test_upload_must_be_signed_by_the_county(env: Any, tmp_path: Path) -> None:
     assert client.get("/api/models", headers=ADMIN).json() == []
 
 
+def test_the_same_file_re_signed_replaces_its_signature(env: Any) -> None:
+    """Uploading the stored file again under its name with a new valid signature (figures
+    measured since, or a new county key) replaces the signature, labels and figures; the gate
+    then reads the new ones."""
+    _h, client = env
+    data = b"r" * 100
+    sha = hashlib.sha256(data).hexdigest()
+    assert _upload(client, "v1", None, data=data).status_code == 201
+    r = client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert r.status_code == 409 and "not measured" in r.json()["detail"]
+    again = _upload(client, "v1", _evals(0.9, 0.97, sha), data=data)
+    assert again.status_code == 201 and again.json()["eval"]["scenes-land"]["recall"] == 0.97
+    r = client.post("/api/models/v1/assign", headers=ADMIN, json={"pond_id": "xiatang"})
+    assert r.status_code == 200, r.text
+    assert len(client.get("/api/models", headers=ADMIN).json()) == 1
+
+
 def test_gate_reads_only_signed_figures(env: Any) -> None:
     """Figures changed in the database after a signed upload count for nothing: the gate
     reads the signature's; a row without a signature is refused."""

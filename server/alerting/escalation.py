@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.alerting import alerts
 from server.alerting.paging import Pager
+from server.alerting.wording import quiet_until
 from server.core.clock import Clock
 from server.core.config import EscalationPolicy, ServerConfig
 from server.core.db import Alert, Delivery, Grid, Person, Pond, RosterEntry, Station
@@ -183,6 +184,11 @@ class Escalator:
             else:
                 nxt = now + timedelta(seconds=pol.repeat_s)
         else:
+            held = quiet_until(self.cfg.paging.quiet_hours, now)
+            if held is not None:  # a task can wait for the morning; nobody is woken for it
+                alert.next_step_at = held
+                alerts.timeline(s, alert, now, "note", f"quiet hours until {held.isoformat()}")
+                return []
             targets = [alerts.TASK_TARGETS.get(alert.kind, "technicians")]
             rep = self.cfg.task_repeat_s
             nxt = now + timedelta(seconds=rep) if rep else None

@@ -22,6 +22,25 @@ ITEM_ZH = {"lifebuoy": "救生圈", "sign": "警示牌", "warning_sign": "警示
            "safety_rope": "救生绳", "poles": "竹竿", "bamboo_poles": "竹竿"}
 
 
+def quiet_until(quiet_hours: str | None, now: datetime) -> datetime | None:
+    """When the Beijing quiet hours (HH:MM-HH:MM, may span midnight) holding `now` end, or
+    None when now is outside them (or none are set)."""
+    if not quiet_hours:
+        return None
+    start_s, end_s = quiet_hours.split("-")
+    local = now.astimezone(BEIJING)
+    start = local.replace(hour=int(start_s[:2]), minute=int(start_s[3:]), second=0,
+                          microsecond=0)
+    end = local.replace(hour=int(end_s[:2]), minute=int(end_s[3:]), second=0, microsecond=0)
+    if start == end:
+        return None
+    if start < end:  # same day, e.g. 12:00-14:00
+        return end if start <= local < end else None
+    if local >= start:  # spans midnight, e.g. 22:00-07:00: evening part
+        return end + timedelta(days=1)
+    return end if local < end else None
+
+
 def beijing_time(ts: datetime | None) -> str:
     """A time as Beijing wall-clock text (empty for none), as pages and screens show it."""
     return ts.astimezone(BEIJING).strftime("%Y-%m-%d %H:%M:%S") if ts else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -262,6 +263,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str, str]] = [
      "Acknowledged, nobody on scene: step {n}, paging {t}: {p}"),
     (re.compile(r"^(?P<c>\d+) false alarms in 7 days \(budget (?P<b>[\d.]+)\)$"),
      "7 天内误报 {c} 次（预算 {b} 次/周）", "{c} false alarms in 7 days (budget {b} a week)"),
+    (re.compile(r"^quiet hours until (?P<q>\S+)$"), "免打扰时段，{q} 再通知",
+     "Quiet hours: paging at {q}"),
     (re.compile(r"^unreachable: next step now$"), "无人可通知，立即升级",
      "Nobody reachable: next step now"),
     (re.compile(r"^no heartbeat for (?P<s>\d+) s \((?P<m>\d+) missed\)"
@@ -289,6 +292,8 @@ def describe(detail: str, lang: str, names: dict[str, str]) -> str:
             g["k0"], g["k"] = w("kind", g["k0"]), w("kind", g["k"])
         elif "k" in g:  # a folded event's kind, in brackets
             g["k"] = f"（{w('kind', g['k'])}）" if g["k"] else ""
+        if "q" in g:  # an ISO time: Beijing wall clock
+            g["q"] = beijing_time(datetime.fromisoformat(g["q"]))
         if "kw" in g:
             g["kw"] = w("kind", g["kw"])
         if "t" in g:

@@ -144,6 +144,11 @@ class PagingSettings(StrictModel):
                          "channel is tried.")
     retry_wait_s: float = Field(1.0, ge=0, le=30,
                                 description="Wait before trying a channel again.")
+    quiet_hours: str | None = Field(
+        None, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Beijing hours (HH:MM-HH:MM, may span midnight) when non-urgent task pages "
+        "(missing kit, camera faults, offline nodes, false alarms) wait until the end; urgent "
+        "pages and the patrol list are never held. Unset: tasks page at any hour.")
 
     @field_validator("attach_images")
     @classmethod

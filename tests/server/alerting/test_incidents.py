@@ -3,6 +3,7 @@ restart escalation; an acknowledgement without 已到场 comes back (fake clock,
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,39 @@ def test_link_page_and_api_lead_with_the_same_words(h: Harness) -> None:
         d = alert_dict(a, None)
     assert (d["headline"], d["child"], d["people_seen"], d["upgraded_from"]) == (
         "儿童已落水", True, 2, "child_near_water")
+
+
+def test_quiet_hours_hold_tasks_never_urgent_pages(tmp_path: Path,
+                                                   receiver: PageReceiver) -> None:
+    """paging.quiet_hours 22:00-07:00 (Beijing): a lifebuoy missing at 23:00 pages the
+    constable at 07:00; a child in the water at 23:00 pages at once."""
+    from datetime import UTC, datetime
+    h = Harness(tmp_path, receiver, paging={"quiet_hours": "22:00-07:00"})
+    try:
+        h.clock.set(datetime(2026, 7, 1, 15, 0, tzinfo=UTC))  # 23:00 Beijing
+        h.event("equipment_missing", item="lifebuoy")
+        h.event("person_in_water", node="xiatang-01", pond="xiatang", child=True)
+        h.tick()
+        assert h.paged() == ["kang-donghai"]  # the urgent page only
+        h.tick(7 * 3600 + 59 * 60)  # 06:59 (the urgent alert escalates meanwhile)
+        assert [p for p in receiver.pages if p["title"].startswith("【待办】")] == []
+        h.tick(60)  # 07:00
+        tasks = [p for p in receiver.pages if p["title"].startswith("【待办】")]
+        assert [t["title"] for t in tasks] == ["【待办】禾源山塘：救生圈缺失"]
+        assert "/guo-yong" in receiver.paths
+    finally:
+        h.close()
+
+
+def test_quiet_until() -> None:
+    """Spanning midnight or not; outside the hours nothing is held."""
+    from datetime import UTC, datetime
+
+    from server.alerting.wording import quiet_until
+    at = lambda hh, mm=0: datetime(2026, 7, 1, hh, mm, tzinfo=UTC) - timedelta(hours=8)  # noqa: E731
+    assert quiet_until("22:00-07:00", at(23)) == at(7) + timedelta(days=1)
+    assert quiet_until("22:00-07:00", at(6, 59)) == at(7)
+    assert quiet_until("22:00-07:00", at(7)) is None
+    assert quiet_until("12:00-14:00", at(13)) == at(14)
+    assert quiet_until("12:00-14:00", at(15)) is None
+    assert quiet_until(None, at(23)) is None

@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from protocol.signing import MAX_TRUSTED_KEYS, SignatureError, trusted_keys
+from protocol.signing import KEY_PREFIX, MAX_TRUSTED_KEYS, SignatureError, trusted_keys
 from protocol.topics import DEFAULT_PREFIX
 from protocol.validation import StrictModel, field_errors, read_yaml
 from server.core import secret_strength
@@ -370,6 +370,11 @@ def _relative(data: dict[str, Any], base: Path) -> dict[str, Any]:
     if (isinstance(mqtt, dict) and isinstance(mqtt.get("data_dir"), str)
             and not Path(mqtt["data_dir"]).is_absolute()):
         data["mqtt"] = dict(mqtt, data_dir=str(base / mqtt["data_dir"]))
+    models = data.get("models")
+    if isinstance(models, dict) and isinstance(models.get("trusted_keys"), list):
+        data["models"] = dict(models, trusted_keys=[
+            str(base / k) if isinstance(k, str) and not k.startswith(KEY_PREFIX)
+            and not Path(k).is_absolute() else k for k in models["trusted_keys"]])
     return data
 
 

@@ -344,6 +344,26 @@ def test_guessing_tokens_is_throttled(env: Any) -> None:
     assert codes[0] == 401 and codes[-1] == 429
 
 
+def test_trusted_keys_from_the_config_folder(tmp_path: Path, county_key: Path) -> None:
+    """models.trusted_keys paths are taken from server.yaml's folder; a key that cannot be
+    read or parsed is a config error naming it."""
+    from server.core.config import load_config
+
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "county.pub").write_text(_pub(county_key) + "\n")
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(yaml.safe_dump({"environment": "dev",
+                                   "models": {"trusted_keys": ["keys/county.pub"]}}))
+    assert load_config(cfg).models.trusted_keys == [str(keys / "county.pub")]
+    cfg.write_text(yaml.safe_dump({"environment": "dev",
+                                   "models": {"trusted_keys": ["keys/none.pub"]}}))
+    with pytest.raises(ConfigError, match="models: .*keys/none.pub: cannot read"):
+        load_config(cfg)
+    with pytest.raises(ConfigError, match="not an Ed25519 public key"):
+        parse_config({"models": {"trusted_keys": ["ed25519:AAAA"]}})
+
+
 def test_gate_config_needs_water_and_land() -> None:
     """A gate without a land set, or a pond floor for an unknown set, is a config error."""
     with pytest.raises(ConfigError, match="water.*land"):

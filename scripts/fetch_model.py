@@ -16,6 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from edge.manifest import ModelStoreError, load_manifest, manifest_path, models_dir  # noqa: E402
 from edge.model.store import CONNECT_TIMEOUT_S, fetch, link_person  # noqa: E402
+from edge.trust import pinned  # noqa: E402
+from protocol.digest import sha256_file  # noqa: E402
 
 log = logging.getLogger("fetch_model")
 
@@ -50,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     person = link_person(path, dest)
     print(f"{person} -> {path.name}")
+    if sha256_file(path) not in pinned():  # yolo11n: its digest is not recorded yet
+        log.warning("%s is not pinned by PondWatch's manifest: a node loads it only once the "
+                    "county has checked it and signed it (pondwatch-edge model sign NAME --key "
+                    "KEY; the key's .pub in model.trusted_keys)", path.name)
     return 0
 
 

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.errors import EdgeError
 from edge.manifest import operating_conf
+from edge.trust import signed_operating_conf
 from protocol.digest import sha256_file
 from protocol.signing import KEY_PREFIX, MAX_TRUSTED_KEYS
 from protocol.topics import DEFAULT_PREFIX, NODE_ID_PATTERN, check_node_id
@@ -63,8 +64,9 @@ class ModelConfig(StrictModel):
     conf: float = Field(DEFAULT_CONF, gt=0, lt=1, description="Operating point: a track counts "
                         "as a person once its median score reaches this (Frigate's threshold); "
                         "eval scores stills at it. Left out, load_config takes the model's own "
-                        "calibrated point from the manifest.yaml beside the weights, else the "
-                        "default one (operating_conf, measured with `pondwatch-edge eval`), "
+                        "calibrated point: its signed entry's (NAME.pt.sig by a key of "
+                        "trusted_keys), else the manifest.yaml's beside the weights, else the "
+                        "default one's (operating_conf, measured with `pondwatch-edge eval`), "
                         "else 0.25 (person-offline's).")
     tracker: str = Field("pondwatch.yaml", description="Tracker config: edge/vision/trackers/ "
                          "(pondwatch.yaml), an Ultralytics one (bytetrack.yaml) or a path.")
@@ -378,7 +380,9 @@ def load_config(path: str | Path) -> NodeConfig:
         "trusted_keys": [k if k.startswith(KEY_PREFIX) else _resolve(base, k)
                          for k in cfg.model.trusted_keys]}
     if "conf" not in (raw.get("model") or {}):
-        model_update["conf"] = operating_conf(model_update["path"]) or DEFAULT_CONF
+        keyed = cfg.model.model_copy(update={"trusted_keys": model_update["trusted_keys"]})
+        model_update["conf"] = (signed_operating_conf(model_update["path"], keyed)
+                                or operating_conf(model_update["path"]) or DEFAULT_CONF)
     updates["model"] = cfg.model.model_copy(update=model_update)
     updates["equipment"] = [
         e.model_copy(update={"reference": _resolve(base, e.reference)}) if e.reference else e

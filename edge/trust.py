@@ -154,3 +154,18 @@ def check_model(path: str | Path, cfg: TrustSettings) -> TrustVerdict:
         return TrustVerdict("pinned", p, digest, name)
     return check_signature(p, digest, cfg)
 
+
+def signed_operating_conf(path: str | Path, cfg: TrustSettings) -> float | None:
+    """The operating point the signature beside a .pt vouches for (its signed entry's
+    operating_conf), when a trusted key signed this very file; else None."""
+    p = Path(path)
+    if not p.is_file() or model_format(p) != "pytorch":
+        return None
+    if not any(signing.sig_path(x).is_file() for x in (p, p.resolve())):
+        return None  # unsigned: nothing to hash
+    try:
+        verdict = check_signature(p, tree_sha256(p), cfg)
+    except ModelTrustError:
+        return None
+    conf = (verdict.entry or {}).get("operating_conf")
+    return float(conf) if isinstance(conf, int | float) and 0 < conf < 1 else None

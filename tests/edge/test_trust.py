@@ -138,3 +138,28 @@ def test_node_config_lists_keys_relative_to_itself(tmp_path: Path) -> None:
     bad = cfg.model.model_copy(update={"trusted_keys": ["ed25519:not-a-key"]})
     with pytest.raises(ModelTrustError, match="model.trusted_keys: trusted key ed25519:"):
         check_model(bad.path, bad)
+
+
+def test_a_signed_operating_point_is_the_nodes_default(tmp_path: Path) -> None:
+    """A node config without model.conf runs a signed model at the operating point its signed
+    entry gives; without a trusted signature, at the default."""
+    import yaml
+
+    from edge.config import DEFAULT_CONF, load_config
+
+    key, pub = make_key(tmp_path / "keys")
+    model = tmp_path / "v2.pt"
+    model.write_bytes(b"weights v2")
+    sign(model, key, "v2", {"operating_conf": 0.2})
+    raw = {"node_id": "n-01", "pond_id": "p", "camera": {"source": "x.mp4"},
+           "model": {"path": "v2.pt", "trusted_keys": [pub]},
+           "zones": {"water": [[0, 0], [1, 0], [1, 1]]}}
+    cfg_file = tmp_path / "node.yaml"
+    cfg_file.write_text(yaml.safe_dump(raw))
+    assert load_config(cfg_file).model.conf == 0.2
+    raw["model"]["trusted_keys"] = []
+    cfg_file.write_text(yaml.safe_dump(raw))
+    assert load_config(cfg_file).model.conf == DEFAULT_CONF
+    raw["model"].update(trusted_keys=[pub], conf=0.4)
+    cfg_file.write_text(yaml.safe_dump(raw))
+    assert load_config(cfg_file).model.conf == 0.4  # the config's own word wins

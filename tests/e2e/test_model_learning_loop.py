@@ -24,6 +24,7 @@ from edge.vision.snapshot import encode_jpeg
 from protocol import Event
 from scripts.page_receiver import PageReceiver
 from server.access import auth
+from server.alerting.alerts import FALSE_ALARMS
 from server.cli import main as server_main
 from server.core.db import Alert, EventFrame, EventRow
 from server.runner import Server
@@ -112,7 +113,11 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
             with srv.services.sessions() as s:
                 stored = s.scalars(select(EventRow).where(EventRow.id.in_(list(ids)))).all()
                 assert all(r.payload.get("boxes") is not None for r in stored)
-                assert {a.outcome for a in s.scalars(select(Alert))} == {"real", "false_alarm"}
+                alerts = s.scalars(select(Alert)).all()
+                verdicts = {a.outcome for a in alerts if a.kind != FALSE_ALARMS}
+                assert verdicts == {"real", "false_alarm"}
+                # the false alarms put the node over its budget: one task for a technician
+                assert [a.outcome for a in alerts if a.kind == FALSE_ALARMS] in ([], [None])
             api.close()
         db = cfg.database
     finally:

@@ -222,6 +222,46 @@ def idle_cpu(cfg: NodeConfig, frames: list[np.ndarray], det: UltralyticsDetector
     return out
 
 
+def still_figure_cpu(cfg: NodeConfig, frames: list[np.ndarray], det: Any, seconds: float,
+                     learn_s: float) -> dict[str, float]:
+    """CPU (share of one core per second of scene) on a still scene with a person-shaped
+    figure on the bank, at the camera rate: the node as it was (nothing learned: the figure
+    keeps the gate awake) and as it is (learned after learn_s), over the last `seconds`."""
+    from scripts.make_scenes import assets_dir
+    from tests.edge.rules.test_still import figure, paste
+    fig = figure(assets_dir())
+    scene = [paste(f, fig) for f in frames]
+    out: dict[str, float] = {}
+    for label, learn in (("unlearned", 0.0), ("learned", learn_s)):
+        run_cfg = cfg.model_copy(update={"rules": cfg.rules.model_copy(
+            update={"still_learn_s": learn})})
+        det.reset()
+        pipe = Pipeline(run_cfg, det)
+        period = 1.0 / cfg.camera.fps
+        warm = int((learn_s + 5.0) * cfg.camera.fps)
+        n = warm + int(seconds * cfg.camera.fps)
+        wall0 = time.monotonic()
+        cpu0 = t_mark = 0.0
+        ran0 = 0
+        for i in range(n):
+            if i == warm:
+                cpu0, t_mark, ran0 = time.process_time(), time.monotonic(), \
+                    pipe.stats.detected_frames
+            due = wall0 + i * period
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pipe.process(scene[i % len(scene)], i * period, EPOCH)
+        # CPU seconds per second of scene: the share of a core needed to keep up with the
+        # camera (a saturated, busy run falls behind real time on a shared machine)
+        out[label] = 100.0 * (time.process_time() - cpu0) / ((n - warm) * period)
+        out[f"{label}_wall_share"] = 100.0 * (time.process_time() - cpu0) / (
+            time.monotonic() - t_mark)
+        out[f"{label}_detected"] = (pipe.stats.detected_frames - ran0) / (n - warm)
+        out[f"{label}_idle"] = float(pipe.stats.idle)
+    return out
+
+
 # ------------------------------------------------------------------ 4. memory
 def node_rss_mb(cfg_dir: Path, scene: str, out_dir: Path) -> float:
     """Peak RSS of a separate process replaying one scene (the node's own footprint)."""
@@ -345,7 +385,28 @@ def main() -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[320, 480, 640])
     p.add_argument("--no-formats", action="store_true")
     p.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    p.add_argument("--still-only", metavar="MODEL", help="only the still-figure CPU part, on "
+                   "this model file (any run time); prints, writes nothing")
+    p.add_argument("--learn-s", type=float, default=20.0, help="still_learn_s of that part")
+    p.add_argument("--idle-fps", type=float, help="rules.idle_fps of that part (default: the "
+                   "scene config's)")
     args = p.parse_args()
+    if args.still_only:
+        sd = scenes_dir()
+        scfg = load_config(sd / "empty_static.yaml")
+        scfg = scfg.model_copy(update={"model": scfg.model.model_copy(
+            update={"path": args.still_only})})
+        if args.idle_fps:
+            scfg = scfg.model_copy(update={"rules": scfg.rules.model_copy(
+                update={"idle_fps": args.idle_fps})})
+        from edge.vision.detector import load_detector
+        still = [f for f, _ in frames_of(sd / "empty_static.mp4", scfg.camera.fps)]
+        r = still_figure_cpu(scfg, still, load_detector(scfg.model), args.idle_seconds,
+                             args.learn_s)
+        print(f"load average {os.getloadavg()[0]:.2f}; still figure on the bank, "
+              f"{args.idle_seconds:.0f} s at {scfg.camera.fps:g} fps, idle_fps "
+              f"{scfg.rules.idle_fps:g}: " + json.dumps({k: round(v, 3) for k, v in r.items()}))
+        return 0
 
     sd = scenes_dir()
     cfg = load_config(sd / f"{THROUGHPUT_SCENES[0]}.yaml")

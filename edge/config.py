@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge.errors import EdgeError
-from edge.manifest import operating_conf
+from edge.manifest import operating_conf, operating_conf_water
 from edge.trust import signed_operating_conf
 from protocol.digest import sha256_file
 from protocol.signing import KEY_PREFIX, MAX_TRUSTED_KEYS
@@ -68,6 +68,11 @@ class ModelConfig(StrictModel):
                         "trusted_keys), else the manifest.yaml's beside the weights, else the "
                         "default one's (operating_conf, measured with `pondwatch-edge eval`), "
                         "else 0.25 (person-offline's).")
+    conf_water: float | None = Field(
+        None, gt=0, lt=1, description="Operating point for people whose feet are in the water "
+        "zone (swimmers show head and shoulders only, so the model is less sure of them). Left "
+        "out with conf also left out: the model's own (operating_conf_water in its manifest "
+        "entry); otherwise conf.")
     tracker: str = Field("pondwatch.yaml", description="Tracker config: edge/vision/trackers/ "
                          "(pondwatch.yaml), an Ultralytics one (bytetrack.yaml) or a path.")
     labels: dict[str, list[str]] = Field(
@@ -93,6 +98,10 @@ class ModelConfig(StrictModel):
         "model keygen`): `ed25519:BASE64` or the path of its .pub file. A model file loads "
         "only when PondWatch's own manifest pins its sha256 or a key listed here signed it "
         "(NAME.pt.sig beside it).")
+
+    def conf_at(self, zone: str | None) -> float:
+        """The operating point for a person whose feet are in this zone."""
+        return self.conf_water if zone == "water" and self.conf_water is not None else self.conf
 
     @model_validator(mode="after")
     def _needs_person(self) -> ModelConfig:
@@ -165,7 +174,9 @@ class Rules(StrictModel):
                                 description="A child who stays is announced again this often.")
     submerged_s: float = Field(4.0, ge=1, le=60,
                                description="Vanished inside the water this long: submerged.")
-    idle_fps: float = Field(1.0, gt=0, le=30, description="Detection rate while nothing moves.")
+    idle_fps: float = Field(0.2, gt=0, le=30, description="Detection rate while nothing moves "
+                            "(any motion wakes the detector at once): 0.2 keeps an idle node "
+                            "under 10 % of a core (bench/edge_pipeline.py --still-only).")
     still_learn_s: float = Field(
         180.0, ge=0, le=86400, description="A person-like box in a zone that neither moves nor "
         "changes for this long is learned as background (a post, a scarecrow, a net) until it "
@@ -383,6 +394,8 @@ def load_config(path: str | Path) -> NodeConfig:
         keyed = cfg.model.model_copy(update={"trusted_keys": model_update["trusted_keys"]})
         model_update["conf"] = (signed_operating_conf(model_update["path"], keyed)
                                 or operating_conf(model_update["path"]) or DEFAULT_CONF)
+        if "conf_water" not in (raw.get("model") or {}):
+            model_update["conf_water"] = operating_conf_water(model_update["path"])
     updates["model"] = cfg.model.model_copy(update=model_update)
     updates["equipment"] = [
         e.model_copy(update={"reference": _resolve(base, e.reference)}) if e.reference else e

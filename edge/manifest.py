@@ -71,6 +71,10 @@ class ModelEntry(StrictModel):
     operating_conf: float | None = Field(
         None, gt=0, lt=1, description="The model's calibrated operating point (conf), from "
         "`pondwatch-edge eval`; a node config without model.conf uses it.")
+    operating_conf_water: float | None = Field(
+        None, gt=0, lt=1, description="Its operating point for people whose feet are in the "
+        "water zone (a swimmer shows head and shoulders only, so the model is less sure of "
+        "him), from `pondwatch-edge eval` on people in water; None: operating_conf.")
 
 
 class Manifest(StrictModel):
@@ -188,3 +192,9 @@ def operating_conf(path: str | Path) -> float | None:
     """The calibrated operating point of a model from its manifest entry (see find_model)."""
     found = find_model(path)
     return found[1].operating_conf if found is not None else None
+
+
+def operating_conf_water(path: str | Path) -> float | None:
+    """The calibrated operating point in the water zone, from the manifest entry (or None)."""
+    found = find_model(path)
+    return found[1].operating_conf_water if found is not None else None

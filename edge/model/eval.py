@@ -13,6 +13,7 @@ from typing import Any
 from edge.config import NodeConfig
 from edge.errors import EdgeError
 from edge.vision.detector import DetectorError, load_detector
+from edge.vision.geometry import foot_point, zone_of
 from edge.vision.types import Detector
 from edge.vision.windows import detect_people, iou_and_inside
 
@@ -82,13 +83,15 @@ def size_of(gt: Box) -> str:
     return "small" if area < SMALL else "medium" if area < MEDIUM else "large"
 
 
-def score(samples: Sequence[Sample], conf: float) -> dict[str, Any]:
-    """Recall, precision, false detections per image and recall by size at one conf."""
+def score(samples: Sequence[Sample], conf: float,
+          conf_at: Callable[[Box], float] | None = None) -> dict[str, Any]:
+    """Recall, precision, false detections per image and recall by size at one conf (or at
+    conf_at(box) for each detection: the node's per-zone operating points)."""
     found = {"small": 0, "medium": 0, "large": 0}
     total = {"small": 0, "medium": 0, "large": 0}
     n_det = n_false = 0
     for s in samples:
-        dets = [b for c, b in s.dets if c >= conf]
+        dets = [b for c, b in s.dets if c >= (conf_at(b) if conf_at else conf)]
         n_det += len(dets)
         n_false += sum(1 for d in dets if not any(matches(d, g) for g in s.truth))
         for g in s.truth:
@@ -110,7 +113,7 @@ def collect(cfg: NodeConfig, detector: Detector, images: Sequence[Path],
             progress: Callable[[int, int], None] | None = None) -> list[Sample]:
     """Run the node's detection step on every image, down to the curve's floor."""
     import cv2
-    floor = min(CURVE_FLOOR, cfg.model.conf)
+    floor = min(CURVE_FLOOR, cfg.model.conf, cfg.model.conf_at("water"))
     samples = []
     for i, path in enumerate(images):
         frame = cv2.imread(str(path))
@@ -127,7 +130,12 @@ def collect(cfg: NodeConfig, detector: Detector, images: Sequence[Path],
 
 def report(samples: Sequence[Sample], cfg: NodeConfig, dataset: str) -> dict[str, Any]:
     """The operating point's figures plus the curve over conf."""
-    out = score(samples, cfg.model.conf)
+    m = cfg.model
+    per_zone = m.conf_water is not None and m.conf_water != m.conf
+    out = score(samples, m.conf,
+                (lambda b: m.conf_at(zone_of(foot_point(b), cfg))) if per_zone else None)
+    if per_zone:
+        out["conf_water"] = m.conf_water
     out["dataset"] = dataset
     out["model"] = Path(cfg.model.path).name
     out["imgsz"] = cfg.model.imgsz
@@ -148,7 +156,8 @@ def render(r: dict[str, Any]) -> str:
     lines = [
         f"数据集 / dataset: {r['dataset']} ({r['images']} images, {r['people']} people)",
         f"模型 / model: {r['model']} imgsz {r['imgsz']}, 工作点 / operating point conf "
-        f"{r['conf']:g}",
+        f"{r['conf']:g}" + (f", 水中 / in the water {r['conf_water']:g}" if "conf_water" in r
+                           else ""),
         f"召回率 / recall {_pct(r['recall'])}   精确率 / precision {_pct(r['precision'])}   "
         f"每图误检 / false per image {r['false_per_image']:.2f}",
         "按大小召回 / recall by size: " + "   ".join(

@@ -165,10 +165,11 @@ class RuleEngine:
         tr.hits += 1
         tr.scores.append(det.conf)
         del tr.scores[:-MAX_SAMPLES]
-        if det.meaning == "child" and det.conf >= self.cfg.model.conf:
+        conf = self.cfg.model.conf_at(tr.zone)   # swimmers are judged at the water's point
+        if det.meaning == "child" and det.conf >= conf:
             tr.model_child = True
         if (not tr.confirmed and tr.hits >= self.rules.confirm_frames
-                and statistics.median(tr.scores) >= self.cfg.model.conf):
+                and statistics.median(tr.scores) >= conf):
             tr.confirmed = True   # Frigate's rule: a true positive on the median score, once
             log.debug("track %d confirmed at %.2f s (median score %.2f)", tr.tid, t,
                       statistics.median(tr.scores))

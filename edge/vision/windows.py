@@ -147,7 +147,8 @@ def detect_people(cfg: NodeConfig, detector: Detector, frame: np.ndarray,
     Returns every detection >= floor (default: the tracker's floor), strongest first;
     `run`, `replay` and `eval` all call this.
     """
-    floor = min(TRACK_FLOOR, cfg.model.conf) if floor is None else floor
+    floor = min(TRACK_FLOOR, cfg.model.conf_at("water"), cfg.model.conf) if floor is None \
+        else floor
     h, w = frame.shape[:2]
     win = region_window(cfg, w, h)
     crop = frame if win == (0, 0, w, h) else frame[win[1]:win[3], win[0]:win[2]]

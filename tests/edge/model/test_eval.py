@@ -106,3 +106,15 @@ def test_bad_dataset_is_refused_clearly(tmp_path: Path, model_path: Path,
     cfg = _config(tmp_path, model_path)
     assert edge_main(["eval", str(cfg), "--dataset", str(tmp_path / "nowhere")]) == 2
     assert "images/ and labels/" in capsys.readouterr().err
+
+
+def test_score_at_per_zone_operating_points() -> None:
+    """With a point per zone, a 0.2 swimmer counts (water 0.15) and a 0.2 ghost on the bank
+    does not (bank 0.30); one conf for both would keep both or neither."""
+    swimmer = (0.4, 0.7, 0.5, 0.8)
+    ghost = (0.1, 0.1, 0.2, 0.3)
+    samples = [Sample("a", [swimmer], [(0.2, swimmer), (0.2, ghost)])]
+    at = score(samples, 0.30, lambda b: 0.15 if b[3] > 0.6 else 0.30)
+    assert (at["recall"], at["false_per_image"]) == (1.0, 0.0)
+    assert score(samples, 0.15)["false_per_image"] == 1.0
+    assert score(samples, 0.30)["recall"] == 0.0

@@ -337,3 +337,20 @@ def test_adult_in_water_is_flagged_adult_and_uncalibrated_is_unknown(
     bare = make_cfg(calibrated=False)
     ev = run(bare, lambda t: [person(None, 4, 0.5, 0.8, visible=0.5)], 6)
     assert types(ev) == ["person_in_water"] and ev[0][1].child is None
+
+
+def test_swimmers_are_judged_at_the_water_operating_point(
+        make_cfg: Callable[..., NodeConfig]) -> None:
+    """A person scored 0.2 is confirmed with feet in the water (conf_water 0.15) but not on the
+    bank (conf 0.30): the model is less sure of a head and shoulders in the water."""
+    cfg = make_cfg(calibrated=False, model={"conf": 0.30, "conf_water": 0.15})
+    assert (cfg.model.conf_at("water"), cfg.model.conf_at("bank")) == (0.15, 0.30)
+    in_water = run(cfg, lambda t: [Detection(3, "person", "Normal", 0.2,
+                                             (0.45, 0.70, 0.55, 0.80))], 5)
+    assert "person_in_water" in types(in_water)
+    on_bank = run(cfg, lambda t: [Detection(4, "person", "Normal", 0.2,
+                                            (0.45, 0.30, 0.55, 0.50))], 5)
+    assert on_bank == []
+    plain = make_cfg(calibrated=False, model={"conf": 0.30})   # no water point: conf
+    assert run(plain, lambda t: [Detection(3, "person", "Normal", 0.2,
+                                           (0.45, 0.70, 0.55, 0.80))], 5) == []

@@ -135,9 +135,11 @@ def test_operating_point_comes_from_the_models_manifest_entry(tmp_path: Path) ->
     (models / "manifest.yaml").write_text(yaml.safe_dump({"models": {"tuned": {
         "file": "tuned.pt", "source": {"kind": "local"}, "licence": "Apache-2.0",
         "classes": {0: "person"}, "labels": {"person": ["person"]},
-        "operating_conf": 0.2}}}))
-    assert load_config(write(tmp_path, with_change("model.conf", None))).model.conf == 0.2
-    assert load_config(write(tmp_path, EXAMPLE)).model.conf == 0.35
+        "operating_conf": 0.2, "operating_conf_water": 0.12}}}))
+    model = load_config(write(tmp_path, with_change("model.conf", None))).model
+    assert (model.conf, model.conf_water, model.conf_at("water")) == (0.2, 0.12, 0.12)
+    set_conf = load_config(write(tmp_path, EXAMPLE)).model   # a set conf is the one point
+    assert (set_conf.conf, set_conf.conf_at("water")) == (0.35, 0.35)
     export = models / "tuned_openvino_model"   # an export takes its .pt's point
     export.mkdir()
     on_export = with_change("model.conf", None)
@@ -149,8 +151,12 @@ def test_operating_point_comes_from_the_models_manifest_entry(tmp_path: Path) ->
 
 
 def test_shipped_models_carry_their_operating_points() -> None:
-    """The committed manifest: pond-person-v1 at 0.20, person-offline at 0.25 (eval figures)."""
+    """The committed manifest: pond-person-v1 at 0.20, person-offline at 0.25, pond-person-v2
+    at 0.35 on the bank and 0.15 in the water (eval figures)."""
     from edge.manifest import load_manifest
     man = load_manifest(Path(__file__).resolve().parents[2] / "models" / "manifest.yaml")
     assert man.models["pond-person-v1"].operating_conf == 0.20
     assert man.models["person-offline"].operating_conf == 0.25
+    v2 = man.models["pond-person-v2"]
+    assert (v2.operating_conf, v2.operating_conf_water) == (0.35, 0.15)
+    assert man.default == "pond-person-v2"

@@ -271,6 +271,12 @@ def test_gate_refuses_pond_person_v1_on_its_own_figures(env: Any) -> None:
     r = client.post("/api/models/person-offline/assign", headers=ADMIN,
                     json={"pond_id": "xiatang"})
     assert r.status_code == 200, r.text
+    v2 = manifest["pond-person-v2"]     # the default: passes on its own figures
+    r = _upload(client, "pond-person-v2", v2["eval"], data=(MODELS / v2["file"]).read_bytes())
+    assert r.status_code == 201 and r.json()["sha256"] == v2["sha256"]
+    r = client.post("/api/models/pond-person-v2/assign", headers=ADMIN,
+                    json={"pond_id": "xiatang"})
+    assert r.status_code == 200, r.text
 
 
 def _heartbeat(h: Harness, node: str, sha: str | None) -> None:

@@ -148,8 +148,8 @@ def test_auto_falls_back_when_url_unreachable(tmp_path: Path) -> None:
 
 
 def test_default_links_the_manifests_default(tmp_path: Path) -> None:
-    """No --model: the manifest's default (pond-person-v1 in the repo) becomes person.pt."""
-    assert load_manifest().default == "pond-person-v1"
+    """No --model: the manifest's default (pond-person-v2 in the repo) becomes person.pt."""
+    assert load_manifest().default == "pond-person-v2"
     shutil.copyfile(OFFLINE, tmp_path / "person-offline.pt")
     man = _manifest(tmp_path, "http://127.0.0.1:9/yolo11n.pt", None)
     data = yaml.safe_load(man.read_text())

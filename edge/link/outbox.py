@@ -82,7 +82,8 @@ class Outbox:
 
     def put(self, event: Event | dict[str, Any], snapshot: bytes | None = None,
             now: float | None = None, frame: bytes | None = None) -> bool:
-        """Store an event durably before anything else sees it; False if it was there already."""
+        """Store an event durably before anything else sees it; False if it was there already
+        or was evicted at once (the outbox is full of more urgent events)."""
         wire = event.to_wire() if isinstance(event, Event) else dict(event)
         severity = Severity(wire["severity"])
         now = time.time() if now is None else now
@@ -94,14 +95,15 @@ class Outbox:
                  SEVERITY_RANK[severity], now, int(bool(wire.get("texted"))), frame))
             added = cur.rowcount == 1
             if added:
-                self._evict_over_limit()
+                added = wire["id"] not in self._evict_over_limit()
         return added
 
-    def _evict_over_limit(self) -> None:
-        """Drop the least urgent, oldest events beyond max_events (caller holds the lock)."""
+    def _evict_over_limit(self) -> set[str]:
+        """Drop the least urgent, oldest events beyond max_events and return their ids (caller
+        holds the lock)."""
         over = self.depth_unlocked() - self.max_events
         if over <= 0:
-            return
+            return set()
         rows = self._db.execute(
             "SELECT id, severity FROM outbox ORDER BY rank DESC, created ASC LIMIT ?",
             (over,)).fetchall()
@@ -109,6 +111,7 @@ class Outbox:
             log.error("outbox full (%d): evicting %s event %s", self.max_events, severity, event_id)
             self._db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
         self.evicted += len(rows)
+        return {event_id for event_id, _ in rows}
 
     def expire_snapshots(self, now: float | None = None) -> int:
         """Delete the snapshots and frames of events older than snapshot_retention_s (the

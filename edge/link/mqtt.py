@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 24 * 3600
 CRITICAL_RECONNECT_S = 1.0  # retry this often while a critical event waits (issue: <= 2 s)
+WAIT_SLICE_S = 0.2  # the reconnect wait looks for a critical event this often
 NOT_AUTHORIZED = 0x87
 NO_MATCHING_SUBSCRIBERS = 0x10
 
@@ -47,8 +48,12 @@ class NodeLink:
     """Owns the paho client and a sender thread that drains the outbox."""
 
     def __init__(self, cfg: NodeConfig, outbox: Outbox, on_command: CommandHook | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
-        """Prepare the client; call start() to connect."""
+                 clock: Callable[[], float] = time.time, *,
+                 timer: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] | None = None) -> None:
+        """Prepare the client; call start() to connect. clock stamps the outbox (epoch
+        seconds); the reconnect wait runs on timer and sleep (default: a wait on the stop
+        event, so stop() ends it at once)."""
         self.cfg = cfg
         self.outbox = outbox
         self.topics = Topics(cfg.mqtt.topic_prefix)
@@ -60,6 +65,8 @@ class NodeLink:
         self.refused = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
+        self._timer = timer
+        self._sleep = sleep or self._stop.wait
         self._wake = threading.Event()
         self._acks: queue.Queue[list[str]] = queue.Queue(maxsize=1000)
         self._cmds: queue.Queue[bytes] = queue.Queue(maxsize=100)
@@ -132,16 +139,16 @@ class NodeLink:
         return min(RECONNECT_MAX_S, max(1.0, self._backoff * 2))
 
     def _reconnect_wait(self, ending: Callable[[], bool]) -> None:
-        """paho's network thread between attempts: sleep in slices, and cut a long wait
-        short once a critical event is waiting."""
+        """paho's network thread between attempts: wait reconnect_delay() of the link's timer
+        in slices, and cut a long wait short once a critical event is waiting."""
         self._backoff = delay = self.reconnect_delay()
-        began = time.monotonic()
+        began = self._timer()
         while not ending() and not self._stop.is_set():
-            waited = time.monotonic() - began
+            waited = self._timer() - began
             if waited >= delay or (waited >= CRITICAL_RECONNECT_S and delay > CRITICAL_RECONNECT_S
                                    and self.outbox.has_critical()):
                 return
-            time.sleep(min(0.2, delay - waited))
+            self._sleep(min(WAIT_SLICE_S, delay - waited))
 
     # --- paho callbacks: only hand off -----------------------------------------------------
 

@@ -94,11 +94,15 @@ def annotate(frame: np.ndarray, cfg: NodeConfig, marks: Iterable[Mark],
 
 
 def encode_jpeg(img: np.ndarray, limit: int = MAX_SNAPSHOT_BYTES) -> bytes:
-    """JPEG no larger than limit: lower the quality, then the size, until it fits."""
+    """JPEG no larger than limit: lower the quality, then the size, until it fits;
+    ValueError when it cannot fit or the image is no JPEG can hold (OpenCV's own error)."""
     work = img
     while True:
         for quality in (85, 70, 55, 40):
-            ok, buf = cv2.imencode(".jpg", work, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            try:
+                ok, buf = cv2.imencode(".jpg", work, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            except cv2.error as exc:
+                raise ValueError(f"cannot encode a {img.shape} image as JPEG: {exc}") from exc
             if ok and len(buf) <= limit:
                 return bytes(buf)
         h, w = work.shape[:2]
@@ -111,5 +115,10 @@ def encode_jpeg(img: np.ndarray, limit: int = MAX_SNAPSHOT_BYTES) -> bytes:
 
 def snapshot(frame: np.ndarray, cfg: NodeConfig, marks: Iterable[Mark],
              caption: str | None = None, limit: int = MAX_SNAPSHOT_BYTES) -> bytes:
-    """The annotated JPEG attached to an event."""
-    return encode_jpeg(annotate(frame, cfg, marks, caption), limit)
+    """The annotated JPEG attached to an event; ValueError when the frame cannot become one
+    (OpenCV cannot draw on it, or no JPEG of it fits)."""
+    try:
+        img = annotate(frame, cfg, marks, caption)
+    except cv2.error as exc:
+        raise ValueError(f"cannot draw on a {frame.shape} frame: {exc}") from exc
+    return encode_jpeg(img, limit)

@@ -167,7 +167,6 @@ def test_alerts_verdicts_export_train_eval(tmp_path: Path, mosquitto: Any, asset
     entry = load_manifest(manifest).models["loop-v1"]
     assert entry.data == [str(out / "data.yaml")] and entry.base == "person-offline"
 
-    pytest.importorskip("edge.model.eval")
     val = tmp_path / "val-set"
     (val / "images").mkdir(parents=True)
     (val / "labels").mkdir()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
 from edge.cli import main
@@ -14,7 +13,6 @@ from protocol.digest import sha256_file
 from tests.edge.model.test_train import make_dataset
 
 REPO = Path(__file__).resolve().parents[3]
-pytest.importorskip("edge.model.eval")
 
 
 def _yolo_folder(src: Path, split: str, stems: list[str], out: Path) -> Path:

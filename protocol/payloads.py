@@ -222,10 +222,10 @@ def decode(model: type[M], payload: bytes, limit: int = MAX_EVENT_BYTES) -> M:
         raise PayloadError(f"{model.__name__} payload of {len(payload)} bytes exceeds {limit}")
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError(f"{model.__name__} payload is not JSON: {exc}") from exc
     except RecursionError as exc:
         raise PayloadError(f"{model.__name__} payload nests deeper than {MAX_JSON_DEPTH}") from exc
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer too long to convert
+        raise PayloadError(f"{model.__name__} payload is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise PayloadError(f"{model.__name__} payload must be a JSON object")
     if json_depth(data) > MAX_JSON_DEPTH:

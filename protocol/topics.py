@@ -11,8 +11,8 @@ NODE_ID_PATTERN = r"[a-z0-9][a-z0-9-]{0,63}"
 # Broker user names the server's accounts use (pondwatch-server, pondwatch-server-<replica>):
 # no node may be called `pondwatch` or `pondwatch-…`, so no node is given a server's account.
 RESERVED_NODE_PREFIX = "pondwatch"
-_NODE_RE = re.compile(rf"^{NODE_ID_PATTERN}$")
-_EVENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NODE_RE = re.compile(NODE_ID_PATTERN)  # fullmatch: `$` would let a trailing newline in
+_EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _KINDS = ("status", "event", "snapshot", "health", "ack", "cmd", "cmd/result")
 FRAME_SUFFIX = "-frame"  # snapshot/{event_id}-frame: the event's unannotated frame
 REQUESTED_PREFIX = "snap-"  # snapshot/snap-{uuid}: a snapshot taken on request, no event
@@ -33,6 +33,11 @@ def frame_of(snapshot_id: str) -> str | None:
     return snapshot_id.removesuffix(FRAME_SUFFIX) if snapshot_id.endswith(FRAME_SUFFIX) else None
 
 
+def _valid_snapshot_id(snapshot_id: str) -> bool:
+    """An event id, or the frame id of one (an id of up to 64 characters, then `-frame`)."""
+    return any(_EVENT_ID_RE.fullmatch(i) for i in (snapshot_id, frame_of(snapshot_id)) if i)
+
+
 class TopicError(ValueError):
     """A topic that is not part of the wire contract."""
 
@@ -49,7 +54,7 @@ class Topic:
 def check_node_id(node_id: str) -> str:
     """Return node_id, or raise TopicError when it does not match NODE_ID_PATTERN or is
     reserved for the server's broker accounts (`pondwatch`, `pondwatch-*`)."""
-    if not _NODE_RE.match(node_id):
+    if not _NODE_RE.fullmatch(node_id):
         raise TopicError(f"node id {node_id!r} does not match {NODE_ID_PATTERN}")
     if node_id == RESERVED_NODE_PREFIX or node_id.startswith(f"{RESERVED_NODE_PREFIX}-"):
         raise TopicError(f"node id {node_id!r} is reserved: {RESERVED_NODE_PREFIX} and "
@@ -77,7 +82,7 @@ class Topics:
 
     def snapshot(self, node_id: str, event_id: str) -> str:
         """The JPEG snapshot belonging to one event."""
-        if not _EVENT_ID_RE.match(event_id):
+        if not _valid_snapshot_id(event_id):
             raise TopicError(f"event id {event_id!r} is not a valid id")
         return f"{self.node(node_id)}/snapshot/{event_id}"
 
@@ -114,7 +119,7 @@ class Topics:
         node_id = check_node_id(parts[0])
         rest = parts[1:]
         if rest and rest[0] == "snapshot" and len(rest) == 2:
-            if not _EVENT_ID_RE.match(rest[1]):
+            if not _valid_snapshot_id(rest[1]):
                 raise TopicError(f"topic {topic!r} has an invalid event id")
             return Topic(node_id, "snapshot", rest[1])
         kind = "/".join(rest)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from edge.config import NodeConfig
 from edge.warning.audio import BUILTIN_VOICE, AplayPlayer, AudioError, NullPlayer
 from edge.warning.local import STATUS_PATTERNS, LocalWarning, pattern_on
 from protocol import Event
-from tests.support import FakeClock
+from tests.support import FakeClock, wait_for
 
 PINS = {"horn": 17, "light": 27, "status_led": 22, "sos_button": 5, "pir": 4}
 
@@ -220,37 +220,64 @@ def test_status_patterns_differ_and_unknown_state_is_refused(warn: LocalWarning)
 def test_sos_button_and_pir_call_back(warn: LocalWarning, factory: MockFactory) -> None:
     sos: list[float] = []
     pir: list[float] = []
-    warn.on_sos(lambda: sos.append(time.monotonic()))
+    warn.on_sos(lambda: sos.append(1.0))
     warn.on_sos(lambda: 1 / 0)            # a broken callback does not stop the others
-    warn.on_pir(lambda: pir.append(time.monotonic()))
+    warn.on_pir(lambda: pir.append(1.0))
     button = factory.pin(PINS["sos_button"])
     button.drive_low()                    # pressed: the button pulls the pin to ground
     button.drive_high()
     factory.pin(PINS["pir"]).drive_high()
-    deadline = time.monotonic() + 3
-    while (not sos or not pir) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: sos and pir, 15, "the SOS and PIR callbacks")
     assert len(sos) == 1 and len(pir) == 1
 
 
-def test_acts_within_one_second_on_the_real_clock(factory: MockFactory) -> None:
-    player = NullPlayer()
-    w = LocalWarning(make_cfg(horn_s=0.3), pin_factory=factory, player=player)
+def test_the_worker_acts_when_an_event_wakes_it_not_on_its_tick(factory: MockFactory,
+                                                                clock: FakeClock) -> None:
+    """With an hour-long tick, only the event's wake-up can switch the horn on."""
+    w = LocalWarning(make_cfg(), pin_factory=factory, player=NullPlayer(), clock=clock,
+                     tick_s=3600)
     try:
-        horn = factory.pin(PINS["horn"])
-        t0 = time.monotonic()
-        w.on_event(critical())
-        assert time.monotonic() - t0 < 0.2           # never blocks the caller
-        while not horn.state and time.monotonic() - t0 < 2:
-            time.sleep(0.005)
-        assert time.monotonic() - t0 < 1.0
-        while not player.played and time.monotonic() - t0 < 3:
-            time.sleep(0.005)
-        assert player.played
-        # The horn went high then low after ~0.3 s: read from the pin's own record.
-        assert [s.state for s in horn.states[-2:]] == [True, False]
-        assert 0.25 < horn.states[-1].timestamp < 0.8
+        wait_for(lambda: factory.pin(PINS["status_led"]).state, 15, "the worker's first step")
+        w.on_event(critical())                # the worker is asleep on its tick now
+        wait_for(lambda: factory.pin(PINS["horn"]).state, 15, "the horn, from the worker")
     finally:
+        w.close()
+
+
+class HeldPlayer(NullPlayer):
+    """A speaker that plays until released: the worker is stuck in play() meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def play(self, path: str) -> None:
+        super().play(path)
+        self.release.wait(30)
+
+
+def test_a_stuck_speaker_never_blocks_the_caller(factory: MockFactory,
+                                                 clock: FakeClock) -> None:
+    """The worker, ticking on the fake clock, blows the horn for horn_s, then plays the
+    voice; while play() hangs, on_event still returns and the next event is taken."""
+    player = HeldPlayer()
+    w = LocalWarning(make_cfg(horn_s=0.3), pin_factory=factory, player=player, clock=clock,
+                     tick_s=0.01)
+    horn = factory.pin(PINS["horn"])
+    try:
+        w.on_event(critical())
+        wait_for(lambda: horn.state, 15, "the horn")
+        clock.advance(0.3)                    # horn_s on the fake clock: horn off, voice on
+        wait_for(lambda: player.played and not horn.state, 15, "the voice after the horn")
+        caller = threading.Thread(target=w.on_event, args=(critical(),))
+        caller.start()
+        caller.join(15)
+        assert not caller.is_alive() and not player.release.is_set()
+        assert w.active
+        player.release.set()
+        wait_for(lambda: horn.state, 15, "the second event's horn once the worker is free")
+    finally:
+        player.release.set()
         w.close()
 
 

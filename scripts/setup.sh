@@ -31,13 +31,27 @@ stamp="$venv/.pondwatch-installed"
 want="$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing Python packages into .venv (first run takes a while)"
-  "$py" -m pip install -q --upgrade pip >/dev/null
+  # pip's own exit status decides; its noisy "... is ignored" lines are dropped (grep finding
+  # no other line is not a failure)
+  pip_install() {
+    local what="$1" out rc=0; shift
+    out="$(mktemp)"
+    "$py" -m pip install -q "$@" >"$out" 2>&1 || rc=$?
+    grep -v "is ignored" "$out" || true
+    rm -f "$out"
+    if ((rc)); then
+      echo "setup: pip could not install $what (pip exit $rc; its messages are above)" >&2
+      exit 1
+    fi
+  }
+  pip_install "pip itself" --upgrade pip
   case "$(uname -m)" in
     aarch64) torch_pins=(torch==2.9.1 torchvision==0.24.1) ;;
     *)       torch_pins=(torch==2.14.1 torchvision==0.29.1) ;;
   esac
-  "$py" -m pip install -q "${torch_pins[@]}" 2>&1 | grep -v "is ignored" || true
-  "$py" -m pip install -q -e ".[edge,server,test,bench]" 2>&1 | grep -v "is ignored" || true
+  pip_install "torch (${torch_pins[*]})" "${torch_pins[@]}"
+  pip_install "PondWatch with its extras edge, server, test and bench" \
+    -e ".[edge,server,test,bench]"
   "$py" -c "import torch, torchvision, ultralytics, cv2, paho.mqtt, fastapi, apprise, cryptography" \
     || { echo "setup: Python packages failed to install" >&2; exit 1; }
   echo "$want" > "$stamp"

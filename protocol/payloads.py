@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from protocol.limits import MAX_EVENT_BYTES, MAX_JSON_DEPTH
 from protocol.topics import NODE_ID_PATTERN
@@ -116,6 +116,15 @@ class Event(BaseModel):
                         "node/{node}/snapshot/{id}-frame (learning loop).")
 
     _check_ts = field_validator("ts")(classmethod(lambda cls, v: _aware(v)))
+
+    @field_validator("severity")
+    @classmethod
+    def _fixed_by_type(cls, value: Severity, info: ValidationInfo) -> Severity:
+        """The severity is the one the type has (a `sos` is never `info`)."""
+        kind = info.data.get("type")
+        if kind is not None and value != (fixed := severity_of(kind)):
+            raise ValueError(f"a {kind.value} event is {fixed.value}, not {value.value}")
+        return value
 
     @classmethod
     def make(cls, type: EventType | str, node_id: str, pond_id: str,

@@ -89,8 +89,8 @@ def test_private_broker_refuses_anonymous_and_enforces_the_acl(
         node = Probe(port, "heyuan-01", creds.password("heyuan-01"))
         assert node.accepted
         node.c.subscribe([(T.all_nodes("snapshot/+"), 1), (T.cmd("xiatang-01"), 1),
-                          (T.cmd("heyuan-01"), 1)])
-        wait_for(lambda: len(node.suback) == 3, 5, "SUBACK")
+                          (T.cmd("heyuan-01"), 1), (T.ack("heyuan-01"), 1)])
+        wait_for(lambda: len(node.suback) == 4, 5, "SUBACK")
         # Mosquitto grants the subscriptions but the ACL delivers only permitted topics.
         other = FakeNode(sup.broker, "xiatang-01", password=creds.password("xiatang-01"))
         try:
@@ -105,7 +105,9 @@ def test_private_broker_refuses_anonymous_and_enforces_the_acl(
                 from server.core.db import EventRow
                 wait_for(lambda: s.get(EventRow, own.id) is not None, 10, "own event stored")
                 assert s.get(EventRow, spoof.id) is None, "a forged event is never stored"
-            time.sleep(0.3)  # give the broker time to (wrongly) forward the other's snapshot
+            # The server's ack of the own event passes the broker after the other's snapshot
+            # was PUBACKed: once the ack is here, a wrongly forwarded snapshot would be too.
+            wait_for(lambda: T.ack("heyuan-01") in node.messages, 10, "the own event's ack")
             assert not any("xiatang-01" in t for t in node.messages), node.messages
         finally:
             other.close()

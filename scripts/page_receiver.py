@@ -12,13 +12,16 @@ from typing import Any
 class PageReceiver:
     """A real HTTP server on 127.0.0.1 keeping each page's JSON body, path and arrival time."""
 
-    def __init__(self, delay_s: float = 0.0, status: int = 200) -> None:
-        """Listen on a free loopback port; optionally answer slowly or with an error status."""
+    def __init__(self, delay_s: float = 0.0, status: int = 200,
+                 hold: threading.Event | None = None) -> None:
+        """Listen on a free loopback port; optionally answer slowly, only once hold is set
+        (at most 60 s), or with an error status."""
         self.pages: list[dict[str, Any]] = []
         self.paths: list[str] = []
         self.times: list[float] = []      # time.monotonic() at arrival
         self.received: list[float] = []   # time.time() at arrival (to compare with event ts)
-        self.delay_s, self.status = delay_s, status
+        self.delay_s, self.status, self.hold = delay_s, status, hold
+        self.waiting = 0                  # POSTs held back by hold right now
         self._cond = threading.Condition()
         outer = self
 
@@ -27,6 +30,13 @@ class PageReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if outer.delay_s:
                     time.sleep(outer.delay_s)
+                if outer.hold is not None:
+                    with outer._cond:
+                        outer.waiting += 1
+                        outer._cond.notify_all()
+                    outer.hold.wait(60)
+                    with outer._cond:
+                        outer.waiting -= 1
                 try:
                     page = json.loads(body or b"{}")
                 except json.JSONDecodeError:

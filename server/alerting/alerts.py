@@ -90,6 +90,21 @@ def open_incident(session: Session, pond_id: str, now: datetime,
     return session.scalars(q.order_by(Alert.id.desc()).limit(1)).first()
 
 
+def covers(session: Session, alert: Alert, event: EventRow | None, now: datetime,
+           clear_s: float = INCIDENT_CLEAR_S) -> bool:
+    """Whether an incident someone acknowledged (已收到) or reached (已到场) still takes in this
+    critical event: for clear_s after that action anything does; later only a re-announcement
+    of a child already in it. A child who came since is a new alert, so an old acknowledgement
+    never swallows him while the pond has not gone quiet (a child who stays for hours)."""
+    if alert.state not in ("acknowledged", "on_scene") or alert.acted_at is None:
+        return True
+    if now - alert.acted_at <= timedelta(seconds=clear_s):
+        return True
+    repeat_of = event.payload.get("repeat_of") if event is not None else None
+    first = session.get(EventRow, repeat_of) if isinstance(repeat_of, str) else None
+    return first is not None and first.alert_id == alert.id
+
+
 def _learn(alert: Alert, event: EventRow | None) -> None:
     """Take who is involved from an event: a child or an adult, how many people were seen."""
     if event is None:
@@ -133,6 +148,11 @@ def raise_alert(session: Session, *, pond_id: str, node_id: str | None, kind: st
     critical = kind in SERIOUSNESS
     alert = open_incident(session, pond_id, now, incident_clear_s) if critical else _open_alert(
         session, pond_id, kind, subject)
+    if critical and alert is not None and not covers(session, alert, event, now,
+                                                     incident_clear_s):
+        log.info("alert %s was %s at %s: a new person's event opens a new alert", alert.id,
+                 alert.state, alert.acted_at)
+        alert = None
     if alert is not None:
         alert.event_count += 1
         alert.last_event_at = now

@@ -269,3 +269,60 @@ def test_quiet_until() -> None:
     assert quiet_until("12:00-14:00", at(13)) == at(14)
     assert quiet_until("12:00-14:00", at(15)) is None
     assert quiet_until(None, at(23)) is None
+
+
+def _act_on(h: Harness, alert_id: int, action: str) -> None:
+    with h.svc.sessions() as s, s.begin():
+        assert alerts.act(s, s.get(Alert, alert_id), action, "guo-yong", h.clock.now(), None, 300)
+
+
+def _deliveries(h: Harness, alert_id: int) -> list[tuple[str, str]]:
+    with h.svc.sessions() as s:
+        return [(d.person_id, d.reason) for d in s.scalars(
+            select(Delivery).where(Delivery.alert_id == alert_id).order_by(Delivery.id))]
+
+
+@pytest.mark.parametrize("acted", [("ack",), ("ack", "on_scene")])
+def test_second_child_hours_after_an_acknowledged_visit_is_a_new_alert(
+        h: Harness, acted: tuple[str, ...]) -> None:
+    """已收到 (or 已到场) and never resolved; the child left; three hours later a second child:
+    a new alert, paged to the constable from the first step."""
+    first = h.event("child_near_water", track_id=1)
+    h.tick()
+    old = h.alert().id
+    for action in acted:
+        _act_on(h, old, action)
+    h.clock.advance(30)
+    h.event("event_end", ref=first.id, reason="clear")
+    h.clock.advance(3 * 3600)
+    h.event("child_near_water", track_id=2)
+    new = h.alert()
+    assert new.id != old and (new.state, new.event_count) == ("open", 1)
+    assert h.alert(old).state == ("on_scene" if "on_scene" in acted else "acknowledged")
+    h.tick()
+    assert _deliveries(h, new.id) == [("guo-yong", "step")]
+
+
+@pytest.mark.parametrize("acted", [("ack",), ("ack", "on_scene")])
+def test_new_child_long_after_an_acknowledgement_is_paged_though_the_pond_never_went_quiet(
+        h: Harness, acted: tuple[str, ...]) -> None:
+    """The first child stays for hours (re-announced every 120 s, so the incident never goes
+    quiet): the re-announcements and a second child within incident_clear_s of 已收到/已到场
+    join the acknowledged alert; a child who comes later is not swallowed by the old
+    acknowledgement: a new alert pages the constable."""
+    first = h.event("child_near_water", track_id=1)
+    h.tick()
+    old = h.alert().id
+    for action in acted:
+        _act_on(h, old, action)
+    h.clock.advance(300)
+    h.event("child_near_water", track_id=2)  # the constable is on his way or there: joins
+    for _ in range(90):  # three hours of the first child re-announced: all join
+        h.clock.advance(120)
+        h.event("child_near_water", track_id=1, repeat_of=first.id)
+    assert h.alert().id == old and h.alert(old).event_count == 92
+    h.event("child_near_water", track_id=3)  # a child who came since
+    new = h.alert()
+    assert new.id != old and (new.state, new.event_count) == ("open", 1)
+    h.tick()
+    assert _deliveries(h, new.id) == [("guo-yong", "step")]

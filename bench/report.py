@@ -14,7 +14,7 @@ HEADER = ("# Benchmarks\n\nFigures measured on the machine named in each section
 
 
 def machine() -> str:
-    """CPU model, cores, memory, Python and OS, in one line."""
+    """CPU model, cores, memory, Python, OS and the 1-minute load average, in one line."""
     cpu = platform.processor() or "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -25,7 +25,8 @@ def machine() -> str:
         pass
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB RAM, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
+            f"load average {os.getloadavg()[0]:.2f} when written")
 
 
 def write_section(name: str, body: str) -> None:

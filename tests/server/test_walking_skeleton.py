@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import httpx
 from sqlalchemy import func, select
@@ -21,11 +20,9 @@ def test_child_event_pages_constable_and_ack_link_acknowledges(config, receiver:
     with Server(config) as srv:
         assert srv.services.ingest is not None
         assert srv.services.ingest.connected.wait(10)
-        t0 = time.monotonic()
         ev = node.event("child_near_water", track_id=3, zone="bank", stature_m=1.2)
         node.event("child_near_water", track_id=4, zone="bank", stature_m=1.1)  # folds
-        pages = receiver.wait(1, timeout=5)
-        assert receiver.times[0] - t0 < 2.0
+        pages = receiver.wait(1, timeout=15)  # how soon: bench/paging.py (goal: 2 s)
         page = pages[0]
         assert receiver.paths[0] == "/guo-yong"
         assert "禾源山塘" in page["title"] and "禾源村" in page["message"]

@@ -30,7 +30,9 @@ from tests.server.conftest import PageReceiver, wait_for
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed")
 log = logging.getLogger(__name__)
-LIVE_MS = 2000  # a new alert must show within 2 s of the node's publish
+# A live update is waited for, not timed: the 2 s goal from the node's publish is measured
+# by bench/live.py. This only guards against a hang.
+LIVE_WAIT_MS = 15_000
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +86,7 @@ def test_constable_sees_new_alert_live_opens_it_and_acknowledges(browser, site: 
     t0 = time.monotonic()
     ev = node.event("child_near_water", snapshot=True, stature_m=1.1)
     row = page.locator("tr[data-pond='heyuan-shantang']")
-    expect(row).to_have_count(1, timeout=LIVE_MS)
+    expect(row).to_have_count(1, timeout=LIVE_WAIT_MS)
     log.info("new alert on the open page %.0f ms after the node's publish",
              (time.monotonic() - t0) * 1000)
     assert page.evaluate("window.__notReloaded") is True
@@ -115,7 +117,7 @@ def test_constable_of_another_grid_cannot_see_or_open_it(browser, site: Site) ->
     theirs = raise_alert(site)  # grid 共裕: not zhao's
     mine = raise_alert(site, "xitang-01", "xitang", snapshot=False)
     # The stream delivers in commit order: once zhao's own alert is in, the other was skipped.
-    expect(page.locator(f"tr[data-alert-id='{mine}']")).to_have_count(1, timeout=LIVE_MS)
+    expect(page.locator(f"tr[data-alert-id='{mine}']")).to_have_count(1, timeout=LIVE_WAIT_MS)
     expect(page.locator(f"tr[data-alert-id='{theirs}']")).to_have_count(0)
     page.reload()
     expect(page.locator("tr[data-alert-id]")).to_have_count(1)
@@ -282,6 +284,6 @@ def test_open_alert_page_follows_changes_made_elsewhere(browser, site: Site) -> 
     r = httpx.post(site.url + f"/api/alerts/{aid}/actions", json={"action": "on_scene"},
                    auth=("admin", PASSWORDS["admin"]))
     assert r.status_code == 200, r.text
-    expect(page.locator("#state")).to_have_text("已到场", timeout=LIVE_MS)
+    expect(page.locator("#state")).to_have_text("已到场", timeout=LIVE_WAIT_MS)
     expect(page.get_by_role("button", name="已收到")).to_have_count(0)
     assert page.evaluate("window.__notReloaded") is True

@@ -12,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from server.access import auth
+from server.access.links import LinkError, Signer
 from server.app import create_app
 from server.core.db import Grid, TimelineEntry
 from server.link.ingest import Inbound
@@ -101,3 +103,31 @@ def test_every_use_is_on_the_timeline_with_the_client_address(web) -> None:
     assert _link_uses(h) == [("guo-yong", f"{what} from testclient") for what in (
         "page", "snapshot", "ack", "on_scene (json)", "resolve real (asked to confirm)",
         "resolve real", "page refused: resolved")]
+
+
+def test_a_link_token_is_no_session_cookie_and_a_cookie_no_link(web) -> None:
+    """A paged link's token set as the session cookie logs nobody in (it is signed under
+    another purpose's key, so it does not even verify as a session); opening the link sets no
+    cookie; a logged-in constable's session cookie is no acknowledge link either."""
+    h, c = web
+    token = _paged_link(h)
+    aid, now = h.alert().id, h.clock.now()
+    opened = c.get(f"/a/{token}")
+    assert opened.status_code == 200 and "set-cookie" not in opened.headers
+    with pytest.raises(LinkError, match="bad signature"):
+        Signer(h.cfg.resolved_secret(), "session").verify(token, now)
+    with h.svc.sessions() as s:
+        assert h.svc.web_sessions.read(s, token, now) is None
+    c.cookies.set(auth.Sessions.COOKIE, token)
+    assert c.get("/api/alerts").status_code == 401
+    assert c.get(f"/api/alerts/{aid}").status_code == 401
+    assert c.get(f"/alerts/{aid}").headers["location"].startswith("/login")
+    assert c.post(f"/api/alerts/{aid}/actions", json={"action": "ack"}).status_code in (401, 403)
+    assert h.alert().state == "notified"
+    with h.svc.sessions() as s, s.begin():
+        user = auth.set_user(s, "guo", "pass-word-123", "constable", "guo-yong")
+        cookie = h.svc.web_sessions.issue(s, user, now)
+    c.cookies.clear()
+    assert c.get(f"/a/{cookie}").status_code == 403
+    assert c.post(f"/api/ack/{cookie}", json={"action": "ack"}).status_code == 403
+    assert h.alert().state == "notified"

@@ -411,3 +411,74 @@ def test_scope_and_sessions_on_postgres(tmp_path: Path, receiver: PageReceiver,
         assert guo.get("/api/me").status_code == 401
     finally:
         site.close()
+
+
+def _write_routes(routes: list) -> Iterator[Any]:
+    """Every POST/PUT/PATCH/DELETE APIRoute, also inside included routers."""
+    from fastapi.routing import APIRoute
+
+    for route in routes:
+        if isinstance(route, APIRoute) and route.methods & {"POST", "PUT", "PATCH", "DELETE"}:
+            yield route
+        elif hasattr(route, "original_router"):
+            yield from _write_routes(route.original_router.routes)
+
+
+# Each write route: a request that would act on 禾源山塘 (共裕网格) or its node heyuan-01, and the
+# user in scope who may make it with the answer they get (None: admins only, not replayed).
+# The harness has no broker: a command that got past every check is a 503.
+WRITES: dict[str, tuple[dict[str, Any], str | None, int | None]] = {
+    "/alerts/{alert_id}": ({"data": {"action": "ack"}}, "guo", 303),
+    "/api/alerts/{alert_id}/actions": ({"json": {"action": "on_scene"}}, "guo", 200),
+    "/fleet/{node_id}/commands": ({"data": {"cmd": "snapshot"}}, "wang", 503),
+    "/api/nodes/{node_id}/commands": ({"json": {"cmd": "selftest"}}, "wang", 503),
+    "/ponds/{pond_id}/snapshot": ({}, "wang", 503),
+    "/silences": ({"data": {"pond_id": "heyuan-shantang", "minutes": "30"}}, "wang", 303),
+    "/api/silences": ({"json": {"pond_id": "heyuan-shantang", "minutes": 30}}, "wang", 201),
+    "/api/models": ({"files": {"file": ("m.pt", b"x")}, "data": {"name": "m"}}, None, None),
+    "/api/models/{name}/assign": ({"json": {"pond_id": "heyuan-shantang"}}, None, None),
+    "/admin/{kind}": ({"data": {"id": "heyuan-shantang", "name": "x", "grid": "xishan"}},
+                      None, None),
+    "/admin/rosters/{row_id}/delete": ({}, None, None),
+    "/admin-import": ({"files": {"file": ("r.yaml", b"stations: []\n")}}, None, None),
+}
+
+
+def test_every_write_route_refuses_other_grids(site: Site) -> None:
+    """Walks every POST route (routes added later included: one without a request here fails):
+    the other station's constable, technician and duty desk are refused (403, 404, or 422
+    naming the pond or node as unknown) and nothing changes; then the same request by someone
+    in scope gets through, so each refusal was the scope's."""
+    from server.core.db import CommandRow, Silence
+
+    aid = site.alert("heyuan-01", "heyuan-shantang", snapshot=False)
+    values = {"alert_id": str(aid), "node_id": "heyuan-01", "pond_id": "heyuan-shantang",
+              "name": "pond-person-v2", "kind": "ponds", "row_id": "1"}
+    skip = {"/login", "/logout",          # no object; the login form has its own tests
+            "/a/{token}", "/api/ack/{token}"}  # a signed capability (test_ack_links.py)
+    routes = [r for r in _write_routes(site.app.routes) if r.path not in skip]
+    missing = {r.path for r in routes} - set(WRITES)
+    assert not missing, f"no test request for {sorted(missing)}"
+
+    def path(route: str) -> str:
+        return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: values[m.group(1)], route)
+
+    for user in ("li", "zhou", "duty-bs"):
+        c = site.client(user)
+        for route in routes:
+            request = WRITES[route.path][0]
+            for method in route.methods & {"POST", "PUT", "PATCH", "DELETE"}:
+                r = c.request(method, path(route.path), **request)
+                assert r.status_code in (403, 404) or (
+                    r.status_code == 422 and re.search(r"unknown (pond|node)", r.text)), (
+                    user, method, route.path, r.status_code, r.text[:200])
+    with site.h.svc.sessions() as s:
+        assert s.scalars(select(CommandRow)).all() == []
+        assert s.scalars(select(Silence)).all() == []
+    assert site.h.alert(aid).state == "notified"
+    assert site.scope("li").grid_ids == {"xishan"}  # the registry was not edited either
+    for route, (request, allowed, status) in WRITES.items():
+        if allowed is not None:
+            r = site.client(allowed).post(path(route), **request)
+            assert r.status_code == status, (allowed, route, r.status_code, r.text[:200])
+    assert site.h.alert(aid).state == "on_scene"

@@ -11,9 +11,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import create_engine, func, select, text
 
 from edge.config import NodeConfig
@@ -67,12 +70,26 @@ def node_cfg(d: Path, port: int) -> NodeConfig:
         "outbox": str(d / "outbox.db")})
 
 
+def has_events_table(d: Path) -> bool:
+    """Whether the server has made its database (read-only: never creates the file itself)."""
+    db = d / "server.db"
+    if not db.exists():
+        return False
+    engine = create_engine(f"sqlite:///file:{db}?mode=ro&uri=true")
+    try:
+        with engine.connect() as c:
+            row = c.execute(text("SELECT name FROM sqlite_master WHERE name='events'")).first()
+        return row is not None
+    finally:
+        engine.dispose()
+
+
 def db_ids(d: Path) -> list[str]:
+    if not has_events_table(d):
+        return []
     engine = create_engine(f"sqlite:///{d / 'server.db'}")
     try:
         with engine.connect() as c:
-            if not c.execute(text("SELECT name FROM sqlite_master WHERE name='events'")).first():
-                return []
             return list(c.scalars(select(EventRow.id)))
     finally:
         engine.dispose()
@@ -93,6 +110,53 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     m = Mosquitto(data_dir=tmp_path / "mq").start()
     yield m
     m.close()
+
+
+class EventPubacks:
+    """The broker's PUBACK reason code for each event the link publishes, read through the
+    paho client's own publish and on_publish (wrapped; the link's handlers still run)."""
+
+    def __init__(self, link: NodeLink) -> None:
+        """Wrap the link's client; call before link.start()."""
+        self.topic = link.topics.event(link.node)
+        self.mids: list[int] = []
+        self.codes: dict[int, int] = {}
+        publish = link.client.publish
+        on_publish: Callable[..., None] | None = link.client.on_publish
+        assert on_publish is not None
+
+        def spy_publish(topic: str, *args: Any, **kwargs: Any) -> mqtt.MQTTMessageInfo:
+            info = publish(topic, *args, **kwargs)
+            if topic == self.topic:
+                self.mids.append(info.mid)
+            return info
+
+        def spy_on_publish(c: mqtt.Client, u: Any, mid: int, rc: Any, p: Any) -> None:
+            self.codes[mid] = rc.value
+            on_publish(c, u, mid, rc, p)
+
+        link.client.publish = spy_publish  # type: ignore[method-assign]
+        link.client.on_publish = spy_on_publish
+
+    def codes_of_events(self) -> list[int]:
+        """Reason codes of the event publishes the broker has answered, in publish order."""
+        return [self.codes[m] for m in self.mids if m in self.codes]
+
+
+def session_present(port: int, client_id: str) -> bool:
+    """Whether the broker holds a session for client_id (an MQTT v5 connect that does not start
+    clean and asks no expiry, so any session ends when this probe leaves)."""
+    flags: list[bool] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda _c, _u, f, _rc, _p: flags.append(f.session_present)
+    c.connect("127.0.0.1", port, clean_start=False)
+    c.loop_start()
+    try:
+        wait_for(lambda: flags, 10, "CONNACK")
+        return flags[0]
+    finally:
+        c.disconnect()
+        c.loop_stop()
 
 
 def raise_events(box: Outbox, link: NodeLink, n: int, prefix: str,
@@ -132,18 +196,23 @@ def test_broker_back_empty_while_node_holds_an_event(tmp_path: Path, broker: Mos
     cfg = node_cfg(tmp_path, broker.port)
     box = Outbox(cfg.outbox, retry_s=1.0, retry_max_s=2.0)
     link = NodeLink(cfg, box)
+    pubacks = EventPubacks(link)
     srv = Server(parse_config(server_dict(tmp_path, broker.url))).start()
     assert srv.services.ingest and srv.services.ingest.connected.wait(10)
+    server_id = srv.services.ingest.client_id
     srv.stop()  # the server is away; the broker queues for its session
     link.start()
     try:
         assert link.connected.wait(10)
         [event_id] = raise_events(box, link, 1, "empty", kind="child_near_water")
-        time.sleep(1.5)  # let the broker PUBACK and queue it for the absent server
-        assert box.depth() == 1
+        codes = wait_for(pubacks.codes_of_events, 10, "the broker's PUBACK of the event")
+        # success, not 0x10 (no matching subscribers): queued for the absent server's session
+        assert codes[0] == 0, f"PUBACK reason {codes[0]:#x}"
+        assert box.depth() == 1, "a PUBACK is not the server's confirmation"
         broker.kill()
         broker.wipe()
         broker.start()
+        assert not session_present(broker.port, server_id), "the broker must come back empty"
         srv = Server(parse_config(server_dict(tmp_path, broker.url))).start()
         wait_for(lambda: box.depth() == 0, 60, "the node to re-send and the server to confirm")
         assert db_ids(tmp_path) == [event_id]
@@ -191,8 +260,7 @@ def test_server_killed_mid_ingest_loses_nothing_and_pages_once(
     link = NodeLink(cfg, box)
     server = subprocess.Popen(exe, cwd=HERE.parents[1])
     try:
-        wait_for(lambda: "events" in str(db_ids(tmp_path)) or (tmp_path / "server.db").exists(),
-                 30, "server database")
+        wait_for(lambda: has_events_table(tmp_path), 30, "server database")
         link.start()
         ids = raise_events(box, link, 200, "crit", kind="child_near_water")
         ids += raise_events(box, link, 200, "info")

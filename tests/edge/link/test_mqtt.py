@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,7 +112,13 @@ def test_events_raised_while_broker_is_down_arrive_after(tmp_path: Path) -> None
     broker = Mosquitto(data_dir=tmp_path / "mq")
     cfg = node_cfg(broker, tmp_path)
     box = Outbox(cfg.outbox)
-    link = NodeLink(cfg, box)
+    stop = threading.Event()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        stop.wait(seconds)
+    link = NodeLink(cfg, box, sleep=sleep)
     link.start()
     ids = []
     try:
@@ -122,13 +127,14 @@ def test_events_raised_while_broker_is_down_arrive_after(tmp_path: Path) -> None
             box.put(ev)
             ids.append(ev.id)
             link.wake()
-        time.sleep(0.3)
+        wait_for(lambda: waits, 15, "the link to find no broker and wait to retry")
         broker.start()
         srv = FakeServer(broker)
         wait_for(lambda: box.depth() == 0, timeout=30)
         assert sorted({e["id"] for e in srv.events}) == sorted(ids)
         srv.close()
     finally:
+        stop.set()
         link.stop()
         broker.close()
 

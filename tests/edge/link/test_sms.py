@@ -6,7 +6,6 @@ import json
 import os
 import select
 import threading
-import time
 import tty
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from edge.config import NodeConfig
 from edge.link.outbox import Outbox
 from edge.link.sms import ModemError, SerialModem, SmsFallback, sms_text, ucs2
 from protocol import Event
-from tests.support import FakeClock
+from tests.support import FakeClock, wait_for
 
 T0 = datetime(2026, 7, 1, 6, 30, tzinfo=UTC).timestamp()    # 14:30 in China
 NUMBERS = ["+8613800000001", "13900000002"]
@@ -261,9 +260,7 @@ def test_run_ticks_on_its_own_thread_until_stopped(modem: SimModem, box: Outbox)
     worker = threading.Thread(target=fb.run, args=(stop, 0.01))
     worker.start()
     try:
-        deadline = time.monotonic() + 5
-        while fb.texted_events == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: fb.texted_events, 15, "the worker to text the event")
     finally:
         stop.set()
         worker.join(timeout=5)

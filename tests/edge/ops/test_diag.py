@@ -8,7 +8,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,13 +201,11 @@ def test_broker_with_acl_and_wrong_password(tmp_path: Path, model_path: Path,
     assert not r.ok and "refused the connection" in r.detail and "password" in r.hint
 
 
-def test_broker_unreachable_fails_fast(tmp_path: Path, model_path: Path) -> None:
+def test_broker_unreachable_fails(tmp_path: Path, model_path: Path) -> None:
     from server.link.broker import free_port
     path = write_node(tmp_path, model_path, f"mqtt://127.0.0.1:{free_port()}")
-    t0 = time.monotonic()
     r = by_name(run_checks(load_config(path), str(path), skip=set(CHECKS) - {"broker"}))
     assert not r["broker"].ok and "cannot reach" in r["broker"].detail
-    assert time.monotonic() - t0 < 5
 
 
 def test_low_disk(tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

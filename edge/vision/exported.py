@@ -28,7 +28,7 @@ from edge.vision.types import (
     labelled,
     meaning_map,
 )
-from edge.vision.yolo_io import decode, letterbox, nms
+from edge.vision.yolo_io import REG_MAX, decode, head_output, letterbox, nms
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,53 @@ class OnnxNetwork:
         return np.asarray(self._session.run(None, {self._input: blob})[0])
 
 
+def _head_maps(param: str) -> list[tuple[str, str]] | None:
+    """The blob names of a Detect head's per-scale (box, class) maps in an NCNN param file.
+
+    An NCNN export bakes its input size into the head (reshapes to 8400 anchors, anchor points
+    as weights), while every layer up to the head's last convolutions takes any size. The head
+    ends in two Concats of Reshaped convolution outputs, one per branch: the one a Sigmoid
+    takes holds the class maps, the other (4 * REG_MAX channels) the box maps. None when the
+    graph has no such head (e.g. an end-to-end one).
+    """
+    layers = [line.split() for line in param.splitlines()[2:] if line.strip()]
+    made_by: dict[str, list[str]] = {}
+    for layer in layers:
+        n_in, n_out = int(layer[2]), int(layer[3])
+        for top in layer[4 + n_in:4 + n_in + n_out]:
+            made_by[top] = layer
+
+    def conv_maps(blob: str) -> list[tuple[str, int]] | None:
+        """(conv output, channels) of each Reshaped convolution a Concat joins, else None."""
+        cat = made_by.get(blob)
+        if cat is None or cat[0] != "Concat":
+            return None
+        out = []
+        for bottom in cat[4:4 + int(cat[2])]:
+            reshape = made_by.get(bottom)
+            conv = made_by.get(reshape[4]) if reshape and reshape[0] == "Reshape" else None
+            if reshape is None or conv is None or conv[0] != "Convolution":
+                return None
+            channels = dict(kv.split("=", 1) for kv in conv[4 + int(conv[2]) + int(conv[3]):])
+            out.append((reshape[4], int(channels["0"])))
+        return out
+
+    cls = [m for layer in layers if layer[0] == "Sigmoid" and (m := conv_maps(layer[4]))]
+    box = [m for top in made_by if (m := conv_maps(top)) and m not in cls
+           and all(c == 4 * REG_MAX for _, c in m)]
+    if len(cls) != 1 or len(box) != 1 or len(cls[0]) != len(box[0]):
+        return None
+    return [(b, c) for (b, _), (c, _) in zip(box[0], cls[0], strict=True)]
+
+
 class NcnnNetwork:
-    """An NCNN export folder (model.ncnn.param, model.ncnn.bin, metadata.yaml) on ncnn's CPU."""
+    """An NCNN export folder (model.ncnn.param, model.ncnn.bin, metadata.yaml) on ncnn's CPU.
+
+    Run up to its head's per-scale maps, which take any input size, and decoded here
+    (yolo_io.head_output): so a frame is letterboxed to a stride multiple as for the .pt, not
+    padded to the export's square (which lost 0.07 recall on water-people, issue 20). A graph
+    whose head is not recognised runs whole, at its export size.
+    """
 
     def __init__(self, folder: Path, threads: int = 0) -> None:
         """Load param and weights; names and the export size from metadata.yaml."""
@@ -85,8 +130,12 @@ class NcnnNetwork:
         self.names = _names(meta.get("names"))
         size = meta.get("imgsz", 640)
         h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        # an NCNN export's reshapes are fixed at its export size
-        self.fixed: tuple[int, int] | None = (h, w)
+        param = folder / "model.ncnn.param"
+        self._maps = _head_maps(param.read_text(encoding="utf-8", errors="replace"))
+        self.fixed: tuple[int, int] | None = None if self._maps else (h, w)
+        if self._maps is None:
+            log.warning("NCNN export %s: no Detect head found; it runs at its export size "
+                        "%dx%d only (frames padded square)", folder, w, h)
         self._net = ncnn.Net()
         self._net.opt.use_vulkan_compute = False
         # memory first: winograd and packed-sgemm weights cost ~110 MB more on a 44 MB
@@ -102,11 +151,14 @@ class NcnnNetwork:
         self._ncnn = ncnn
 
     def run(self, blob: np.ndarray) -> np.ndarray:
-        """The first output for one input."""
+        """The Detect head's raw output for one input."""
         ex = self._net.create_extractor()
         ex.input(self._net.input_names()[0], self._ncnn.Mat(blob[0]))
-        _, out = ex.extract(self._net.output_names()[0])
-        return np.array(out)[None]
+        if self._maps is None:
+            _, out = ex.extract(self._net.output_names()[0])
+            return np.array(out)[None]
+        maps = [(np.array(ex.extract(b)[1]), np.array(ex.extract(c)[1])) for b, c in self._maps]
+        return head_output(maps, (blob.shape[2], blob.shape[3]))
 
 
 def open_network(path: Path, runtime: str) -> Network:

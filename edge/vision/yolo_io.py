@@ -4,7 +4,8 @@ What Ultralytics does around the network, kept small so the ONNX and NCNN runtim
 torch nor Ultralytics: the frame is scaled (keeping its aspect) and padded with grey 114 to a
 multiple of the stride (`LetterBox`), the raw head output `(1, 4 + classes, anchors)` of
 centre-size boxes and class scores is decoded, suppressed per class at IoU 0.7 and scaled
-back to the frame.
+back to the frame. For a network whose head is fixed at its export size (NCNN), `head_output`
+builds that raw output from the Detect head's per-scale maps, at any input size.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ PAD_VALUE = 114     # Ultralytics' grey border
 NMS_IOU = 0.7       # Ultralytics' predict default
 MAX_DET = 300       # Ultralytics' predict default
 MAX_WH = 7680.0     # class offset that keeps the boxes of different classes apart in one NMS
+REG_MAX = 16        # DFL bins per box side in the Detect head (YOLOv8 / 11)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,32 @@ def letterbox(img: np.ndarray, size: int, stride: int = 32, fixed: tuple[int, in
                              value=(PAD_VALUE, PAD_VALUE, PAD_VALUE))
     blob = np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
     return blob / np.float32(255.0), Letterbox(r, float(left), float(top))
+
+
+def head_output(maps: list[tuple[np.ndarray, np.ndarray]], input_hw: tuple[int, int]
+                ) -> np.ndarray:
+    """The Detect head's (1, 4 + nc, anchors) output from its per-scale maps.
+
+    `maps` holds, per scale (finest first), the box branch's (4 * REG_MAX, h, w) DFL logits and
+    the class branch's (nc, h, w) logits for an input of `input_hw`; as Ultralytics' Detect:
+    softmax over the bins, their expected value is the distance (in strides) from the cell
+    centre to each side, and the class logits go through a sigmoid.
+    """
+    bins = np.arange(REG_MAX, dtype=np.float32)
+    columns: list[np.ndarray] = []
+    for box, logits in maps:
+        h, w = box.shape[1:]
+        stride = input_hw[0] / h
+        d = box.reshape(4, REG_MAX, h * w).astype(np.float32)
+        e = np.exp(d - d.max(axis=1, keepdims=True))
+        dist = (e * bins[None, :, None]).sum(axis=1) / e.sum(axis=1)      # (4, h*w): l t r b
+        gy, gx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+        ax, ay = gx.ravel(), gy.ravel()
+        x1, y1, x2, y2 = ax - dist[0], ay - dist[1], ax + dist[2], ay + dist[3]
+        xywh = np.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]) * stride
+        probs = 1 / (1 + np.exp(-logits.reshape(logits.shape[0], h * w).astype(np.float32)))
+        columns.append(np.concatenate([xywh, probs]))
+    return np.concatenate(columns, axis=1)[None]
 
 
 def decode(raw: np.ndarray, floor: float, classes: list[int] | None = None

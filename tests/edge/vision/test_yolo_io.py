@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.vision.yolo_io import decode, letterbox, nms
+from edge.vision.yolo_io import REG_MAX, decode, head_output, letterbox, nms
 
 
 def test_letterbox_pads_to_the_stride_like_ultralytics_rect_inference() -> None:
@@ -65,6 +65,29 @@ def test_decode_reads_an_end_to_end_head_and_refuses_odd_shapes() -> None:
     assert boxes.tolist() == [[1, 2, 3, 4]] and cls.tolist() == [1]
     with pytest.raises(ValueError, match="output shape"):
         decode(np.zeros((1, 8400)), 0.1)
+
+
+def test_head_maps_become_the_detect_heads_output() -> None:
+    """Per-scale DFL and class logits as Ultralytics' Detect decodes them: a cell's peaked bins
+    give its side distances in strides from the cell centre; logit 0 is score 0.5; the finer
+    scale's anchors come first."""
+    fine = np.full((4 * REG_MAX, 2, 4), -50.0, np.float32)      # 64x128 input at stride 32
+    coarse = np.full((4 * REG_MAX, 1, 2), -50.0, np.float32)    # stride 64
+    for side, bins in enumerate((1, 2, 3, 4)):                  # l t r b of cell (y 1, x 2)
+        fine[side * REG_MAX + bins, 1, 2] = 50.0
+    coarse[[0, REG_MAX, 2 * REG_MAX, 3 * REG_MAX]] = 50.0       # zero distances
+    logits = [np.full((2, 2, 4), -20.0, np.float32), np.full((2, 1, 2), -20.0, np.float32)]
+    logits[0][1, 1, 2] = 0.0
+    raw = head_output([(fine, logits[0]), (coarse, logits[1])], (64, 128))
+    assert raw.shape == (1, 4 + 2, 8 + 2)
+    cell = raw[0, :, 1 * 4 + 2]
+    # centre (2.5, 1.5) strides; x1 = 2.5 - 1, y1 = 1.5 - 2, x2 = 2.5 + 3, y2 = 1.5 + 4
+    assert cell[:4] == pytest.approx(np.array([3.5, 2.5, 4, 6]) * 32, abs=1e-3)
+    assert cell[4:] == pytest.approx([0, 0.5], abs=1e-6)
+    assert raw[0, :4, 9] == pytest.approx([96, 32, 0, 0], abs=1e-3)
+    boxes, scores, cls = decode(raw, 0.25)
+    assert len(boxes) == 1 and boxes[0] == pytest.approx([48, -16, 176, 176], abs=1e-3)
+    assert scores.tolist() == pytest.approx([0.5]) and cls.tolist() == [1]
 
 
 def test_nms_keeps_the_strongest_of_overlapping_boxes_per_class() -> None:
